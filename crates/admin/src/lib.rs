@@ -1,1 +1,59 @@
-//! placeholder
+//! The admin API: health, metrics and cache administration, each resource
+//! in its own module, all behind one auth layer. It uses only the public
+//! handles of the proxy crate.
+
+mod auth;
+mod cache;
+mod envelope;
+mod health;
+mod metrics;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use perfgate_proxy::Gateway;
+use tokio::net::TcpListener;
+
+pub use envelope::{ApiError, ok};
+
+/// What the admin handlers share.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The running gateway.
+    pub gateway: Arc<Gateway>,
+    /// Bearer token; `None` means loopback clients only.
+    pub token: Option<Arc<str>>,
+    /// Serve `/metrics` without the token.
+    pub metrics_public: bool,
+}
+
+/// The admin router. New resources add a module and a `merge` here.
+pub fn router(state: AdminState) -> Router {
+    let protected = Router::new()
+        .merge(cache::routes())
+        .merge(metrics::routes(!state.metrics_public))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require,
+        ));
+    Router::new()
+        .merge(health::routes())
+        .merge(metrics::routes(state.metrics_public))
+        .merge(protected)
+        .fallback(envelope::not_found)
+        .with_state(state)
+}
+
+/// Serves the admin API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

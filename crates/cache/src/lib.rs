@@ -1,1 +1,16 @@
-//! placeholder
+//! HTTP caching for perfgate: the pure RFC 9111 logic (directive parsing,
+//! cache keys, storability and freshness, conditional requests, `Vary`) and
+//! the cache tiers built on it.
+//!
+//! `cache_control`, `key`, `policy`, `conditional` and `vary` are free of I/O
+//! and async so that the hot path can call them directly and tests can cover
+//! them exhaustively.
+
+pub mod cache_control;
+pub mod compress;
+pub mod conditional;
+pub mod entry;
+pub mod key;
+pub mod memory;
+pub mod policy;
+pub mod vary;

@@ -1,1 +1,20 @@
-//! placeholder
+//! perfgate's configuration: one TOML file, every value overridable by
+//! `PERFGATE_…` environment variables, validated with every problem reported
+//! with its path.
+
+mod ipnet;
+mod load;
+mod model;
+mod problem;
+mod units;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+pub use ipnet::IpNet;
+pub use load::{from_env_only, load_file, load_file_with_env, load_str};
+pub use model::*;
+pub use problem::{ConfigErrors, Origin, Problem};
+pub use units::{ByteSize, Duration, parse_byte_size, parse_duration};
+pub use validate::{UpstreamUrl, parse_upstream_url, validate};

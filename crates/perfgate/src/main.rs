@@ -1,1 +1,229 @@
-fn main() {}
+//! The `perfgate` command: parse the command line, load the configuration,
+//! run, drain. Everything else lives in the library crates.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// perfgate: a caching, compressing performance gateway in front of an HTTP API.
+#[derive(Parser)]
+#[command(name = "perfgate", version, about, long_about = None)]
+struct Cli {
+    /// Log filter (e.g. `info`, `perfgate_proxy=debug`).
+    #[arg(long, env = "PERFGATE_LOG", default_value = "info", global = true)]
+    log: String,
+    /// Log format.
+    #[arg(long, env = "PERFGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway in front of an upstream.
+    ///
+    /// Works with no config file: `perfgate serve --upstream http://127.0.0.1:8000`.
+    /// Every config value can also be set with `PERFGATE_<SECTION>__<FIELD>`
+    /// environment variables (e.g. `PERFGATE_CACHE__MAX_BYTES=1GiB`).
+    Serve(ServeArgs),
+    /// Check a config file and print every problem with its location.
+    ///
+    /// Exits 0 when the file is valid, 1 otherwise. Environment overrides
+    /// (`PERFGATE_…`) are applied as `serve` would apply them.
+    CheckConfig {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
+    /// Start a sample backend with slow endpoints, put perfgate in front,
+    /// load both and print a before/after report.
+    Demo {
+        /// Print the report and exit instead of serving until Ctrl-C.
+        #[arg(long)]
+        once: bool,
+        /// Seconds of load for each phase (direct, then through perfgate).
+        #[arg(long, default_value_t = 5)]
+        duration: u64,
+        /// Concurrent connections of the load generator.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Upstream base URL (`http://host:port`), the default for every route.
+    #[arg(long, env = "PERFGATE_UPSTREAM")]
+    upstream: Option<String>,
+    /// Proxy listen address [default: 127.0.0.1:8080].
+    #[arg(long, env = "PERFGATE_LISTEN")]
+    listen: Option<String>,
+    /// Admin API listen address [default: 127.0.0.1:9090].
+    #[arg(long, env = "PERFGATE_ADMIN_LISTEN")]
+    admin_listen: Option<String>,
+    /// TOML config file (optional).
+    #[arg(long, short, env = "PERFGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// File holding the admin bearer token (else `PERFGATE_ADMIN_TOKEN`;
+    /// with neither, the admin API answers only loopback clients).
+    #[arg(long, env = "PERFGATE_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log, cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::CheckConfig { file } => return check_config(&file),
+            Command::Demo {
+                once,
+                duration,
+                concurrency,
+            } => {
+                perfgate::demo::run(perfgate::demo::DemoOptions {
+                    duration: Duration::from_secs(duration.max(1)),
+                    concurrency: concurrency.max(1),
+                    once,
+                })
+                .await
+            }
+        }
+        .map(|()| ExitCode::SUCCESS)
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Environment variables plus the command-line values, expressed as the
+/// same overrides so there is one configuration build path.
+fn config_env(args: &ServeArgs) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    let mut env: Vec<_> = std::env::vars_os().collect();
+    let mut set = |k: &str, v: &Option<String>| {
+        if let Some(v) = v {
+            env.push((k.into(), v.into()));
+        }
+    };
+    set("PERFGATE_UPSTREAM__URL", &args.upstream);
+    set("PERFGATE_SERVER__LISTEN", &args.listen);
+    set("PERFGATE_ADMIN__LISTEN", &args.admin_listen);
+    env
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let env = config_env(&args);
+    let config = match &args.config {
+        Some(path) => perfgate_config::load_file_with_env(path, env),
+        None => perfgate_config::from_env_only(env),
+    }
+    .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+    let token = admin_token(
+        args.admin_token_file.as_deref(),
+        config.admin.token_file.as_deref(),
+    )?;
+    let running = perfgate::app::start(config, token).await?;
+    eprintln!(
+        "perfgate: proxy on {}  admin on {}  (Ctrl-C to stop)",
+        running.proxy_url(),
+        running.admin_url()
+    );
+    shutdown_signal().await;
+    tracing::info!("shutdown requested: draining");
+    running.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The admin token: from `--admin-token-file`, else `admin.token_file`,
+/// else `PERFGATE_ADMIN_TOKEN`.
+fn admin_token(cli_file: Option<&Path>, cfg_file: Option<&str>) -> anyhow::Result<Option<String>> {
+    let file = cli_file
+        .map(Path::to_path_buf)
+        .or_else(|| cfg_file.map(PathBuf::from));
+    if let Some(f) = file {
+        let t = std::fs::read_to_string(&f)
+            .with_context(|| format!("cannot read the admin token file {}", f.display()))?;
+        let t = t.trim().to_string();
+        anyhow::ensure!(
+            !t.is_empty(),
+            "the admin token file {} is empty",
+            f.display()
+        );
+        return Ok(Some(t));
+    }
+    Ok(std::env::var("PERFGATE_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty()))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
+    match perfgate_config::load_file(file) {
+        Ok(_) => {
+            println!("{}: ok", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("{}: {} problem(s)", file.display(), e.problems.len());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

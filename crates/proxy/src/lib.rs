@@ -1,1 +1,23 @@
-//! placeholder
+//! The hot path: the client-facing server, routing, guards, the upstream
+//! client, the cache path with coalescing, and compression of responses.
+//! ARCHITECTURE.md tells the life of a request through these modules.
+
+mod body;
+mod cached;
+mod coalesce;
+mod error;
+mod gateway;
+mod guard;
+mod headers;
+mod route;
+mod server;
+mod stats;
+mod tls;
+mod upstream;
+
+pub use body::Body;
+pub use error::{ErrorKind, GatewayError};
+pub use gateway::{CACHE_STATUS, Conn, Gateway};
+pub use server::{ServerOptions, serve};
+pub use stats::CacheStats;
+pub use tls::load_tls;

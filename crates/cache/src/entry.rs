@@ -1,0 +1,223 @@
+//! A stored response: headers, the body as received, and the compressed
+//! variants produced from it (each at most once).
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode};
+
+use crate::compress::{Compressor, Encoding};
+use crate::policy::{Freshness, current_age};
+use crate::vary::VaryKey;
+
+/// Where a stored entry stands at a given instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Staleness {
+    /// Usable without contacting the upstream.
+    Fresh,
+    /// Stale, but the origin allows serving it while a background refresh
+    /// runs (`stale-while-revalidate`).
+    StaleWhileRevalidate,
+    /// Stale: must be revalidated (or may be served only if the upstream fails,
+    /// when `stale_if_error` allows it).
+    Stale,
+}
+
+/// One cached response variant.
+#[derive(Debug)]
+pub struct Entry {
+    /// Response status.
+    pub status: StatusCode,
+    /// Stored response headers, without hop-by-hop fields, `Content-Length`
+    /// and `Set-Cookie`.
+    pub headers: HeaderMap,
+    /// The body exactly as received from the upstream.
+    pub body: Bytes,
+    /// True when the upstream sent the body with a `Content-Encoding`: it is
+    /// passed through as is and never recompressed.
+    pub upstream_encoded: bool,
+    /// True when perfgate may negotiate a compressed variant of this body.
+    pub compressible: bool,
+    /// Request header values this variant was selected with (`Vary`).
+    pub vary: VaryKey,
+    /// Freshness computed when the response was stored or revalidated.
+    pub freshness: Freshness,
+    /// When the entry was stored (monotonic clock, for `Age`).
+    pub stored_at: Instant,
+    /// Validator for revalidation and client conditionals.
+    pub etag: Option<HeaderValue>,
+    /// Validator for revalidation and client conditionals.
+    pub last_modified: Option<HeaderValue>,
+    /// RFC 9111 §3.5: may answer requests that carry `Authorization`.
+    pub auth_reusable: bool,
+    /// Compressed variants, indexed by `Encoding::index() - 1`; `None`
+    /// inside means compression did not make the body smaller.
+    encoded: [OnceLock<Option<Bytes>>; 3],
+    /// Set once a background refresh was started, so it starts only once.
+    refreshing: AtomicBool,
+}
+
+/// Everything needed to build an [`Entry`].
+pub struct EntryParts {
+    /// Response status.
+    pub status: StatusCode,
+    /// Stored headers (already cleaned by the caller).
+    pub headers: HeaderMap,
+    /// Body as received.
+    pub body: Bytes,
+    /// The body carries an upstream `Content-Encoding`.
+    pub upstream_encoded: bool,
+    /// Perfgate may compress this body.
+    pub compressible: bool,
+    /// Selecting request header values.
+    pub vary: VaryKey,
+    /// Computed freshness.
+    pub freshness: Freshness,
+    /// May answer requests with `Authorization`.
+    pub auth_reusable: bool,
+}
+
+impl Entry {
+    /// Builds an entry stored now.
+    pub fn new(p: EntryParts, now: Instant) -> Self {
+        let etag = p.headers.get(http::header::ETAG).cloned();
+        let last_modified = p.headers.get(http::header::LAST_MODIFIED).cloned();
+        Self {
+            status: p.status,
+            headers: p.headers,
+            body: p.body,
+            upstream_encoded: p.upstream_encoded,
+            compressible: p.compressible && !p.upstream_encoded,
+            vary: p.vary,
+            freshness: p.freshness,
+            stored_at: now,
+            etag,
+            last_modified,
+            auth_reusable: p.auth_reusable,
+            encoded: Default::default(),
+            refreshing: AtomicBool::new(false),
+        }
+    }
+
+    /// A copy refreshed by a `304 Not Modified`: new headers and freshness,
+    /// the same body and the compressed variants already produced.
+    pub fn revalidated(&self, headers: HeaderMap, freshness: Freshness, now: Instant) -> Self {
+        let etag = headers.get(http::header::ETAG).cloned();
+        let last_modified = headers.get(http::header::LAST_MODIFIED).cloned();
+        let encoded: [OnceLock<Option<Bytes>>; 3] = Default::default();
+        for (new, old) in encoded.iter().zip(&self.encoded) {
+            if let Some(v) = old.get() {
+                let _ = new.set(v.clone());
+            }
+        }
+        Self {
+            status: self.status,
+            headers,
+            body: self.body.clone(),
+            upstream_encoded: self.upstream_encoded,
+            compressible: self.compressible,
+            vary: self.vary.clone(),
+            freshness,
+            stored_at: now,
+            etag,
+            last_modified,
+            auth_reusable: self.auth_reusable,
+            encoded,
+            refreshing: AtomicBool::new(false),
+        }
+    }
+
+    /// The entry's current age (RFC 9111 §4.2.3).
+    pub fn age(&self, now: Instant) -> Duration {
+        current_age(&self.freshness, self.stored_at, now)
+    }
+
+    /// Freshness state at `now`.
+    pub fn staleness(&self, now: Instant) -> Staleness {
+        let f = &self.freshness;
+        if f.no_cache {
+            return Staleness::Stale;
+        }
+        let age = self.age(now);
+        if age < f.lifetime {
+            Staleness::Fresh
+        } else if !f.must_revalidate && age < f.lifetime + f.stale_while_revalidate {
+            Staleness::StaleWhileRevalidate
+        } else {
+            Staleness::Stale
+        }
+    }
+
+    /// True when a stale copy may be served because the upstream failed.
+    pub fn usable_if_error(&self, now: Instant) -> bool {
+        let f = &self.freshness;
+        !f.must_revalidate && !f.no_cache && self.age(now) < f.lifetime + f.stale_if_error
+    }
+
+    /// True when the entry has a validator to revalidate with.
+    pub fn has_validators(&self) -> bool {
+        self.etag.is_some() || self.last_modified.is_some()
+    }
+
+    /// How long the store should keep this entry: its freshness, plus the
+    /// windows in which a stale copy is still useful.
+    pub fn retention(&self, keep_stale: Duration) -> Duration {
+        let f = &self.freshness;
+        let mut extra = f.stale_while_revalidate.max(f.stale_if_error);
+        if self.has_validators() {
+            extra = extra.max(keep_stale);
+        }
+        (f.lifetime + extra).saturating_sub(f.initial_age)
+    }
+
+    /// Claims the one background refresh of this entry; true for the caller
+    /// that should run it.
+    pub fn try_start_refresh(&self) -> bool {
+        !self.refreshing.swap(true, Ordering::AcqRel)
+    }
+
+    /// Releases the refresh claim (the refresh failed; a later request may try again).
+    pub fn end_refresh(&self) {
+        self.refreshing.store(false, Ordering::Release);
+    }
+
+    /// The body in `enc`, compressing it on first use. Returns the identity
+    /// body when `enc` is identity, the entry is not compressible, or
+    /// compression did not help; the flag says whether this call did the work
+    /// (the caller then re-weighs the entry in the store).
+    pub fn body_for(&self, enc: Encoding, compressor: &Compressor) -> (Encoding, Bytes, bool) {
+        if enc == Encoding::Identity || !self.compressible {
+            return (Encoding::Identity, self.body.clone(), false);
+        }
+        let slot = &self.encoded[enc.index() - 1];
+        let mut produced = false;
+        let v = slot.get_or_init(|| {
+            produced = true;
+            match compressor.compress(enc, &self.body) {
+                Ok(b) if b.len() < self.body.len() => Some(b),
+                _ => None,
+            }
+        });
+        match v {
+            Some(b) => (enc, b.clone(), produced),
+            None => (Encoding::Identity, self.body.clone(), produced),
+        }
+    }
+
+    /// Approximate memory held by the entry, in bytes.
+    pub fn weight(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 32)
+            .sum();
+        let encoded: usize = self
+            .encoded
+            .iter()
+            .filter_map(|s| s.get().and_then(|v| v.as_ref()).map(Bytes::len))
+            .sum();
+        256 + headers + self.body.len() + encoded
+    }
+}

@@ -1,0 +1,143 @@
+//! The L1 store: an in-process, byte-bounded cache (moka, TinyLFU admission
+//! and eviction) from primary key to the variants stored under it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::sync::Cache;
+
+use crate::entry::Entry;
+
+/// Most variants kept under one primary key; the oldest is dropped beyond.
+const MAX_VARIANTS: usize = 32;
+
+/// The variants (per `Vary`) stored under one primary key.
+#[derive(Debug, Default)]
+pub struct Variants {
+    /// Entries, oldest first.
+    pub entries: Vec<Arc<Entry>>,
+}
+
+impl Variants {
+    fn weight(&self) -> u32 {
+        let w: usize = self.entries.iter().map(|e| e.weight()).sum();
+        u32::try_from(w).unwrap_or(u32::MAX)
+    }
+}
+
+struct Retention {
+    keep_stale: Duration,
+}
+
+impl moka::Expiry<Arc<str>, Arc<Variants>> for Retention {
+    fn expire_after_create(
+        &self,
+        _key: &Arc<str>,
+        value: &Arc<Variants>,
+        created_at: Instant,
+    ) -> Option<Duration> {
+        Some(self.remaining(value, created_at))
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &Arc<str>,
+        value: &Arc<Variants>,
+        updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(self.remaining(value, updated_at))
+    }
+}
+
+impl Retention {
+    fn remaining(&self, v: &Variants, now: Instant) -> Duration {
+        v.entries
+            .iter()
+            .map(|e| {
+                e.retention(self.keep_stale)
+                    .saturating_sub(now.saturating_duration_since(e.stored_at))
+            })
+            .max()
+            .unwrap_or(Duration::ZERO)
+    }
+}
+
+/// The in-process response cache.
+#[derive(Clone)]
+pub struct MemoryCache {
+    inner: Cache<Arc<str>, Arc<Variants>>,
+}
+
+impl MemoryCache {
+    /// A cache holding at most `max_bytes` (approximately) of entries; stale
+    /// entries with validators are kept `keep_stale` for revalidation.
+    pub fn new(max_bytes: u64, keep_stale: Duration) -> Self {
+        let inner = Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|_k: &Arc<str>, v: &Arc<Variants>| v.weight())
+            .expire_after(Retention { keep_stale })
+            .build();
+        Self { inner }
+    }
+
+    /// The first variant under `key` that `accept` takes (the caller checks
+    /// `Vary` and authorization).
+    pub fn lookup(&self, key: &str, accept: impl Fn(&Entry) -> bool) -> Option<Arc<Entry>> {
+        let variants = self.inner.get(key)?;
+        variants.entries.iter().rev().find(|e| accept(e)).cloned()
+    }
+
+    /// Stores `entry` under `key`, replacing the variant with the same
+    /// `Vary` values.
+    pub fn insert(&self, key: &str, entry: Arc<Entry>) {
+        let key: Arc<str> = Arc::from(key);
+        let mut entries: Vec<Arc<Entry>> = match self.inner.get(&key) {
+            Some(v) => v
+                .entries
+                .iter()
+                .filter(|e| e.vary != entry.vary)
+                .cloned()
+                .collect(),
+            None => Vec::with_capacity(1),
+        };
+        if entries.len() >= MAX_VARIANTS {
+            entries.remove(0);
+        }
+        entries.push(entry);
+        self.inner.insert(key, Arc::new(Variants { entries }));
+    }
+
+    /// Re-inserts the variants under `key` so the store re-weighs them
+    /// (after a compressed variant was added to an entry).
+    pub fn reweigh(&self, key: &str) {
+        if let Some(v) = self.inner.get(key) {
+            self.inner.insert(Arc::from(key), v);
+        }
+    }
+
+    /// Removes every variant under `key`; true if something was there.
+    pub fn remove(&self, key: &str) -> bool {
+        self.inner.remove(key).is_some()
+    }
+
+    /// Removes everything.
+    pub fn clear(&self) {
+        self.inner.invalidate_all();
+    }
+
+    /// Number of primary keys stored (approximate until pending work runs).
+    pub fn entry_count(&self) -> u64 {
+        self.inner.entry_count()
+    }
+
+    /// Bytes held (approximate until pending work runs).
+    pub fn weighted_size(&self) -> u64 {
+        self.inner.weighted_size()
+    }
+
+    /// Applies pending maintenance so counts are exact (tests, stats).
+    pub fn sync(&self) {
+        self.inner.run_pending_tasks();
+    }
+}

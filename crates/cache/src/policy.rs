@@ -1,0 +1,383 @@
+//! Storability and freshness for a shared cache (RFC 9111 §3, §4.2), with the
+//! per-route overrides perfgate adds for origins that send no caching headers.
+
+use std::fmt;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::header::{AGE, AUTHORIZATION, DATE, ETAG, EXPIRES, LAST_MODIFIED, SET_COOKIE};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use perfgate_config::AuthorizedPolicy;
+
+use crate::cache_control::CacheControl;
+use crate::vary;
+
+/// The caching rules of one route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutePolicy {
+    /// Freshness for cacheable responses without explicit freshness.
+    pub default_ttl: Option<Duration>,
+    /// `stale-while-revalidate` window when the response has none.
+    pub stale_while_revalidate: Option<Duration>,
+    /// `stale-if-error` window when the response has none.
+    pub stale_if_error: Option<Duration>,
+    /// Treatment of requests that carry `Authorization`.
+    pub authorized: AuthorizedPolicy,
+    /// Store responses with `Set-Cookie`; the caller strips the cookie from
+    /// the stored copy.
+    pub allow_set_cookie: bool,
+    /// Upper bound of the `Last-Modified` heuristic (RFC 9111 §4.2.2).
+    pub max_heuristic_ttl: Duration,
+}
+
+impl Default for RoutePolicy {
+    /// Plain RFC 9111 behaviour with a one-day heuristic cap, the same
+    /// default as the configuration's `max_heuristic_ttl`.
+    fn default() -> Self {
+        Self {
+            default_ttl: None,
+            stale_while_revalidate: None,
+            stale_if_error: None,
+            authorized: AuthorizedPolicy::Rfc,
+            allow_set_cookie: false,
+            max_heuristic_ttl: Duration::from_secs(86_400),
+        }
+    }
+}
+
+/// Why a response is not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uncacheable {
+    /// The request method is not GET.
+    Method,
+    /// The status is not final, is `304`, or is not heuristically cacheable
+    /// and the response has no explicit freshness.
+    Status,
+    /// `no-store` in the request or the response.
+    NoStore,
+    /// `private` in the response.
+    Private,
+    /// The request has `Authorization` and the route or response forbids sharing.
+    Authorization,
+    /// The response sets a cookie and the route does not allow storing it.
+    SetCookie,
+    /// The response has `Vary: *`.
+    VaryStar,
+    /// Nothing gives the response a freshness lifetime or validators.
+    NoFreshness,
+    /// A `206 Partial Content` response.
+    Partial,
+}
+
+impl Uncacheable {
+    /// The short kebab-case reason used in `Cache-Status` details and metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Method => "method",
+            Self::Status => "status",
+            Self::NoStore => "no-store",
+            Self::Private => "private",
+            Self::Authorization => "authorization",
+            Self::SetCookie => "set-cookie",
+            Self::VaryStar => "vary-star",
+            Self::NoFreshness => "no-freshness",
+            Self::Partial => "partial",
+        }
+    }
+}
+
+impl fmt::Display for Uncacheable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How long a stored response may be reused, fixed when it is stored.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Freshness {
+    /// Freshness lifetime (RFC 9111 §4.2.1).
+    pub lifetime: Duration,
+    /// Age at the moment of storing, `corrected_initial_age` of §4.2.3.
+    pub initial_age: Duration,
+    /// How long past its lifetime the response may be served while it is
+    /// revalidated in the background.
+    pub stale_while_revalidate: Duration,
+    /// How long past its lifetime the response may be served when the
+    /// origin fails.
+    pub stale_if_error: Duration,
+    /// A stale response may never be served without revalidation.
+    pub must_revalidate: bool,
+    /// The response must be revalidated before every use.
+    pub no_cache: bool,
+    /// The lifetime comes from the `Last-Modified` heuristic; a route's
+    /// `default_ttl` counts as explicit because an operator chose it.
+    pub heuristic: bool,
+}
+
+/// When the response was requested and received, for age calculation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// When the request was sent to the origin.
+    pub request_time: SystemTime,
+    /// When the response headers arrived.
+    pub response_time: SystemTime,
+}
+
+/// How a stored response may be used for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reuse {
+    /// Serve it as it is.
+    Fresh,
+    /// Serve it stale because the request's `max-stale` allows it.
+    Stale,
+    /// Serve it stale and revalidate it in the background.
+    StaleWhileRevalidate,
+    /// Revalidate with the origin before use.
+    Revalidate,
+}
+
+impl Freshness {
+    /// True when `age` is within the lifetime and no revalidation is required.
+    pub fn is_fresh(&self, age: Duration) -> bool {
+        !self.no_cache && age < self.lifetime
+    }
+
+    /// How far `age` is past the freshness lifetime.
+    pub fn staleness(&self, age: Duration) -> Duration {
+        age.saturating_sub(self.lifetime)
+    }
+
+    /// True when a response of this age may be served because revalidation
+    /// failed (RFC 5861 `stale-if-error`).
+    pub fn usable_if_error(&self, age: Duration) -> bool {
+        !self.must_revalidate && self.staleness(age) < self.stale_if_error
+    }
+
+    /// How long after storing the entry stops being useful without
+    /// validators: its lifetime plus the longer stale window, minus the age
+    /// it arrived with. Entries with validators may be kept longer.
+    pub fn time_to_live(&self) -> Duration {
+        let window = self.stale_while_revalidate.max(self.stale_if_error);
+        self.lifetime
+            .saturating_add(window)
+            .saturating_sub(self.initial_age)
+    }
+}
+
+/// The age of a stored response now (RFC 9111 §4.2.3): its initial age plus
+/// the time it has been stored.
+pub fn current_age(f: &Freshness, stored_at: Instant, now: Instant) -> Duration {
+    f.initial_age
+        .saturating_add(now.saturating_duration_since(stored_at))
+}
+
+/// Decides how a stored response of `age` may be used for a request with
+/// the directives `request` (RFC 9111 §4.2, §5.2.1; RFC 5861).
+///
+/// `only-if-cached` is left to the caller, which answers `504` instead of
+/// revalidating.
+pub fn reuse(f: &Freshness, age: Duration, request: &CacheControl) -> Reuse {
+    if f.no_cache || request.no_cache {
+        return Reuse::Revalidate;
+    }
+    let secs = Duration::from_secs;
+    // A request `max-age` or `min-fresh` asks for a fresher response than
+    // the stored one: that is a wish for revalidation, not permission to
+    // serve stale, so it never falls through to the stale rules.
+    if request.max_age.is_some_and(|max| age > secs(max)) {
+        return Reuse::Revalidate;
+    }
+    if age < f.lifetime {
+        let remaining = f.lifetime - age;
+        return match request.min_fresh {
+            Some(min) if remaining < secs(min) => Reuse::Revalidate,
+            _ => Reuse::Fresh,
+        };
+    }
+    if f.must_revalidate {
+        return Reuse::Revalidate;
+    }
+    let staleness = f.staleness(age);
+    if request.max_stale.is_some_and(|max| staleness <= secs(max)) {
+        Reuse::Stale
+    } else if staleness < f.stale_while_revalidate {
+        Reuse::StaleWhileRevalidate
+    } else {
+        Reuse::Revalidate
+    }
+}
+
+/// Statuses that may be cached with heuristic or default freshness
+/// (RFC 9110 §15.1).
+fn heuristically_cacheable(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
+}
+
+/// Decides whether a response to a request may be stored in a shared cache
+/// and, if so, computes its freshness.
+pub fn evaluate(
+    method: &Method,
+    req_headers: &HeaderMap,
+    status: StatusCode,
+    rsp_headers: &HeaderMap,
+    timing: &Timing,
+    policy: &RoutePolicy,
+) -> Result<Freshness, Uncacheable> {
+    if method != Method::GET {
+        return Err(Uncacheable::Method);
+    }
+    if CacheControl::from_headers(req_headers).no_store {
+        return Err(Uncacheable::NoStore);
+    }
+    if status == StatusCode::PARTIAL_CONTENT {
+        return Err(Uncacheable::Partial);
+    }
+    // A `304` updates a stored response (conditional::merge_304) and is
+    // never stored by itself.
+    if status.is_informational() || status == StatusCode::NOT_MODIFIED {
+        return Err(Uncacheable::Status);
+    }
+    let cc = CacheControl::from_headers(rsp_headers);
+    if cc.no_store {
+        return Err(Uncacheable::NoStore);
+    }
+    if cc.private {
+        return Err(Uncacheable::Private);
+    }
+    if vary::vary_fields(rsp_headers).is_err() {
+        return Err(Uncacheable::VaryStar);
+    }
+    if req_headers.contains_key(AUTHORIZATION) {
+        let shareable = match policy.authorized {
+            AuthorizedPolicy::Rfc => cc.public || cc.s_maxage.is_some() || cc.must_revalidate,
+            AuthorizedPolicy::Bypass => false,
+            // The caller adds the credential to the key for PerUser.
+            AuthorizedPolicy::PerUser | AuthorizedPolicy::Shared => true,
+        };
+        if !shareable {
+            return Err(Uncacheable::Authorization);
+        }
+    }
+    if !policy.allow_set_cookie && rsp_headers.contains_key(SET_COOKIE) {
+        return Err(Uncacheable::SetCookie);
+    }
+    let has_validators = rsp_headers.contains_key(ETAG) || rsp_headers.contains_key(LAST_MODIFIED);
+    if cc.no_cache && !has_validators {
+        return Err(Uncacheable::NoFreshness);
+    }
+
+    let date = header_date(rsp_headers.get(DATE)).unwrap_or(timing.response_time);
+    let (lifetime, heuristic) = match explicit_lifetime(&cc, rsp_headers, date) {
+        Some(lifetime) => (lifetime, false),
+        None if !cc.public && !heuristically_cacheable(status) => {
+            return Err(Uncacheable::Status);
+        }
+        None => match (
+            policy.default_ttl,
+            heuristic_lifetime(rsp_headers, date, policy),
+        ) {
+            (Some(ttl), _) => (ttl, false),
+            (None, Some(lifetime)) => (lifetime, true),
+            // `no-cache` with validators needs no lifetime: every use is
+            // revalidated anyway.
+            (None, None) if cc.no_cache => (Duration::ZERO, false),
+            (None, None) => return Err(Uncacheable::NoFreshness),
+        },
+    };
+
+    // `s-maxage` implies `proxy-revalidate` for a shared cache (RFC 9111
+    // §5.2.2.10). An explicit `stale-while-revalidate`/`stale-if-error` in
+    // the same response is read as the origin's permission to serve stale
+    // anyway, since it cannot have meant both.
+    let must_revalidate = cc.must_revalidate
+        || cc.proxy_revalidate
+        || (cc.s_maxage.is_some()
+            && cc.stale_while_revalidate.is_none()
+            && cc.stale_if_error.is_none());
+    let secs = Duration::from_secs;
+    let (mut swr, mut sie) = (
+        cc.stale_while_revalidate
+            .map(secs)
+            .or(policy.stale_while_revalidate)
+            .unwrap_or_default(),
+        cc.stale_if_error
+            .map(secs)
+            .or(policy.stale_if_error)
+            .unwrap_or_default(),
+    );
+    if cc.no_cache {
+        // Every use is revalidated, so there is no background refresh, and
+        // only the origin itself can allow serving it when it fails.
+        swr = Duration::ZERO;
+        sie = cc.stale_if_error.map(secs).unwrap_or_default();
+    }
+    if must_revalidate {
+        swr = Duration::ZERO;
+        sie = Duration::ZERO;
+    }
+    Ok(Freshness {
+        lifetime,
+        initial_age: initial_age(rsp_headers, date, timing),
+        stale_while_revalidate: swr,
+        stale_if_error: sie,
+        must_revalidate,
+        no_cache: cc.no_cache,
+        heuristic,
+    })
+}
+
+/// `s-maxage`, else `max-age`, else `Expires − Date` (RFC 9111 §4.2.1); an
+/// invalid or past `Expires` gives zero.
+fn explicit_lifetime(cc: &CacheControl, rsp: &HeaderMap, date: SystemTime) -> Option<Duration> {
+    if let Some(secs) = cc.s_maxage.or(cc.max_age) {
+        return Some(Duration::from_secs(secs));
+    }
+    let expires = rsp.get(EXPIRES)?;
+    Some(header_date(Some(expires)).map_or(Duration::ZERO, |at| {
+        at.duration_since(date).unwrap_or_default()
+    }))
+}
+
+/// 10 % of the time since `Last-Modified`, capped (RFC 9111 §4.2.2).
+fn heuristic_lifetime(rsp: &HeaderMap, date: SystemTime, policy: &RoutePolicy) -> Option<Duration> {
+    let modified = header_date(rsp.get(LAST_MODIFIED))?;
+    let since = date.duration_since(modified).unwrap_or_default();
+    Some((since / 10).min(policy.max_heuristic_ttl))
+}
+
+/// `corrected_initial_age` of RFC 9111 §4.2.3.
+fn initial_age(rsp: &HeaderMap, date: SystemTime, timing: &Timing) -> Duration {
+    let age_value = rsp
+        .get(AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| parse_delta(s.trim()))
+        .map(Duration::from_secs)
+        .unwrap_or_default();
+    let apparent_age = timing
+        .response_time
+        .duration_since(date)
+        .unwrap_or_default();
+    let response_delay = timing
+        .response_time
+        .duration_since(timing.request_time)
+        .unwrap_or_default();
+    apparent_age.max(age_value.saturating_add(response_delay))
+}
+
+/// Parses delta-seconds, saturating; anything else is `None`.
+fn parse_delta(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(s.parse::<u64>().unwrap_or(u64::MAX))
+}
+
+fn header_date(value: Option<&HeaderValue>) -> Option<SystemTime> {
+    let s = value?.to_str().ok()?;
+    httpdate::parse_http_date(s.trim()).ok()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,284 @@
+//! The configuration tree. Every field has a default that makes
+//! `perfgate serve --upstream URL` work with no file at all.
+
+use serde::{Deserialize, Serialize};
+
+use crate::units::{ByteSize, Duration};
+
+/// The whole configuration of one perfgate instance.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Client-facing listener: addresses, TLS, protocol limits, drain.
+    pub server: ServerConfig,
+    /// The admin listener and its authentication.
+    pub admin: AdminConfig,
+    /// The default upstream, used by routes that name none.
+    pub upstream: UpstreamConfig,
+    /// Which `X-Forwarded-*` headers are trusted and how they are written.
+    pub forwarded: ForwardedConfig,
+    /// The in-process response cache (L1).
+    pub cache: CacheConfig,
+    /// Response compression.
+    pub compression: CompressionConfig,
+    /// Routes, matched by longest path prefix (or pattern) first; a request
+    /// that matches none goes to the default upstream with the default policy.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// Client-facing listener settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address the proxy listens on.
+    pub listen: String,
+    /// TLS for the client-facing listener; plain HTTP (with h2c) when absent.
+    pub tls: Option<TlsConfig>,
+    /// Accept HTTP/2 (h2c with prior knowledge on plain listeners, ALPN `h2` on TLS).
+    pub http2: bool,
+    /// Largest request head (request line plus headers) accepted; larger → 431.
+    pub max_header_bytes: ByteSize,
+    /// Largest request body accepted; larger → 413.
+    pub max_body_bytes: ByteSize,
+    /// How long a client may take to send a request head.
+    pub header_read_timeout: Duration,
+    /// On SIGTERM/Ctrl-C, how long in-flight requests may take to finish.
+    pub drain_timeout: Duration,
+    /// Value of the `Via` pseudonym added to requests and responses.
+    pub via_name: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            tls: None,
+            http2: true,
+            max_header_bytes: ByteSize(16 * 1024),
+            max_body_bytes: ByteSize(10 * 1024 * 1024),
+            header_read_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(30),
+            via_name: "perfgate".into(),
+        }
+    }
+}
+
+/// TLS certificate and key, read from PEM files (never inline).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert_file: String,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+}
+
+/// Admin listener settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin API (health, metrics, cache administration).
+    pub listen: String,
+    /// File holding the bearer token (trailing whitespace ignored). The
+    /// token may also come from `PERFGATE_ADMIN_TOKEN`. With no token the
+    /// admin API answers only clients on loopback.
+    pub token_file: Option<String>,
+    /// Serve `/metrics` without the token (for scrapers on a private network).
+    pub metrics_public: bool,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9090".into(),
+            token_file: None,
+            metrics_public: false,
+        }
+    }
+}
+
+/// An upstream server and how perfgate talks to it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Base URL, `http://host:port` (a path prefix is allowed and prepended).
+    pub url: String,
+    /// Time allowed to open a TCP connection.
+    pub connect_timeout: Duration,
+    /// Time allowed between sending the request and receiving the response head.
+    pub response_timeout: Duration,
+    /// Longest silence allowed while streaming a response body.
+    pub body_idle_timeout: Duration,
+    /// How long an idle pooled connection is kept.
+    pub pool_idle_timeout: Duration,
+    /// Idle pooled connections kept per upstream host.
+    pub pool_max_idle: usize,
+    /// Forward the client's `Host` instead of the upstream's authority.
+    pub preserve_host: bool,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(60),
+            body_idle_timeout: Duration::from_secs(60),
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle: 256,
+            preserve_host: false,
+        }
+    }
+}
+
+/// Trust of `X-Forwarded-*` headers sent by clients.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForwardedConfig {
+    /// Peers (IP addresses or CIDR blocks) whose `X-Forwarded-For/Proto/Host`
+    /// are kept and appended to; from anyone else they are replaced.
+    pub trusted_proxies: Vec<String>,
+}
+
+/// The L1 response cache.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Turn response caching on or off for every route.
+    pub enabled: bool,
+    /// Memory budget of the L1 cache (bodies, compressed variants and headers).
+    pub max_bytes: ByteSize,
+    /// Responses larger than this are streamed through and not stored.
+    pub max_object_bytes: ByteSize,
+    /// Query parameters dropped from the cache key; a trailing `*` matches a prefix.
+    pub drop_query_params: Vec<String>,
+    /// How long concurrent misses wait for the one upstream request before
+    /// going upstream themselves.
+    pub coalesce_timeout: Duration,
+    /// How long a stale entry with validators is kept for revalidation.
+    pub keep_stale: Duration,
+    /// Largest freshness given by the Last-Modified heuristic (RFC 9111 §4.2.2).
+    pub max_heuristic_ttl: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_bytes: ByteSize(256 * 1024 * 1024),
+            max_object_bytes: ByteSize(8 * 1024 * 1024),
+            drop_query_params: vec![
+                "utm_*".into(),
+                "fbclid".into(),
+                "gclid".into(),
+                "mc_cid".into(),
+                "mc_eid".into(),
+            ],
+            coalesce_timeout: Duration::from_secs(10),
+            keep_stale: Duration::from_secs(600),
+            max_heuristic_ttl: Duration::from_secs(86_400),
+        }
+    }
+}
+
+/// Response compression.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompressionConfig {
+    /// Compress responses for clients that accept it.
+    pub enabled: bool,
+    /// Bodies smaller than this are sent as they are.
+    pub min_bytes: ByteSize,
+    /// Encodings offered, in order of preference when the client weighs them equally.
+    pub algorithms: Vec<String>,
+    /// gzip level (1–9).
+    pub gzip_level: u32,
+    /// brotli quality (0–11); above 6 is slow on large bodies.
+    pub brotli_level: u32,
+    /// zstd level (1–19).
+    pub zstd_level: i32,
+    /// Content types (without parameters) worth compressing; a trailing `*`
+    /// matches a prefix, as in `text/*`.
+    pub content_types: Vec<String>,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_bytes: ByteSize(500),
+            algorithms: vec!["br".into(), "zstd".into(), "gzip".into()],
+            gzip_level: 6,
+            brotli_level: 5,
+            zstd_level: 3,
+            content_types: vec![
+                "text/*".into(),
+                "application/json".into(),
+                "application/*+json".into(),
+                "application/javascript".into(),
+                "application/xml".into(),
+                "application/*+xml".into(),
+                "application/x-ndjson".into(),
+                "image/svg+xml".into(),
+            ],
+        }
+    }
+}
+
+/// One route: which requests it matches, where they go, how they are cached.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Name used in metrics and logs; defaults to the path.
+    pub name: Option<String>,
+    /// Path prefix matched on segment boundaries (`/events` matches
+    /// `/events` and `/events/42`, not `/eventsx`). Exactly one of `path`
+    /// and `pattern` is set.
+    pub path: Option<String>,
+    /// Path pattern with `{name}` segments and an optional trailing `*`,
+    /// e.g. `/events/{id}` or `/static/*`.
+    pub pattern: Option<String>,
+    /// Methods matched; empty matches every method.
+    pub methods: Vec<String>,
+    /// Upstream base URL for this route; the default upstream when absent.
+    pub upstream: Option<String>,
+    /// Cache policy of this route.
+    pub cache: RouteCachePolicy,
+}
+
+/// Per-route cache policy.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouteCachePolicy {
+    /// Never use the cache for this route.
+    pub bypass: bool,
+    /// Freshness given to responses that carry no explicit freshness
+    /// (`max-age`, `s-maxage`, `Expires`) and are not marked uncacheable.
+    pub default_ttl: Option<Duration>,
+    /// `stale-while-revalidate` window applied when the response has none.
+    pub stale_while_revalidate: Option<Duration>,
+    /// `stale-if-error` window applied when the response has none.
+    pub stale_if_error: Option<Duration>,
+    /// How requests with `Authorization` are treated.
+    pub authorized: AuthorizedPolicy,
+    /// Store responses that set cookies (the cookie is stripped from the
+    /// stored copy and from hits; only the client that caused the fetch sees it).
+    pub allow_set_cookie: bool,
+}
+
+/// Caching of requests that carry `Authorization`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthorizedPolicy {
+    /// RFC 9111 §3.5: only responses marked `public`, `s-maxage` or
+    /// `must-revalidate` are stored and shared.
+    #[default]
+    Rfc,
+    /// Never cache requests with `Authorization`.
+    Bypass,
+    /// Cache per credential: the `Authorization` value is part of the key.
+    PerUser,
+    /// Share responses between all authenticated clients (the upstream
+    /// answers the same to everyone who is authenticated).
+    Shared,
+}

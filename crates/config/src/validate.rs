@@ -1,0 +1,530 @@
+//! Semantic checks of a deserialized [`Config`]: every problem is returned
+//! with its path, none stops the others from being found.
+
+use std::collections::HashSet;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::Path;
+
+use crate::ipnet::IpNet;
+use crate::model::{Config, RouteConfig};
+use crate::problem::Problem;
+use crate::units::Duration;
+
+/// Encodings perfgate can produce.
+const ALGORITHMS: [&str; 3] = ["br", "zstd", "gzip"];
+
+/// Checks everything serde cannot: addresses, URLs, route shapes, ranges and
+/// relations between settings. Returns every problem found (empty when the
+/// configuration is usable). Relative file paths are resolved against the
+/// current directory, as the server will open them.
+pub fn validate(config: &Config) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let mut p = |path: String, reason: String| out.push(Problem::new(path, reason));
+
+    // Server and admin listeners.
+    let server = &config.server;
+    let listen = check_listen(&server.listen, "server.listen", &mut p);
+    let admin = check_listen(&config.admin.listen, "admin.listen", &mut p);
+    if let (Some(a), Some(b)) = (listen, admin)
+        && a == b
+    {
+        p(
+            "admin.listen".into(),
+            format!("{b} is also server.listen; the admin API needs its own address"),
+        );
+    }
+    if let Some(tls) = &server.tls {
+        check_file(
+            &tls.cert_file,
+            "server.tls.cert_file",
+            "certificate",
+            &mut p,
+        );
+        check_file(&tls.key_file, "server.tls.key_file", "private key", &mut p);
+    }
+    if server.max_header_bytes.get() == 0 {
+        p(
+            "server.max_header_bytes".into(),
+            "must be greater than 0".into(),
+        );
+    }
+    if !is_token(&server.via_name) {
+        p(
+            "server.via_name".into(),
+            format!(
+                "{:?} is not a valid Via pseudonym: use letters, digits and !#$%&'*+-.^_`|~",
+                server.via_name
+            ),
+        );
+    }
+    nonzero(
+        server.header_read_timeout,
+        "server.header_read_timeout",
+        &mut p,
+    );
+    nonzero(server.drain_timeout, "server.drain_timeout", &mut p);
+
+    if let Some(file) = &config.admin.token_file {
+        check_file(file, "admin.token_file", "token", &mut p);
+    }
+
+    // Upstream.
+    let up = &config.upstream;
+    if !up.url.is_empty()
+        && let Err(e) = parse_upstream_url(&up.url)
+    {
+        p("upstream.url".into(), e);
+    }
+    nonzero(up.connect_timeout, "upstream.connect_timeout", &mut p);
+    nonzero(up.response_timeout, "upstream.response_timeout", &mut p);
+    nonzero(up.body_idle_timeout, "upstream.body_idle_timeout", &mut p);
+    nonzero(up.pool_idle_timeout, "upstream.pool_idle_timeout", &mut p);
+    if up.url.is_empty() && config.routes.is_empty() {
+        p(
+            "upstream.url".into(),
+            "no upstream: set upstream.url or pass --upstream".into(),
+        );
+    }
+
+    // Forwarded headers.
+    for (i, entry) in config.forwarded.trusted_proxies.iter().enumerate() {
+        if let Err(e) = entry.parse::<IpNet>() {
+            p(format!("forwarded.trusted_proxies[{i}]"), e);
+        }
+    }
+
+    // Cache.
+    let cache = &config.cache;
+    if cache.max_object_bytes > cache.max_bytes {
+        p(
+            "cache.max_object_bytes".into(),
+            format!(
+                "{} is larger than cache.max_bytes ({})",
+                cache.max_object_bytes, cache.max_bytes
+            ),
+        );
+    }
+    for (i, param) in cache.drop_query_params.iter().enumerate() {
+        if let Err(e) = check_glob(param, "query parameter") {
+            p(format!("cache.drop_query_params[{i}]"), e);
+        }
+    }
+    nonzero(cache.coalesce_timeout, "cache.coalesce_timeout", &mut p);
+
+    // Compression.
+    let comp = &config.compression;
+    let mut seen = HashSet::new();
+    for (i, alg) in comp.algorithms.iter().enumerate() {
+        let path = format!("compression.algorithms[{i}]");
+        if !ALGORITHMS.contains(&alg.as_str()) {
+            p(
+                path,
+                format!("unknown algorithm {alg:?}: use br, zstd or gzip"),
+            );
+        } else if !seen.insert(alg.as_str()) {
+            p(path, format!("{alg:?} is listed twice"));
+        }
+    }
+    if comp.enabled && comp.algorithms.is_empty() {
+        p(
+            "compression.algorithms".into(),
+            "empty while compression is enabled: list algorithms or set compression.enabled = false"
+                .into(),
+        );
+    }
+    if !(1..=9).contains(&comp.gzip_level) {
+        p(
+            "compression.gzip_level".into(),
+            format!("{} is out of range: use 1 to 9", comp.gzip_level),
+        );
+    }
+    if comp.brotli_level > 11 {
+        p(
+            "compression.brotli_level".into(),
+            format!("{} is out of range: use 0 to 11", comp.brotli_level),
+        );
+    }
+    if !(1..=19).contains(&comp.zstd_level) {
+        p(
+            "compression.zstd_level".into(),
+            format!("{} is out of range: use 1 to 19", comp.zstd_level),
+        );
+    }
+    for (i, ct) in comp.content_types.iter().enumerate() {
+        let path = format!("compression.content_types[{i}]");
+        // `*` may appear inside (`application/*+json`), so no glob check.
+        if !ct.contains('/') || ct.contains(';') || ct.chars().any(char::is_whitespace) {
+            p(
+                path,
+                format!(
+                    "{ct:?} is not a content type such as \"text/*\" or \"application/json\" (no parameters)"
+                ),
+            );
+        }
+    }
+
+    // Routes.
+    let mut names = HashSet::new();
+    for (i, route) in config.routes.iter().enumerate() {
+        check_route(route, i, up.url.is_empty(), &mut names, &mut p);
+    }
+    out
+}
+
+fn check_route(
+    route: &RouteConfig,
+    i: usize,
+    no_default_upstream: bool,
+    names: &mut HashSet<String>,
+    p: &mut impl FnMut(String, String),
+) {
+    let at = |field: &str| format!("routes[{i}].{field}");
+    match (&route.path, &route.pattern) {
+        (None, None) => p(at("path"), "a route needs either path or pattern".into()),
+        (Some(_), Some(_)) => p(at("pattern"), "set either path or pattern, not both".into()),
+        (Some(path), None) => {
+            if let Err(e) = check_path(path) {
+                p(at("path"), e);
+            }
+        }
+        (None, Some(pattern)) => {
+            if let Err(e) = check_pattern(pattern) {
+                p(at("pattern"), e);
+            }
+        }
+    }
+    if let Some(name) = &route.name {
+        if name.trim().is_empty() {
+            p(
+                at("name"),
+                "empty; remove it to name the route after its path".into(),
+            );
+        } else if !names.insert(name.clone()) {
+            p(
+                at("name"),
+                format!("route name {name:?} is used by an earlier route"),
+            );
+        }
+    }
+    let mut seen = HashSet::new();
+    for (j, m) in route.methods.iter().enumerate() {
+        let path = format!("routes[{i}].methods[{j}]");
+        if !is_token(m) {
+            p(path, format!("{m:?} is not a valid HTTP method"));
+        } else if m.bytes().any(|b| b.is_ascii_lowercase())
+            && is_standard_method(&m.to_ascii_uppercase())
+        {
+            // Methods are case-sensitive (RFC 9110 §9.1): `get` would never match.
+            p(
+                path,
+                format!(
+                    "methods are case-sensitive: did you mean {:?}?",
+                    m.to_ascii_uppercase()
+                ),
+            );
+        } else if !seen.insert(m.as_str()) {
+            p(path, format!("{m:?} is listed twice"));
+        }
+    }
+    match &route.upstream {
+        Some(u) if u.is_empty() => p(
+            at("upstream"),
+            "empty; remove it to use the default upstream (upstream.url)".into(),
+        ),
+        Some(u) => {
+            if let Err(e) = parse_upstream_url(u) {
+                p(at("upstream"), e);
+            }
+        }
+        None if no_default_upstream => p(
+            at("upstream"),
+            "this route has no upstream and upstream.url is not set: set one of them or pass --upstream"
+                .into(),
+        ),
+        None => {}
+    }
+}
+
+fn is_standard_method(m: &str) -> bool {
+    matches!(
+        m,
+        "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "CONNECT" | "OPTIONS" | "TRACE" | "PATCH"
+    )
+}
+
+fn check_listen(addr: &str, path: &str, p: &mut impl FnMut(String, String)) -> Option<SocketAddr> {
+    match addr.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            p(
+                path.into(),
+                format!(
+                    "invalid listen address {addr:?}: expected IP:PORT such as \"127.0.0.1:8080\" or \"[::]:8080\""
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn check_file(file: &str, path: &str, what: &str, p: &mut impl FnMut(String, String)) {
+    if file.trim().is_empty() {
+        p(path.into(), format!("empty: name the PEM/{what} file"));
+    } else if !Path::new(file).is_file() {
+        p(
+            path.into(),
+            format!("{what} file {file:?} does not exist or is not a file"),
+        );
+    }
+}
+
+fn nonzero(d: Duration, path: &str, p: &mut impl FnMut(String, String)) {
+    if d.get().is_zero() {
+        p(path.into(), "must be greater than 0".into());
+    }
+}
+
+/// RFC 9110 `token`: what method names and `Via` pseudonyms are made of.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// A non-empty value with `*` allowed only as its last character.
+fn check_glob(s: &str, what: &str) -> Result<(), String> {
+    if s.trim().is_empty() {
+        return Err(format!("empty {what}"));
+    }
+    match s.find('*') {
+        Some(at) if at + 1 != s.len() => Err(format!(
+            "{s:?}: `*` is allowed only at the end, as a prefix match"
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn check_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("{path:?} must start with `/`"));
+    }
+    if path.contains(['{', '}', '*']) {
+        return Err(format!(
+            "{path:?} contains `{{`, `}}` or `*`: use `pattern` for parameters and wildcards"
+        ));
+    }
+    check_path_chars(path)
+}
+
+fn check_path_chars(path: &str) -> Result<(), String> {
+    if path.contains(['?', '#']) {
+        return Err(format!("{path:?} must not contain a query or fragment"));
+    }
+    if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{path:?} must not contain whitespace"));
+    }
+    Ok(())
+}
+
+fn check_pattern(pattern: &str) -> Result<(), String> {
+    if !pattern.starts_with('/') {
+        return Err(format!("{pattern:?} must start with `/`"));
+    }
+    check_path_chars(pattern)?;
+    let segments: Vec<&str> = pattern[1..].split('/').collect();
+    let last = segments.len() - 1;
+    let mut params = HashSet::new();
+    for (i, seg) in segments.iter().enumerate() {
+        if seg.is_empty() {
+            if i == last {
+                continue; // a trailing slash, or the root pattern "/"
+            }
+            return Err(format!("{pattern:?} has an empty segment (`//`)"));
+        }
+        if *seg == "*" {
+            if i != last {
+                return Err(format!(
+                    "{pattern:?}: `*` is allowed only as the last segment"
+                ));
+            }
+        } else if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            let ok = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok {
+                return Err(format!(
+                    "{pattern:?}: parameter {seg:?} must be `{{name}}` with a name of letters, digits and `_`"
+                ));
+            }
+            if !params.insert(name) {
+                return Err(format!("{pattern:?}: parameter {{{name}}} is used twice"));
+            }
+        } else if seg.contains(['{', '}', '*']) {
+            return Err(format!(
+                "{pattern:?}: segment {seg:?} mixes text with `{{…}}` or `*`; a parameter or wildcard must be a whole segment"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A parsed upstream base URL, `http://host[:port][/prefix]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    /// Host name or IP address; IPv6 without brackets.
+    pub host: String,
+    /// The port, 80 when not written.
+    pub port: u16,
+    /// Path prefix prepended to request paths, without a trailing `/`
+    /// (empty when none).
+    pub prefix: String,
+}
+
+impl UpstreamUrl {
+    /// `host:port` as written in a `Host` header or a connect call
+    /// (IPv6 hosts in brackets).
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Parses an upstream base URL. Only `http://` is accepted: perfgate does
+/// not speak TLS to upstreams yet.
+pub fn parse_upstream_url(url: &str) -> Result<UpstreamUrl, String> {
+    let lower = url
+        .get(..8)
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    if lower.starts_with("https://") {
+        return Err(format!(
+            "{url:?}: https upstreams are not supported yet; use http:// (terminate TLS to the upstream elsewhere)"
+        ));
+    }
+    let rest = match url.get(..7) {
+        Some(s) if s.eq_ignore_ascii_case("http://") => &url[7..],
+        _ => {
+            return Err(format!(
+                "invalid upstream URL {url:?}: expected http://host[:port][/prefix]"
+            ));
+        }
+    };
+    if rest.contains(['?', '#']) {
+        return Err(format!(
+            "invalid upstream URL {url:?}: a query or fragment is not allowed"
+        ));
+    }
+    if rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("invalid upstream URL {url:?}: contains whitespace"));
+    }
+    let (authority, prefix) = match rest.find('/') {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    if authority.contains('@') {
+        return Err(format!(
+            "invalid upstream URL {url:?}: credentials in the URL are not supported"
+        ));
+    }
+    let bad_port = || format!("invalid upstream URL {url:?}: the port must be 1 to 65535");
+    let parse_port = |s: &str| -> Result<u16, String> {
+        match s.parse::<u16>() {
+            Ok(p) if p != 0 && s.bytes().all(|b| b.is_ascii_digit()) => Ok(p),
+            _ => Err(bad_port()),
+        }
+    };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let Some((addr, after)) = v6.split_once(']') else {
+            return Err(format!("invalid upstream URL {url:?}: unclosed `[`"));
+        };
+        if addr.parse::<Ipv6Addr>().is_err() {
+            return Err(format!(
+                "invalid upstream URL {url:?}: {addr:?} is not an IPv6 address"
+            ));
+        }
+        let port = match after {
+            "" => 80,
+            _ => match after.strip_prefix(':') {
+                Some(p) => parse_port(p)?,
+                None => return Err(bad_port()),
+            },
+        };
+        (addr.to_string(), port)
+    } else {
+        let (host, port) = match authority.split_once(':') {
+            Some((h, p)) => (h, parse_port(p)?),
+            None => (authority, 80),
+        };
+        let valid = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+        if !valid {
+            return Err(format!(
+                "invalid upstream URL {url:?}: {host:?} is not a host name or IP address"
+            ));
+        }
+        (host.to_ascii_lowercase(), port)
+    };
+    Ok(UpstreamUrl {
+        host,
+        port,
+        prefix: prefix.trim_end_matches('/').to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_urls() {
+        let u =
+            parse_upstream_url("http://Example.com:8081/api/").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(u.host, "example.com");
+        assert_eq!(u.port, 8081);
+        assert_eq!(u.prefix, "/api");
+        let u = parse_upstream_url("http://[::1]").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(u.authority(), "[::1]:80");
+        let e = parse_upstream_url("https://x").err().unwrap_or_default();
+        assert!(e.contains("https upstreams are not supported yet"), "{e}");
+        for bad in [
+            "",
+            "http://",
+            "ftp://x",
+            "http://x:0",
+            "http://x:99999",
+            "http://u:p@x",
+            "http://x/?q",
+            "http://[::1",
+            "http://a b",
+            "httpé://x",
+        ] {
+            assert!(parse_upstream_url(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn patterns() {
+        for ok in [
+            "/",
+            "/events/{id}",
+            "/static/*",
+            "/a/{x}/b/{y}/*",
+            "/*",
+            "/x/",
+        ] {
+            assert_eq!(check_pattern(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "x", "/a/*/b", "/v{id}", "/{}", "/{1x}", "/a//b", "/{a}/{a}", "/a*",
+        ] {
+            assert!(check_pattern(bad).is_err(), "{bad} accepted");
+        }
+    }
+}

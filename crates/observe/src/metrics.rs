@@ -1,0 +1,308 @@
+//! Prometheus metrics (OpenMetrics text exposition via `prometheus-client`).
+//!
+//! The hot path never formats a label: per-route handles are created once
+//! at start-up ([`Metrics::route`]) and the common status codes are
+//! pre-resolved, so recording a request is a few atomic increments.
+
+use std::sync::{Arc, OnceLock};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Latency buckets in seconds: 100 µs to ~30 s.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Status codes whose counters are resolved once per route.
+const COMMON_STATUSES: [u16; 20] = [
+    200, 201, 204, 206, 301, 302, 304, 400, 401, 403, 404, 405, 408, 413, 429, 431, 500, 502, 503,
+    504,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteStatus {
+    route: Arc<str>,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: Arc<str>,
+}
+
+/// What the cache did for one request; the `result` label of
+/// `perfgate_cache_requests_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum CacheEvent {
+    /// Served from the cache without contacting the upstream.
+    hit,
+    /// Not in the cache; fetched from the upstream.
+    miss,
+    /// Served stale (stale-while-revalidate or stale-if-error).
+    stale,
+    /// Stale entry revalidated with the upstream (304).
+    revalidated,
+    /// A concurrent miss that waited for another request's upstream fetch.
+    coalesced,
+    /// The request or response is not cacheable, or the route bypasses the cache.
+    bypass,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    layer: &'static str,
+    result: CacheEvent,
+}
+
+/// Why an upstream exchange failed; the `kind` label of
+/// `perfgate_upstream_errors_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum UpstreamErrorKind {
+    /// The TCP connection could not be opened.
+    connect,
+    /// No response head within the response timeout, or the body stalled.
+    timeout,
+    /// The connection broke or the upstream spoke invalid HTTP.
+    protocol,
+    /// The upstream answered with a 5xx status.
+    status_5xx,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    kind: UpstreamErrorKind,
+}
+
+/// The metric registry and the families perfgate records into.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RouteStatus, Counter>,
+    latency: Family<RouteLabel, Histogram>,
+    cache: Family<CacheLabels, Counter>,
+    upstream_errors: Family<ErrorLabels, Counter>,
+    upstream_requests: Counter,
+    coalesced_waiters: Counter,
+    bytes_in: Counter,
+    bytes_out: Counter,
+    compression_saved: Counter,
+    cache_entries: Gauge,
+    cache_bytes: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric family.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("perfgate");
+        let requests = Family::<RouteStatus, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by route and status code",
+            requests.clone(),
+        );
+        let latency = Family::<RouteLabel, Histogram>::new_with_constructor(
+            (|| Histogram::new(LATENCY_BUCKETS)) as fn() -> Histogram,
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request head received to response head sent, by route",
+            latency.clone(),
+        );
+        let cache = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "cache_requests",
+            "Cache lookups by layer and result (hit, miss, stale, revalidated, coalesced, bypass)",
+            cache.clone(),
+        );
+        let upstream_errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Failed upstream exchanges by kind",
+            upstream_errors.clone(),
+        );
+        let upstream_requests = Counter::default();
+        registry.register(
+            "upstream_requests",
+            "Requests sent to upstreams",
+            upstream_requests.clone(),
+        );
+        let coalesced_waiters = Counter::default();
+        registry.register(
+            "coalesced_waiters",
+            "Requests that waited for another request's upstream fetch instead of sending their own",
+            coalesced_waiters.clone(),
+        );
+        let bytes_in = Counter::default();
+        registry.register(
+            "upstream_received_bytes",
+            "Body bytes received from upstreams",
+            bytes_in.clone(),
+        );
+        let bytes_out = Counter::default();
+        registry.register(
+            "client_sent_bytes",
+            "Body bytes sent to clients (after compression)",
+            bytes_out.clone(),
+        );
+        let compression_saved = Counter::default();
+        registry.register(
+            "compression_saved_bytes",
+            "Body bytes not sent thanks to compression",
+            compression_saved.clone(),
+        );
+        let cache_entries = Gauge::default();
+        registry.register(
+            "cache_entries",
+            "Objects in the L1 cache",
+            cache_entries.clone(),
+        );
+        let cache_bytes = Gauge::default();
+        registry.register(
+            "cache_size_bytes",
+            "Bytes held by the L1 cache",
+            cache_bytes.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            cache,
+            upstream_errors,
+            upstream_requests,
+            coalesced_waiters,
+            bytes_in,
+            bytes_out,
+            compression_saved,
+            cache_entries,
+            cache_bytes,
+        }
+    }
+
+    /// Pre-resolved handles for one route (call once per route at start-up).
+    pub fn route(&self, name: &str) -> RouteMetrics {
+        let route: Arc<str> = Arc::from(name);
+        let common = Default::default();
+        let latency = self.latency.get_or_create_owned(&RouteLabel {
+            route: route.clone(),
+        });
+        RouteMetrics {
+            route,
+            common,
+            requests: self.requests.clone(),
+            latency,
+        }
+    }
+
+    /// Counts one cache outcome for a layer (`"l1"` today, `"l2"` later).
+    pub fn cache_event(&self, layer: &'static str, result: CacheEvent) {
+        self.cache
+            .get_or_create(&CacheLabels { layer, result })
+            .inc();
+    }
+
+    /// Counts one failed upstream exchange.
+    pub fn upstream_error(&self, kind: UpstreamErrorKind) {
+        self.upstream_errors
+            .get_or_create(&ErrorLabels { kind })
+            .inc();
+    }
+
+    /// Counts one request sent upstream.
+    pub fn upstream_request(&self) {
+        self.upstream_requests.inc();
+    }
+
+    /// Counts one request that waited on another's fetch.
+    pub fn coalesced_waiter(&self) {
+        self.coalesced_waiters.inc();
+    }
+
+    /// Adds body bytes received from an upstream.
+    pub fn bytes_in(&self, n: u64) {
+        self.bytes_in.inc_by(n);
+    }
+
+    /// Adds body bytes sent to a client, and the bytes compression saved.
+    pub fn bytes_out(&self, sent: u64, saved: u64) {
+        self.bytes_out.inc_by(sent);
+        if saved > 0 {
+            self.compression_saved.inc_by(saved);
+        }
+    }
+
+    /// Publishes the L1 cache's size (called by the scrape handler).
+    pub fn set_cache_size(&self, entries: u64, bytes: u64) {
+        self.cache_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+        self.cache_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// The OpenMetrics text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The content type of [`Metrics::encode`]'s output.
+    pub const CONTENT_TYPE: &'static str =
+        "application/openmetrics-text; version=1.0.0; charset=utf-8";
+}
+
+/// Metric handles of one route, resolved at start-up.
+#[derive(Clone)]
+pub struct RouteMetrics {
+    route: Arc<str>,
+    /// Counters of the common statuses, created on first use so the
+    /// exposition lists only statuses that occurred.
+    common: [OnceLock<Counter>; COMMON_STATUSES.len()],
+    requests: Family<RouteStatus, Counter>,
+    latency: Histogram,
+}
+
+impl RouteMetrics {
+    /// Records one answered request.
+    pub fn record(&self, status: u16, seconds: f64) {
+        match COMMON_STATUSES.iter().position(|s| *s == status) {
+            Some(i) => {
+                self.common[i]
+                    .get_or_init(|| {
+                        self.requests.get_or_create_owned(&RouteStatus {
+                            route: self.route.clone(),
+                            status,
+                        })
+                    })
+                    .inc();
+            }
+            None => {
+                self.requests
+                    .get_or_create(&RouteStatus {
+                        route: self.route.clone(),
+                        status,
+                    })
+                    .inc();
+            }
+        }
+        self.latency.observe(seconds);
+    }
+
+    /// The route's name as used in labels.
+    pub fn name(&self) -> &str {
+        &self.route
+    }
+}

@@ -1,0 +1,6 @@
+//! perfgate as a library: starting a gateway (proxy and admin listeners)
+//! from a configuration, and the `demo` that shows it end to end. The
+//! binary (`main.rs`) only parses the command line and calls in here.
+
+pub mod app;
+pub mod demo;

@@ -1,0 +1,161 @@
+//! The one body type perfgate sends: a buffer from the cache (no boxing on
+//! the hit path) or a stream from the upstream or the client.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use tokio::time::{Instant, Sleep};
+
+/// Errors carried by streamed bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A response or request body.
+pub enum Body {
+    /// No body.
+    Empty,
+    /// A complete buffer (cache hits, gateway-generated responses).
+    Full(Option<Bytes>),
+    /// A stream (pass-through traffic).
+    Stream(UnsyncBoxBody<Bytes, BoxError>),
+}
+
+impl Body {
+    /// A complete body.
+    pub fn full(b: impl Into<Bytes>) -> Self {
+        let b = b.into();
+        if b.is_empty() {
+            Body::Empty
+        } else {
+            Body::Full(Some(b))
+        }
+    }
+
+    /// A streamed body.
+    pub fn stream<B>(b: B) -> Self
+    where
+        B: HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Body::Stream(b.map_err(Into::into).boxed_unsync())
+    }
+}
+
+impl HttpBody for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Body::Empty => Poll::Ready(None),
+            Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Body::Stream(s) => Pin::new(s).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Empty => true,
+            Body::Full(b) => b.is_none(),
+            Body::Stream(s) => s.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Empty => SizeHint::with_exact(0),
+            Body::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Body::Full(None) => SizeHint::with_exact(0),
+            Body::Stream(s) => s.size_hint(),
+        }
+    }
+}
+
+/// The upstream body stalled for longer than the idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream body idle for more than {0:?}")]
+pub struct IdleTimeout(pub Duration);
+
+pin_project_lite::pin_project! {
+    /// Wraps a streamed body: fails it when no frame arrives within `idle`,
+    /// and reports the bytes that passed through when it ends or is dropped.
+    pub struct Watched<B, F: FnOnce(u64)> {
+        #[pin]
+        inner: B,
+        idle: Duration,
+        #[pin]
+        sleep: Sleep,
+        bytes: u64,
+        on_done: Option<F>,
+    }
+
+    impl<B, F: FnOnce(u64)> PinnedDrop for Watched<B, F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(f) = this.on_done.take() {
+                f(*this.bytes);
+            }
+        }
+    }
+}
+
+impl<B, F: FnOnce(u64)> Watched<B, F> {
+    /// Watches `inner` with an idle timeout; `on_done` gets the byte count.
+    pub fn new(inner: B, idle: Duration, on_done: F) -> Self {
+        Self {
+            inner,
+            idle,
+            sleep: tokio::time::sleep(idle),
+            bytes: 0,
+            on_done: Some(on_done),
+        }
+    }
+}
+
+impl<B, F> HttpBody for Watched<B, F>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<BoxError>,
+    F: FnOnce(u64),
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    *this.bytes += d.len() as u64;
+                }
+                let idle = *this.idle;
+                this.sleep.as_mut().reset(Instant::now() + idle);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match this.sleep.poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(IdleTimeout(*this.idle))))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,650 @@
+//! The cache path of a GET/HEAD request: lookup, freshness, coalesced
+//! fetch or revalidation, storing, and answering from a stored entry.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{
+    ACCEPT_ENCODING, AGE, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG,
+    IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE, SET_COOKIE,
+    VARY,
+};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use perfgate_cache::cache_control::CacheControl;
+use perfgate_cache::compress::Encoding;
+use perfgate_cache::conditional::{
+    has_conditionals, merge_304, not_modified, not_modified_headers, revalidation_headers,
+};
+use perfgate_cache::entry::{Entry, EntryParts, Staleness};
+use perfgate_cache::policy::{Timing, evaluate};
+use perfgate_cache::vary::{VaryKey, vary_fields};
+use perfgate_config::AuthorizedPolicy;
+use perfgate_observe::CacheEvent;
+
+use crate::body::Body;
+use crate::coalesce::Join;
+use crate::error::{ErrorKind, GatewayError};
+use crate::gateway::{CACHE_STATUS, Conn, Cx, Gateway};
+use crate::headers::strip_hop_by_hop;
+use crate::route::Route;
+use crate::stats::Stats;
+
+const HIT: HeaderValue = HeaderValue::from_static("perfgate; hit");
+const HIT_SWR: HeaderValue =
+    HeaderValue::from_static("perfgate; hit; detail=stale-while-revalidate");
+const MISS_STORED: HeaderValue = HeaderValue::from_static("perfgate; fwd=miss; stored");
+const MISS_COLLAPSED: HeaderValue = HeaderValue::from_static("perfgate; fwd=miss; collapsed");
+const MISS_HEAD: HeaderValue = HeaderValue::from_static("perfgate; fwd=miss; detail=head");
+const REVALIDATED: HeaderValue =
+    HeaderValue::from_static("perfgate; fwd=stale; fwd-status=304; stored");
+const REFETCHED: HeaderValue =
+    HeaderValue::from_static("perfgate; fwd=stale; fwd-status=200; stored");
+
+/// What a fetch leaves for concurrent waiters: a stored entry they may be
+/// served from (after their own `Vary`/authorization check).
+#[derive(Clone)]
+pub(crate) struct Shared {
+    entry: Arc<Entry>,
+}
+
+/// The request facts a fetch needs, owned so the fetch can outlive the
+/// client that started it.
+pub(crate) struct CacheReq {
+    uri: Uri,
+    headers: HeaderMap,
+    version: Version,
+    conn: Conn,
+}
+
+/// The outcome of one upstream fetch for the cache.
+pub(crate) enum Fetched {
+    /// Answer from this entry.
+    Entry {
+        entry: Arc<Entry>,
+        label: HeaderValue,
+        shareable: bool,
+        /// Cookies set by the upstream: only for the client that caused the fetch.
+        set_cookie: Vec<HeaderValue>,
+    },
+    /// Not storable: streamed through to this client only.
+    Stream(Response<Body>),
+}
+
+impl Fetched {
+    fn shared(&self) -> Option<Shared> {
+        match self {
+            Fetched::Entry {
+                entry,
+                shareable: true,
+                ..
+            } => Some(Shared {
+                entry: entry.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl Gateway {
+    /// Answers a cache-eligible GET or HEAD.
+    pub(crate) async fn cached(
+        self: &Arc<Self>,
+        route: Arc<Route>,
+        req: Request<Incoming>,
+        conn: Conn,
+        cx: &mut Cx,
+    ) -> Result<Response<Body>, GatewayError> {
+        let Some(cache) = &self.cache else {
+            return Err(GatewayError::new(ErrorKind::Internal, "cache disabled"));
+        };
+        let key = self.key_for(&route, req.uri(), req.headers(), conn);
+        let auth_rfc = req.headers().contains_key(AUTHORIZATION)
+            && route.policy.authorized == AuthorizedPolicy::Rfc;
+        let accept = |e: &Entry| e.vary.matches(req.headers()) && (!auth_rfc || e.auth_reusable);
+        let found = cache.lookup(&key, accept);
+        let now = Instant::now();
+        if let Some(entry) = &found {
+            match entry.staleness(now) {
+                Staleness::Fresh => {
+                    self.count(CacheEvent::hit);
+                    return Ok(self.respond(&key, entry, req.method(), req.headers(), HIT, &[]));
+                }
+                Staleness::StaleWhileRevalidate => {
+                    self.count(CacheEvent::stale);
+                    Stats::inc(&self.stats.stale);
+                    if entry.try_start_refresh() {
+                        let creq = self.cache_req(&req, conn);
+                        self.spawn_refresh(route.clone(), key.clone(), creq, entry.clone());
+                    }
+                    return Ok(self.respond(
+                        &key,
+                        entry,
+                        req.method(),
+                        req.headers(),
+                        HIT_SWR,
+                        &[],
+                    ));
+                }
+                Staleness::Stale => {}
+            }
+        }
+        if req.method() == Method::HEAD {
+            // A HEAD miss is answered by the upstream and not stored: it has
+            // no body to store.
+            self.count(CacheEvent::miss);
+            let (parts, body) = req.into_parts();
+            let up = self.upstream_request(
+                &route,
+                Method::HEAD,
+                &parts.uri,
+                cleaned_for_fetch(parts.headers),
+                parts.version,
+                conn,
+                Body::Empty,
+            )?;
+            drop(body);
+            let rsp = self
+                .send(&route, up, &mut cx.upstream)
+                .await
+                .map_err(|e| e.to_gateway())?;
+            return Ok(self.stream_response(rsp, MISS_HEAD));
+        }
+        let creq = Arc::new(self.cache_req(&req, conn));
+        let (method, headers) = {
+            let (parts, _body) = req.into_parts();
+            (parts.method, parts.headers)
+        };
+        let fetched = match self.flights.join(&key) {
+            Join::Leader(leader) => {
+                // The fetch runs in its own task so that it completes (and
+                // serves the waiters) even if this client goes away.
+                let gw = self.clone();
+                let (route2, key2, creq2) = (route.clone(), key.clone(), creq.clone());
+                let task = tokio::spawn(async move {
+                    let mut upstream = Duration::ZERO;
+                    let out = gw.fetch(&route2, &key2, &creq2, found, &mut upstream).await;
+                    let shared = out.as_ref().ok().and_then(Fetched::shared);
+                    leader.complete(shared);
+                    (out, upstream)
+                });
+                let (out, upstream) = task
+                    .await
+                    .map_err(|_| GatewayError::new(ErrorKind::Internal, "cache fetch failed"))?;
+                cx.upstream += upstream;
+                out?
+            }
+            Join::Waiter(mut rx) => {
+                let waited =
+                    tokio::time::timeout(self.coalesce_timeout, rx.wait_for(Option::is_some))
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .and_then(|v| v.clone().flatten());
+                let auth_ok =
+                    |e: &Entry| e.vary.matches(&headers) && (!auth_rfc || e.auth_reusable);
+                match waited {
+                    Some(shared) if auth_ok(&shared.entry) => {
+                        self.count(CacheEvent::coalesced);
+                        Stats::inc(&self.stats.coalesced);
+                        Stats::inc(&self.stats.hits);
+                        self.metrics.coalesced_waiter();
+                        return Ok(self.respond(
+                            &key,
+                            &shared.entry,
+                            &method,
+                            &headers,
+                            MISS_COLLAPSED,
+                            &[],
+                        ));
+                    }
+                    // Nothing shareable came in time: fetch for ourselves.
+                    _ => {
+                        self.fetch(&route, &key, &creq, found, &mut cx.upstream)
+                            .await?
+                    }
+                }
+            }
+        };
+        Ok(match fetched {
+            Fetched::Entry {
+                entry,
+                label,
+                set_cookie,
+                ..
+            } => self.respond(&key, &entry, &method, &headers, label, &set_cookie),
+            Fetched::Stream(rsp) => rsp,
+        })
+    }
+
+    fn count(&self, event: CacheEvent) {
+        self.metrics.cache_event("l1", event);
+        match event {
+            CacheEvent::hit => Stats::inc(&self.stats.hits),
+            CacheEvent::miss => Stats::inc(&self.stats.misses),
+            _ => {}
+        }
+    }
+
+    fn cache_req<B>(&self, req: &Request<B>, conn: Conn) -> CacheReq {
+        CacheReq {
+            uri: req.uri().clone(),
+            headers: req.headers().clone(),
+            version: req.version(),
+            conn,
+        }
+    }
+
+    /// Refreshes a stale-while-revalidate entry in the background, once.
+    fn spawn_refresh(
+        self: &Arc<Self>,
+        route: Arc<Route>,
+        key: String,
+        creq: CacheReq,
+        entry: Arc<Entry>,
+    ) {
+        let gw = self.clone();
+        tokio::spawn(async move {
+            if let Join::Leader(leader) = gw.flights.join(&key) {
+                let mut upstream = Duration::ZERO;
+                let out = gw
+                    .fetch(&route, &key, &creq, Some(entry), &mut upstream)
+                    .await;
+                leader.complete(out.as_ref().ok().and_then(Fetched::shared));
+            }
+        });
+    }
+
+    /// Fetches `creq` from the upstream for the cache (conditionally when a
+    /// stale entry with validators is at hand), stores what may be stored,
+    /// and falls back to the stale entry when the upstream fails and
+    /// `stale-if-error` allows it.
+    async fn fetch(
+        &self,
+        route: &Route,
+        key: &str,
+        creq: &CacheReq,
+        stale: Option<Arc<Entry>>,
+        upstream: &mut Duration,
+    ) -> Result<Fetched, GatewayError> {
+        let cache = self
+            .cache
+            .as_ref()
+            .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "cache disabled"))?;
+        self.count(if stale.is_some() {
+            CacheEvent::stale
+        } else {
+            CacheEvent::miss
+        });
+        if stale.is_some() {
+            // A stale lookup still costs an upstream call: count it as a miss.
+            Stats::inc(&self.stats.misses);
+        }
+        let mut headers = cleaned_for_fetch(creq.headers.clone());
+        if let Some(s) = &stale {
+            headers.extend(revalidation_headers(
+                s.etag.as_ref(),
+                s.last_modified.as_ref(),
+            ));
+        }
+        let req = self.upstream_request(
+            route,
+            Method::GET,
+            &creq.uri,
+            headers,
+            creq.version,
+            creq.conn,
+            Body::Empty,
+        )?;
+        let request_time = SystemTime::now();
+        let rsp = match self.send(route, req, upstream).await {
+            Ok(rsp) => rsp,
+            Err(e) => {
+                return match stale.filter(|s| s.usable_if_error(Instant::now())) {
+                    Some(entry) => Ok(self.stale_if_error(entry, 502)),
+                    None => Err(e.to_gateway()),
+                };
+            }
+        };
+        let status = rsp.status();
+        if status.is_server_error() {
+            if let Some(entry) = stale.clone().filter(|s| s.usable_if_error(Instant::now())) {
+                return Ok(self.stale_if_error(entry, status.as_u16()));
+            }
+        }
+        let timing = Timing {
+            request_time,
+            response_time: SystemTime::now(),
+        };
+        if status == StatusCode::NOT_MODIFIED {
+            if let Some(old) = &stale {
+                let mut merged = old.headers.clone();
+                merge_304(&mut merged, rsp.headers());
+                return Ok(
+                    match evaluate(
+                        &Method::GET,
+                        &creq.headers,
+                        old.status,
+                        &merged,
+                        &timing,
+                        &route.policy,
+                    ) {
+                        Ok(freshness) => {
+                            let entry =
+                                Arc::new(old.revalidated(merged, freshness, Instant::now()));
+                            cache.insert(key, entry.clone());
+                            Stats::inc(&self.stats.revalidated);
+                            self.metrics.cache_event("l1", CacheEvent::revalidated);
+                            Fetched::Entry {
+                                entry,
+                                label: REVALIDATED,
+                                shareable: true,
+                                set_cookie: Vec::new(),
+                            }
+                        }
+                        // The refreshed headers forbid storing: answer this
+                        // client with the old body, and forget the entry.
+                        Err(reason) => {
+                            cache.remove(key);
+                            let label = detail_label(
+                                "perfgate; fwd=stale; fwd-status=304",
+                                reason.as_str(),
+                            );
+                            Fetched::Entry {
+                                entry: old.clone(),
+                                label,
+                                shareable: false,
+                                set_cookie: Vec::new(),
+                            }
+                        }
+                    },
+                );
+            }
+        }
+        let freshness = match evaluate(
+            &Method::GET,
+            &creq.headers,
+            status,
+            rsp.headers(),
+            &timing,
+            &route.policy,
+        ) {
+            Ok(f) => f,
+            Err(reason) => {
+                if stale.is_some() {
+                    cache.remove(key);
+                }
+                let label = detail_label("perfgate; fwd=miss", reason.as_str());
+                return Ok(Fetched::Stream(self.stream_response(rsp, label)));
+            }
+        };
+        let declared = rsp
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_object_bytes as u64) {
+            let label = detail_label("perfgate; fwd=miss", "too-large");
+            return Ok(Fetched::Stream(self.stream_response(rsp, label)));
+        }
+        let (parts, mut body) = rsp.into_parts();
+        let mut buf = BytesMut::with_capacity(declared.map_or(8 * 1024, |n| n as usize));
+        let deadline = self.upstream.body_idle_timeout;
+        loop {
+            let frame =
+                match tokio::time::timeout(deadline, http_body_util::BodyExt::frame(&mut body))
+                    .await
+                {
+                    Ok(Some(Ok(frame))) => frame,
+                    Ok(None) => break,
+                    Ok(Some(Err(e))) => {
+                        tracing::warn!(route = %route.name, error = %e, "upstream body failed");
+                        self.metrics
+                            .upstream_error(perfgate_observe::UpstreamErrorKind::protocol);
+                        return Err(GatewayError::new(
+                            ErrorKind::UpstreamUnavailable,
+                            "the upstream response broke off",
+                        ));
+                    }
+                    Err(_) => {
+                        self.metrics
+                            .upstream_error(perfgate_observe::UpstreamErrorKind::timeout);
+                        return Err(GatewayError::new(
+                            ErrorKind::UpstreamTimeout,
+                            "the upstream body stalled",
+                        ));
+                    }
+                };
+            if let Some(data) = frame.data_ref() {
+                buf.extend_from_slice(data);
+                if buf.len() > self.max_object_bytes {
+                    // Too big to store after all: stream the rest through.
+                    let label = detail_label("perfgate; fwd=miss", "too-large");
+                    let prefix = Body::full(buf.freeze());
+                    let rsp = Response::from_parts(parts, chain(prefix, body));
+                    return Ok(Fetched::Stream(self.restream(rsp, label)));
+                }
+            }
+        }
+        let body: Bytes = buf.freeze();
+        self.metrics.bytes_in(body.len() as u64);
+        let mut headers = parts.headers;
+        strip_hop_by_hop(&mut headers);
+        headers.remove(CONTENT_LENGTH);
+        let set_cookie: Vec<HeaderValue> = headers.get_all(SET_COOKIE).iter().cloned().collect();
+        headers.remove(SET_COOKIE);
+        let cc = CacheControl::from_headers(&headers);
+        let upstream_encoded = headers
+            .get(CONTENT_ENCODING)
+            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        let compressible = !upstream_encoded
+            && !cc.no_transform
+            && self
+                .compressor
+                .is_compressible(headers.get(CONTENT_TYPE), body.len());
+        let fields = vary_fields(&headers).unwrap_or_default();
+        let skip: &[http::HeaderName] = if upstream_encoded {
+            &[]
+        } else {
+            &[ACCEPT_ENCODING]
+        };
+        let vary = VaryKey::capture(&fields, &creq.headers, skip);
+        let auth_reusable = match route.policy.authorized {
+            AuthorizedPolicy::Rfc => cc.public || cc.s_maxage.is_some() || cc.must_revalidate,
+            AuthorizedPolicy::Bypass => false,
+            AuthorizedPolicy::PerUser | AuthorizedPolicy::Shared => true,
+        };
+        let entry = Arc::new(Entry::new(
+            EntryParts {
+                status: parts.status,
+                headers,
+                body,
+                upstream_encoded,
+                compressible,
+                vary,
+                freshness,
+                auth_reusable,
+            },
+            Instant::now(),
+        ));
+        cache.insert(key, entry.clone());
+        Stats::inc(&self.stats.stored);
+        Ok(Fetched::Entry {
+            entry,
+            label: if stale.is_some() {
+                REFETCHED
+            } else {
+                MISS_STORED
+            },
+            shareable: true,
+            set_cookie,
+        })
+    }
+
+    fn stale_if_error(&self, entry: Arc<Entry>, status: u16) -> Fetched {
+        Stats::inc(&self.stats.stale);
+        let label = format!("perfgate; fwd=stale; fwd-status={status}; detail=stale-if-error");
+        Fetched::Entry {
+            entry,
+            label: HeaderValue::from_str(&label).unwrap_or(HIT),
+            shareable: true,
+            set_cookie: Vec::new(),
+        }
+    }
+
+    /// Streams a response whose body is already a [`Body`].
+    fn restream(&self, rsp: Response<Body>, label: HeaderValue) -> Response<Body> {
+        let (mut parts, body) = rsp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.insert(CACHE_STATUS, label);
+        Response::from_parts(parts, body)
+    }
+
+    /// Builds the response for a stored entry: a 304 when the client's
+    /// validators match, otherwise the body in the negotiated encoding
+    /// (compressed at most once per entry and encoding).
+    fn respond(
+        &self,
+        key: &str,
+        entry: &Entry,
+        method: &Method,
+        req_headers: &HeaderMap,
+        label: HeaderValue,
+        set_cookie: &[HeaderValue],
+    ) -> Response<Body> {
+        let age = HeaderValue::from(entry.age(Instant::now()).as_secs());
+        let enc = if entry.compressible {
+            self.compressor.negotiate(req_headers.get(ACCEPT_ENCODING))
+        } else {
+            Encoding::Identity
+        };
+        if entry.status == StatusCode::OK
+            && has_conditionals(req_headers)
+            && not_modified(
+                req_headers,
+                entry.etag.as_ref(),
+                entry.last_modified.as_ref(),
+            )
+        {
+            let mut h = not_modified_headers(&entry.headers);
+            if entry.compressible {
+                add_vary_accept_encoding(&mut h);
+                if enc != Encoding::Identity {
+                    weaken_etag(&mut h);
+                }
+            }
+            h.insert(AGE, age);
+            h.insert(CACHE_STATUS, label);
+            let mut rsp = Response::new(Body::Empty);
+            *rsp.status_mut() = StatusCode::NOT_MODIFIED;
+            *rsp.headers_mut() = h;
+            return rsp;
+        }
+        let (enc, body, produced) = entry.body_for(enc, &self.compressor);
+        if produced {
+            Stats::inc(&self.stats.compressions);
+            if let Some(c) = &self.cache {
+                c.reweigh(key);
+            }
+        }
+        let mut h = entry.headers.clone();
+        if entry.compressible {
+            add_vary_accept_encoding(&mut h);
+            if enc != Encoding::Identity {
+                h.insert(CONTENT_ENCODING, enc.header_value());
+                weaken_etag(&mut h);
+            }
+        }
+        h.insert(AGE, age);
+        h.insert(CACHE_STATUS, label);
+        for c in set_cookie {
+            h.append(SET_COOKIE, c.clone());
+        }
+        let identity = entry.body.len() as u64;
+        let sent = body.len() as u64;
+        Stats::add(&self.stats.identity_bytes_served, identity);
+        Stats::add(&self.stats.upstream_bytes_saved, identity);
+        let saved = identity.saturating_sub(sent);
+        Stats::add(&self.stats.compressed_bytes_saved, saved);
+        self.metrics.bytes_out(sent, saved);
+        let body = if method == Method::HEAD {
+            h.insert(CONTENT_LENGTH, HeaderValue::from(sent));
+            Body::Empty
+        } else {
+            Body::full(body)
+        };
+        let mut rsp = Response::new(body);
+        *rsp.status_mut() = entry.status;
+        *rsp.headers_mut() = h;
+        rsp
+    }
+}
+
+/// The client's headers as sent on a fetch for the cache: its own
+/// conditionals and ranges removed (the cache answers those from the full
+/// stored response), and `Accept-Encoding` removed so the upstream sends
+/// the identity body that perfgate compresses once per encoding.
+fn cleaned_for_fetch(mut h: HeaderMap) -> HeaderMap {
+    for name in [
+        IF_NONE_MATCH,
+        IF_MODIFIED_SINCE,
+        IF_MATCH,
+        IF_UNMODIFIED_SINCE,
+        IF_RANGE,
+        RANGE,
+        ACCEPT_ENCODING,
+    ] {
+        h.remove(name);
+    }
+    h
+}
+
+fn detail_label(base: &str, detail: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("{base}; detail={detail}"))
+        .unwrap_or(HeaderValue::from_static("perfgate; fwd=miss"))
+}
+
+fn add_vary_accept_encoding(h: &mut HeaderMap) {
+    let present = h.get_all(VARY).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("accept-encoding") || t.trim() == "*")
+        })
+    });
+    if !present {
+        h.append(VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
+}
+
+/// A compressed representation is not byte-identical to the stored one, so
+/// a strong validator becomes weak (as nginx does when it compresses).
+fn weaken_etag(h: &mut HeaderMap) {
+    if let Some(v) = h.get(ETAG) {
+        if v.as_bytes().first() == Some(&b'"') {
+            let mut weak = Vec::with_capacity(v.len() + 2);
+            weak.extend_from_slice(b"W/");
+            weak.extend_from_slice(v.as_bytes());
+            if let Ok(w) = HeaderValue::from_bytes(&weak) {
+                h.insert(ETAG, w);
+            }
+        }
+    }
+}
+
+/// A buffered prefix followed by the rest of an upstream body.
+fn chain(prefix: Body, rest: Incoming) -> Body {
+    use futures_util::StreamExt;
+    use http_body_util::{BodyExt, StreamBody};
+    let first = futures_util::stream::once(async move {
+        match prefix {
+            Body::Full(Some(b)) => Ok(http_body::Frame::data(b)),
+            _ => Ok(http_body::Frame::data(Bytes::new())),
+        }
+    });
+    let rest = rest.into_data_stream().map(|r| {
+        r.map(http_body::Frame::data)
+            .map_err(|e| -> crate::body::BoxError { Box::new(e) })
+    });
+    Body::stream(StreamBody::new(first.chain(rest)))
+}

@@ -1,0 +1,383 @@
+//! The gateway: configuration compiled once, and the life of a request.
+//! See ARCHITECTURE.md, "Life of a request".
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{AUTHORIZATION, HOST};
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
+use http_body_util::Limited;
+use hyper::body::Incoming;
+use perfgate_cache::compress::Compressor;
+use perfgate_cache::key::{KeyNormalizer, url_hash};
+use perfgate_cache::memory::MemoryCache;
+use perfgate_config::{AuthorizedPolicy, Config, IpNet};
+use perfgate_observe::{Metrics, UpstreamErrorKind};
+
+use crate::body::{Body, Watched};
+use crate::cached::Shared;
+use crate::coalesce::Flights;
+use crate::error::{ErrorKind, GatewayError};
+use crate::guard;
+use crate::headers::{append_via, set_forwarded, strip_hop_by_hop};
+use crate::route::{Route, Routes};
+use crate::stats::{CacheStats, Stats};
+use crate::upstream::Upstream;
+
+/// `Cache-Status` (RFC 9211).
+pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+/// `Server-Timing`.
+const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+
+/// What one accepted connection tells each of its requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Conn {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The connection is TLS.
+    pub tls: bool,
+}
+
+/// Per-request facts gathered on the way, for the response headers and metrics.
+#[derive(Default)]
+pub(crate) struct Cx {
+    pub(crate) route: Option<Arc<Route>>,
+    pub(crate) upstream: Duration,
+}
+
+/// Everything the request path needs, built once from the configuration.
+pub struct Gateway {
+    pub(crate) routes: Routes,
+    pub(crate) upstream: Upstream,
+    pub(crate) cache: Option<MemoryCache>,
+    pub(crate) keys: KeyNormalizer,
+    pub(crate) compressor: Compressor,
+    pub(crate) flights: Flights<Option<Shared>>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) stats: Stats,
+    pub(crate) coalesce_timeout: Duration,
+    pub(crate) max_object_bytes: usize,
+    max_body_bytes: u64,
+    trusted: Vec<IpNet>,
+    via_h1: HeaderValue,
+    via_h2: HeaderValue,
+}
+
+impl Gateway {
+    /// Compiles a validated configuration.
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Self>, String> {
+        let routes = Routes::build(config, &metrics)?;
+        let cache = config
+            .cache
+            .enabled
+            .then(|| MemoryCache::new(config.cache.max_bytes.get(), config.cache.keep_stale.get()));
+        let trusted = config
+            .forwarded
+            .trusted_proxies
+            .iter()
+            .map(|s| {
+                s.parse::<IpNet>()
+                    .map_err(|e| format!("forwarded.trusted_proxies: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let via = |v: &str| {
+            HeaderValue::from_str(&format!("{v} {}", config.server.via_name))
+                .map_err(|_| "server.via_name is not a valid header value".to_string())
+        };
+        Ok(Arc::new(Self {
+            routes,
+            upstream: Upstream::new(&config.upstream),
+            cache,
+            keys: KeyNormalizer::new(&config.cache.drop_query_params),
+            compressor: Compressor::new(&config.compression),
+            flights: Flights::default(),
+            metrics,
+            stats: Stats::default(),
+            coalesce_timeout: config.cache.coalesce_timeout.get(),
+            max_object_bytes: usize::try_from(config.cache.max_object_bytes.get())
+                .unwrap_or(usize::MAX),
+            max_body_bytes: config.server.max_body_bytes.get(),
+            trusted,
+            via_h1: via("1.1")?,
+            via_h2: via("2")?,
+        }))
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// A snapshot of the cache statistics.
+    pub fn cache_stats(&self) -> CacheStats {
+        let (entries, bytes) = match &self.cache {
+            Some(c) => {
+                c.sync();
+                (c.entry_count(), c.weighted_size())
+            }
+            None => (0, 0),
+        };
+        self.metrics.set_cache_size(entries, bytes);
+        self.stats.snapshot(entries, bytes)
+    }
+
+    /// The L1 cache, when caching is enabled (for the admin API).
+    pub fn memory_cache(&self) -> Option<&MemoryCache> {
+        self.cache.as_ref()
+    }
+
+    /// The life of a proxied request. Never fails: errors become responses here.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: Conn) -> Response<Body> {
+        let start = Instant::now();
+        let mut cx = Cx::default();
+        let mut rsp = match self.proxy(req, conn, &mut cx).await {
+            Ok(rsp) => rsp,
+            Err(e) => e.into_response(),
+        };
+        let total = start.elapsed();
+        let gateway_ms = total.saturating_sub(cx.upstream).as_secs_f64() * 1e3;
+        let timing = if cx.upstream.is_zero() {
+            format!("gateway;dur={gateway_ms:.3}")
+        } else {
+            let up_ms = cx.upstream.as_secs_f64() * 1e3;
+            format!("gateway;dur={gateway_ms:.3}, upstream;dur={up_ms:.3}")
+        };
+        if let Ok(v) = HeaderValue::from_str(&timing) {
+            rsp.headers_mut().insert(SERVER_TIMING, v);
+        }
+        if let Some(route) = &cx.route {
+            route
+                .metrics
+                .record(rsp.status().as_u16(), total.as_secs_f64());
+        }
+        rsp
+    }
+
+    async fn proxy(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        conn: Conn,
+        cx: &mut Cx,
+    ) -> Result<Response<Body>, GatewayError> {
+        guard::check(&req, self.max_body_bytes)?;
+        let route = self
+            .routes
+            .select(req.method(), req.uri().path())
+            .ok_or_else(|| GatewayError::new(ErrorKind::NoRoute, "no route for this path"))?
+            .clone();
+        cx.route = Some(route.clone());
+        match self.cache_eligibility(&route, &req) {
+            Ok(()) => self.cached(route, req, conn, cx).await,
+            Err(label) => {
+                Stats::inc(&self.stats.bypass);
+                self.metrics
+                    .cache_event("l1", perfgate_observe::CacheEvent::bypass);
+                let invalidate = (!req.method().is_safe())
+                    .then(|| {
+                        self.cache
+                            .as_ref()
+                            .map(|_| self.key_for(&route, req.uri(), req.headers(), conn))
+                    })
+                    .flatten();
+                let rsp = self.pass(&route, req, conn, cx, label).await?;
+                // RFC 9111 §4.4: a successful unsafe request invalidates the target URI.
+                if let (Some(key), Some(cache)) = (invalidate, &self.cache) {
+                    if rsp.status().is_success() || rsp.status().is_redirection() {
+                        cache.remove(&key);
+                    }
+                }
+                Ok(rsp)
+            }
+        }
+    }
+
+    /// Whether the cache may be used for this request; the `Cache-Status`
+    /// to send when it may not.
+    fn cache_eligibility<B>(&self, route: &Route, req: &Request<B>) -> Result<(), HeaderValue> {
+        if self.cache.is_none() || route.bypass {
+            return Err(HeaderValue::from_static("perfgate; fwd=bypass"));
+        }
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return Err(HeaderValue::from_static("perfgate; fwd=method"));
+        }
+        if req.headers().contains_key(AUTHORIZATION)
+            && route.policy.authorized == AuthorizedPolicy::Bypass
+        {
+            return Err(HeaderValue::from_static(
+                "perfgate; fwd=request; detail=authorization",
+            ));
+        }
+        if req.headers().contains_key(http::header::UPGRADE) {
+            return Err(HeaderValue::from_static(
+                "perfgate; fwd=request; detail=upgrade",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The cache key of a request: normalized URL, plus the credential when
+    /// the route caches per user.
+    pub(crate) fn key_for(
+        &self,
+        route: &Route,
+        uri: &Uri,
+        headers: &HeaderMap,
+        conn: Conn,
+    ) -> String {
+        let host = headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| uri.authority().map(|a| a.as_str()))
+            .unwrap_or("");
+        let scheme = if conn.tls { "https" } else { "http" };
+        let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut key = self.keys.primary_key(scheme, host, pq);
+        if route.policy.authorized == AuthorizedPolicy::PerUser {
+            if let Some(auth) = headers.get(AUTHORIZATION) {
+                key.push_str("\nuser=");
+                key.push_str(&url_hash(&String::from_utf8_lossy(auth.as_bytes())));
+            }
+        }
+        key
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|n| n.contains(ip))
+    }
+
+    /// Builds the request sent upstream: target URI, hop-by-hop fields
+    /// removed, forwarding headers, `Via`, `Host`.
+    pub(crate) fn upstream_request(
+        &self,
+        route: &Route,
+        method: Method,
+        uri: &Uri,
+        mut headers: HeaderMap,
+        version: Version,
+        conn: Conn,
+        body: Body,
+    ) -> Result<Request<Body>, GatewayError> {
+        let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+        let up_uri = Upstream::uri(&route.target, pq)?;
+        if !headers.contains_key(HOST) {
+            if let Some(a) = uri.authority() {
+                if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                    headers.insert(HOST, v);
+                }
+            }
+        }
+        strip_hop_by_hop(&mut headers);
+        let proto = if conn.tls { "https" } else { "http" };
+        set_forwarded(
+            &mut headers,
+            conn.peer.ip(),
+            self.is_trusted(conn.peer.ip()),
+            proto,
+        );
+        let via = if version == Version::HTTP_2 {
+            &self.via_h2
+        } else {
+            &self.via_h1
+        };
+        append_via(&mut headers, via);
+        if !self.upstream.preserve_host {
+            if let Ok(v) = HeaderValue::from_str(route.target.authority.as_str()) {
+                headers.insert(HOST, v);
+            }
+        }
+        let mut req = Request::new(body);
+        *req.method_mut() = method;
+        *req.uri_mut() = up_uri;
+        *req.headers_mut() = headers;
+        Ok(req)
+    }
+
+    /// Sends a request upstream, counting it and logging failures.
+    pub(crate) async fn send(
+        &self,
+        route: &Route,
+        req: Request<Body>,
+        cx_upstream: &mut Duration,
+    ) -> Result<Response<Incoming>, crate::upstream::UpstreamError> {
+        Stats::inc(&self.stats.upstream_requests);
+        self.metrics.upstream_request();
+        let t0 = Instant::now();
+        let result = self.upstream.send(req).await;
+        *cx_upstream += t0.elapsed();
+        match &result {
+            Ok(rsp) if rsp.status().is_server_error() => {
+                self.metrics.upstream_error(UpstreamErrorKind::status_5xx);
+            }
+            Ok(_) => {}
+            Err(e) if e.body_too_large => {}
+            Err(e) => {
+                self.metrics.upstream_error(e.kind);
+                tracing::warn!(route = %route.name, upstream = %route.target.authority, error = %e.detail, "upstream request failed");
+            }
+        }
+        result
+    }
+
+    /// Streams a request to the upstream and the response back, untouched
+    /// but for hop-by-hop fields.
+    async fn pass(
+        &self,
+        route: &Route,
+        req: Request<Incoming>,
+        conn: Conn,
+        cx: &mut Cx,
+        label: HeaderValue,
+    ) -> Result<Response<Body>, GatewayError> {
+        let (parts, body) = req.into_parts();
+        let body = request_body(&parts, body, self.max_body_bytes);
+        let up = self.upstream_request(
+            route,
+            parts.method,
+            &parts.uri,
+            parts.headers,
+            parts.version,
+            conn,
+            body,
+        )?;
+        let rsp = self
+            .send(route, up, &mut cx.upstream)
+            .await
+            .map_err(|e| e.to_gateway())?;
+        Ok(self.stream_response(rsp, label))
+    }
+
+    /// A streamed upstream response: hop-by-hop fields removed, `Via` and
+    /// `Cache-Status` added, the body watched for stalls and counted.
+    pub(crate) fn stream_response(
+        &self,
+        rsp: Response<Incoming>,
+        label: HeaderValue,
+    ) -> Response<Body> {
+        let (mut parts, body) = rsp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        append_via(&mut parts.headers, &self.via_h1);
+        parts.headers.insert(CACHE_STATUS, label);
+        let metrics = self.metrics.clone();
+        let body = Watched::new(body, self.upstream.body_idle_timeout, move |n| {
+            metrics.bytes_in(n);
+            metrics.bytes_out(n, 0);
+        });
+        Response::from_parts(parts, Body::stream(body))
+    }
+}
+
+/// The client's request body as sent upstream: nothing when it has none,
+/// otherwise streamed under the size limit.
+fn request_body(parts: &Parts, body: Incoming, max: u64) -> Body {
+    use http_body::Body as _;
+    if body.is_end_stream() {
+        return Body::Empty;
+    }
+    let _ = parts;
+    Body::stream(Limited::new(
+        body,
+        usize::try_from(max).unwrap_or(usize::MAX),
+    ))
+}

@@ -1,0 +1,276 @@
+//! Route selection: which route (and so which upstream and cache policy) a
+//! request belongs to. Built once from the config; selecting allocates nothing.
+
+use std::sync::Arc;
+
+use http::Method;
+use http::uri::{Authority, Scheme};
+use perfgate_cache::policy::RoutePolicy;
+use perfgate_config::{Config, RouteConfig};
+use perfgate_observe::{Metrics, RouteMetrics};
+
+/// Where a route's requests go.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `http` (TLS upstreams are not supported yet).
+    pub scheme: Scheme,
+    /// `host:port` of the upstream.
+    pub authority: Authority,
+    /// Path prefix prepended to every forwarded path (no trailing `/`).
+    pub prefix: String,
+}
+
+impl Target {
+    /// Parses `http://host[:port][/prefix]`.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| format!("invalid upstream URL {url:?}: {e}"))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| format!("upstream URL {url:?} has no scheme"))?;
+        if scheme != Scheme::HTTP {
+            return Err(format!(
+                "upstream URL {url:?}: only http:// upstreams are supported"
+            ));
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("upstream URL {url:?} has no host"))?;
+        let prefix = uri.path().trim_end_matches('/').to_string();
+        Ok(Self {
+            scheme,
+            authority,
+            prefix,
+        })
+    }
+}
+
+#[derive(Debug)]
+enum Matcher {
+    /// Segment-boundary prefix.
+    Prefix(String),
+    /// Literal and `{param}` segments, optionally ending in `*`.
+    Pattern { segments: Vec<Segment>, rest: bool },
+}
+
+#[derive(Debug)]
+enum Segment {
+    Literal(String),
+    Param,
+}
+
+impl Matcher {
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            Matcher::Prefix(p) => {
+                p == "/"
+                    || (path.starts_with(p.as_str())
+                        && (path.len() == p.len()
+                            || p.ends_with('/')
+                            || path.as_bytes().get(p.len()) == Some(&b'/')))
+            }
+            Matcher::Pattern { segments, rest } => {
+                let mut parts = path.trim_start_matches('/').split('/');
+                for seg in segments {
+                    match (seg, parts.next()) {
+                        (Segment::Literal(l), Some(p)) if l == p => {}
+                        (Segment::Param, Some(p)) if !p.is_empty() => {}
+                        _ => return false,
+                    }
+                }
+                *rest || parts.next().is_none()
+            }
+        }
+    }
+
+    /// Longer literal text wins when several routes match.
+    fn specificity(&self) -> usize {
+        match self {
+            Matcher::Prefix(p) => p.len(),
+            Matcher::Pattern { segments, .. } => segments
+                .iter()
+                .map(|s| match s {
+                    Segment::Literal(l) => l.len() + 1,
+                    Segment::Param => 1,
+                })
+                .sum(),
+        }
+    }
+
+    fn parse_pattern(p: &str) -> Self {
+        let mut segments = Vec::new();
+        let mut rest = false;
+        for s in p.trim_start_matches('/').split('/') {
+            if s == "*" {
+                rest = true;
+                break;
+            }
+            if s.starts_with('{') && s.ends_with('}') {
+                segments.push(Segment::Param);
+            } else {
+                segments.push(Segment::Literal(s.to_string()));
+            }
+        }
+        Matcher::Pattern { segments, rest }
+    }
+}
+
+/// One compiled route.
+pub struct Route {
+    /// Name in metrics and logs.
+    pub name: Arc<str>,
+    matcher: Matcher,
+    methods: Vec<Method>,
+    /// Where requests go.
+    pub target: Arc<Target>,
+    /// Never use the cache.
+    pub bypass: bool,
+    /// Caching policy.
+    pub policy: RoutePolicy,
+    /// Pre-resolved metric handles.
+    pub metrics: RouteMetrics,
+}
+
+/// All routes, most specific first, and the fallback.
+pub struct Routes {
+    routes: Vec<Arc<Route>>,
+    fallback: Option<Arc<Route>>,
+}
+
+impl Routes {
+    /// Compiles the routes of `config` (already validated).
+    pub fn build(config: &Config, metrics: &Metrics) -> Result<Self, String> {
+        let default_target = if config.upstream.url.is_empty() {
+            None
+        } else {
+            Some(Arc::new(Target::parse(&config.upstream.url)?))
+        };
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for rc in &config.routes {
+            routes.push(Arc::new(compile(
+                rc,
+                config,
+                default_target.as_ref(),
+                metrics,
+            )?));
+        }
+        routes.sort_by_key(|r| std::cmp::Reverse(r.matcher.specificity()));
+        let fallback = default_target.map(|t| {
+            Arc::new(Route {
+                name: Arc::from("default"),
+                matcher: Matcher::Prefix("/".into()),
+                methods: Vec::new(),
+                target: t,
+                bypass: false,
+                policy: base_policy(config),
+                metrics: metrics.route("default"),
+            })
+        });
+        Ok(Self { routes, fallback })
+    }
+
+    /// The route for a request, or `None` when nothing matches and there is
+    /// no default upstream.
+    pub fn select(&self, method: &Method, path: &str) -> Option<&Arc<Route>> {
+        self.routes
+            .iter()
+            .find(|r| {
+                (r.methods.is_empty() || r.methods.contains(method)) && r.matcher.matches(path)
+            })
+            .or(self.fallback.as_ref())
+    }
+}
+
+fn base_policy(config: &Config) -> RoutePolicy {
+    RoutePolicy {
+        max_heuristic_ttl: config.cache.max_heuristic_ttl.get(),
+        ..RoutePolicy::default()
+    }
+}
+
+fn compile(
+    rc: &RouteConfig,
+    config: &Config,
+    default_target: Option<&Arc<Target>>,
+    metrics: &Metrics,
+) -> Result<Route, String> {
+    let matcher = match (&rc.path, &rc.pattern) {
+        (Some(p), None) => Matcher::Prefix(p.clone()),
+        (None, Some(p)) => Matcher::parse_pattern(p),
+        _ => return Err("a route needs exactly one of `path` and `pattern`".into()),
+    };
+    let name: Arc<str> = Arc::from(
+        rc.name
+            .clone()
+            .or_else(|| rc.path.clone())
+            .or_else(|| rc.pattern.clone())
+            .unwrap_or_default(),
+    );
+    let target = match &rc.upstream {
+        Some(u) => Arc::new(Target::parse(u)?),
+        None => default_target
+            .cloned()
+            .ok_or_else(|| format!("route {name}: no upstream and no default upstream"))?,
+    };
+    let methods = rc
+        .methods
+        .iter()
+        .map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("route {name}: {e}"))?;
+    let c = &rc.cache;
+    let policy = RoutePolicy {
+        default_ttl: c.default_ttl.map(|d| d.get()),
+        stale_while_revalidate: c.stale_while_revalidate.map(|d| d.get()),
+        stale_if_error: c.stale_if_error.map(|d| d.get()),
+        authorized: c.authorized,
+        allow_set_cookie: c.allow_set_cookie,
+        ..base_policy(config)
+    };
+    Ok(Route {
+        metrics: metrics.route(&name),
+        name,
+        matcher,
+        methods,
+        target,
+        bypass: c.bypass,
+        policy,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_matches_on_segment_boundaries() {
+        let m = Matcher::Prefix("/events".into());
+        assert!(m.matches("/events"));
+        assert!(m.matches("/events/42"));
+        assert!(!m.matches("/eventsx"));
+        assert!(Matcher::Prefix("/".into()).matches("/anything"));
+    }
+
+    #[test]
+    fn patterns_match_params_and_rest() {
+        let m = Matcher::parse_pattern("/events/{id}");
+        assert!(m.matches("/events/42"));
+        assert!(!m.matches("/events/42/bookings"));
+        assert!(!m.matches("/events/"));
+        let m = Matcher::parse_pattern("/static/*");
+        assert!(m.matches("/static/app.js"));
+        assert!(m.matches("/static/a/b.css"));
+        assert!(!m.matches("/other/a"));
+    }
+
+    #[test]
+    fn target_parses_prefix() {
+        let t = Target::parse("http://127.0.0.1:8000/api/").unwrap();
+        assert_eq!(t.authority.as_str(), "127.0.0.1:8000");
+        assert_eq!(t.prefix, "/api");
+        assert!(Target::parse("https://x").is_err());
+    }
+}

@@ -1,0 +1,135 @@
+//! The pooled keep-alive client towards upstreams, with the connect and
+//! response-head deadlines, and the classification of its failures.
+
+use std::time::Duration;
+
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use perfgate_config::UpstreamConfig;
+use perfgate_observe::UpstreamErrorKind;
+
+use crate::body::Body;
+use crate::error::{ErrorKind, GatewayError};
+use crate::route::Target;
+
+/// The upstream client shared by every route.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpConnector, Body>,
+    response_timeout: Duration,
+    /// Longest silence while streaming an upstream body.
+    pub body_idle_timeout: Duration,
+    /// Forward the client's `Host`.
+    pub preserve_host: bool,
+}
+
+/// Why an upstream exchange failed.
+#[derive(Debug)]
+pub struct UpstreamError {
+    /// For metrics.
+    pub kind: UpstreamErrorKind,
+    /// For logs (never sent to clients).
+    pub detail: String,
+    /// The request body was over the limit (the client's fault → 413).
+    pub body_too_large: bool,
+}
+
+impl UpstreamError {
+    /// The client-facing error.
+    pub fn to_gateway(&self) -> GatewayError {
+        if self.body_too_large {
+            return GatewayError::new(ErrorKind::PayloadTooLarge, "request body too large");
+        }
+        match self.kind {
+            UpstreamErrorKind::timeout => GatewayError::new(
+                ErrorKind::UpstreamTimeout,
+                "the upstream did not answer in time",
+            ),
+            _ => GatewayError::new(
+                ErrorKind::UpstreamUnavailable,
+                "the upstream is unavailable",
+            ),
+        }
+    }
+}
+
+impl Upstream {
+    /// Builds the client from the upstream settings.
+    pub fn new(cfg: &UpstreamConfig) -> Self {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(cfg.connect_timeout.get()));
+        http.set_nodelay(true);
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        http.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(cfg.pool_idle_timeout.get())
+            .pool_max_idle_per_host(cfg.pool_max_idle)
+            .build(http);
+        Self {
+            client,
+            response_timeout: cfg.response_timeout.get(),
+            body_idle_timeout: cfg.body_idle_timeout.get(),
+            preserve_host: cfg.preserve_host,
+        }
+    }
+
+    /// The upstream URI for a client path and query.
+    pub fn uri(target: &Target, path_and_query: &str) -> Result<Uri, GatewayError> {
+        let pq = if target.prefix.is_empty() {
+            path_and_query.to_string()
+        } else {
+            format!("{}{path_and_query}", target.prefix)
+        };
+        Uri::builder()
+            .scheme(target.scheme.clone())
+            .authority(target.authority.clone())
+            .path_and_query(pq)
+            .build()
+            .map_err(|_| GatewayError::new(ErrorKind::BadRequest, "invalid request target"))
+    }
+
+    /// Sends `req` and waits for the response head within the deadline.
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+            Ok(Ok(rsp)) => Ok(rsp),
+            Ok(Err(e)) => Err(classify(&e)),
+            Err(_) => Err(UpstreamError {
+                kind: UpstreamErrorKind::timeout,
+                detail: format!("no response head within {:?}", self.response_timeout),
+                body_too_large: false,
+            }),
+        }
+    }
+}
+
+fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
+    let mut timed_out = false;
+    let mut body_too_large = false;
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    let mut detail = e.to_string();
+    while let Some(s) = src {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
+        }
+        body_too_large |= s.is::<http_body_util::LengthLimitError>();
+        src = s.source();
+    }
+    let kind = if timed_out {
+        UpstreamErrorKind::timeout
+    } else if e.is_connect() {
+        UpstreamErrorKind::connect
+    } else {
+        UpstreamErrorKind::protocol
+    };
+    UpstreamError {
+        kind,
+        detail,
+        body_too_large,
+    }
+}
