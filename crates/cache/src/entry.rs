@@ -9,21 +9,9 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::compress::{Compressor, Encoding};
-use crate::policy::{Freshness, current_age};
+use crate::cache_control::CacheControl;
+use crate::policy::{Freshness, Reuse, current_age, reuse};
 use crate::vary::VaryKey;
-
-/// Where a stored entry stands at a given instant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Staleness {
-    /// Usable without contacting the upstream.
-    Fresh,
-    /// Stale, but the origin allows serving it while a background refresh
-    /// runs (`stale-while-revalidate`).
-    StaleWhileRevalidate,
-    /// Stale: must be revalidated (or may be served only if the upstream fails,
-    /// when `stale_if_error` allows it).
-    Stale,
-}
 
 /// One cached response variant.
 #[derive(Debug)]
@@ -134,26 +122,16 @@ impl Entry {
         current_age(&self.freshness, self.stored_at, now)
     }
 
-    /// Freshness state at `now`.
-    pub fn staleness(&self, now: Instant) -> Staleness {
-        let f = &self.freshness;
-        if f.no_cache {
-            return Staleness::Stale;
-        }
-        let age = self.age(now);
-        if age < f.lifetime {
-            Staleness::Fresh
-        } else if !f.must_revalidate && age < f.lifetime + f.stale_while_revalidate {
-            Staleness::StaleWhileRevalidate
-        } else {
-            Staleness::Stale
-        }
+    /// How the entry may be used at `now` (request directives are not
+    /// honoured: like nginx and Varnish, a client cannot force origin traffic
+    /// with `no-cache`; see ARCHITECTURE.md).
+    pub fn reuse(&self, now: Instant) -> Reuse {
+        reuse(&self.freshness, self.age(now), &CacheControl::default())
     }
 
     /// True when a stale copy may be served because the upstream failed.
     pub fn usable_if_error(&self, now: Instant) -> bool {
-        let f = &self.freshness;
-        !f.must_revalidate && !f.no_cache && self.age(now) < f.lifetime + f.stale_if_error
+        !self.freshness.no_cache && self.freshness.usable_if_error(self.age(now))
     }
 
     /// True when the entry has a validator to revalidate with.
@@ -165,22 +143,18 @@ impl Entry {
     /// windows in which a stale copy is still useful.
     pub fn retention(&self, keep_stale: Duration) -> Duration {
         let f = &self.freshness;
-        let mut extra = f.stale_while_revalidate.max(f.stale_if_error);
         if self.has_validators() {
-            extra = extra.max(keep_stale);
+            let window = f.stale_while_revalidate.max(f.stale_if_error).max(keep_stale);
+            f.lifetime.saturating_add(window).saturating_sub(f.initial_age)
+        } else {
+            f.time_to_live()
         }
-        (f.lifetime + extra).saturating_sub(f.initial_age)
     }
 
     /// Claims the one background refresh of this entry; true for the caller
     /// that should run it.
     pub fn try_start_refresh(&self) -> bool {
         !self.refreshing.swap(true, Ordering::AcqRel)
-    }
-
-    /// Releases the refresh claim (the refresh failed; a later request may try again).
-    pub fn end_refresh(&self) {
-        self.refreshing.store(false, Ordering::Release);
     }
 
     /// The body in `enc`, compressing it on first use. Returns the identity

@@ -2,7 +2,7 @@
 //! per-route overrides perfgate adds for origins that send no caching headers.
 
 use std::fmt;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use http::header::{AGE, AUTHORIZATION, DATE, ETAG, EXPIRES, LAST_MODIFIED, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -10,6 +10,10 @@ use perfgate_config::AuthorizedPolicy;
 
 use crate::cache_control::CacheControl;
 use crate::vary;
+
+mod freshness;
+
+pub use freshness::{Freshness, Reuse, current_age, reuse};
 
 /// The caching rules of one route.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,28 +95,6 @@ impl fmt::Display for Uncacheable {
     }
 }
 
-/// How long a stored response may be reused, fixed when it is stored.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Freshness {
-    /// Freshness lifetime (RFC 9111 §4.2.1).
-    pub lifetime: Duration,
-    /// Age at the moment of storing, `corrected_initial_age` of §4.2.3.
-    pub initial_age: Duration,
-    /// How long past its lifetime the response may be served while it is
-    /// revalidated in the background.
-    pub stale_while_revalidate: Duration,
-    /// How long past its lifetime the response may be served when the
-    /// origin fails.
-    pub stale_if_error: Duration,
-    /// A stale response may never be served without revalidation.
-    pub must_revalidate: bool,
-    /// The response must be revalidated before every use.
-    pub no_cache: bool,
-    /// The lifetime comes from the `Last-Modified` heuristic; a route's
-    /// `default_ttl` counts as explicit because an operator chose it.
-    pub heuristic: bool,
-}
-
 /// When the response was requested and received, for age calculation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
@@ -120,90 +102,6 @@ pub struct Timing {
     pub request_time: SystemTime,
     /// When the response headers arrived.
     pub response_time: SystemTime,
-}
-
-/// How a stored response may be used for a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reuse {
-    /// Serve it as it is.
-    Fresh,
-    /// Serve it stale because the request's `max-stale` allows it.
-    Stale,
-    /// Serve it stale and revalidate it in the background.
-    StaleWhileRevalidate,
-    /// Revalidate with the origin before use.
-    Revalidate,
-}
-
-impl Freshness {
-    /// True when `age` is within the lifetime and no revalidation is required.
-    pub fn is_fresh(&self, age: Duration) -> bool {
-        !self.no_cache && age < self.lifetime
-    }
-
-    /// How far `age` is past the freshness lifetime.
-    pub fn staleness(&self, age: Duration) -> Duration {
-        age.saturating_sub(self.lifetime)
-    }
-
-    /// True when a response of this age may be served because revalidation
-    /// failed (RFC 5861 `stale-if-error`).
-    pub fn usable_if_error(&self, age: Duration) -> bool {
-        !self.must_revalidate && self.staleness(age) < self.stale_if_error
-    }
-
-    /// How long after storing the entry stops being useful without
-    /// validators: its lifetime plus the longer stale window, minus the age
-    /// it arrived with. Entries with validators may be kept longer.
-    pub fn time_to_live(&self) -> Duration {
-        let window = self.stale_while_revalidate.max(self.stale_if_error);
-        self.lifetime
-            .saturating_add(window)
-            .saturating_sub(self.initial_age)
-    }
-}
-
-/// The age of a stored response now (RFC 9111 §4.2.3): its initial age plus
-/// the time it has been stored.
-pub fn current_age(f: &Freshness, stored_at: Instant, now: Instant) -> Duration {
-    f.initial_age
-        .saturating_add(now.saturating_duration_since(stored_at))
-}
-
-/// Decides how a stored response of `age` may be used for a request with
-/// the directives `request` (RFC 9111 §4.2, §5.2.1; RFC 5861).
-///
-/// `only-if-cached` is left to the caller, which answers `504` instead of
-/// revalidating.
-pub fn reuse(f: &Freshness, age: Duration, request: &CacheControl) -> Reuse {
-    if f.no_cache || request.no_cache {
-        return Reuse::Revalidate;
-    }
-    let secs = Duration::from_secs;
-    // A request `max-age` or `min-fresh` asks for a fresher response than
-    // the stored one: that is a wish for revalidation, not permission to
-    // serve stale, so it never falls through to the stale rules.
-    if request.max_age.is_some_and(|max| age > secs(max)) {
-        return Reuse::Revalidate;
-    }
-    if age < f.lifetime {
-        let remaining = f.lifetime - age;
-        return match request.min_fresh {
-            Some(min) if remaining < secs(min) => Reuse::Revalidate,
-            _ => Reuse::Fresh,
-        };
-    }
-    if f.must_revalidate {
-        return Reuse::Revalidate;
-    }
-    let staleness = f.staleness(age);
-    if request.max_stale.is_some_and(|max| staleness <= secs(max)) {
-        Reuse::Stale
-    } else if staleness < f.stale_while_revalidate {
-        Reuse::StaleWhileRevalidate
-    } else {
-        Reuse::Revalidate
-    }
 }
 
 /// Statuses that may be cached with heuristic or default freshness

@@ -17,8 +17,8 @@ use perfgate_cache::compress::Encoding;
 use perfgate_cache::conditional::{
     has_conditionals, merge_304, not_modified, not_modified_headers, revalidation_headers,
 };
-use perfgate_cache::entry::{Entry, EntryParts, Staleness};
-use perfgate_cache::policy::{Timing, evaluate};
+use perfgate_cache::entry::{Entry, EntryParts};
+use perfgate_cache::policy::{Reuse, Timing, evaluate};
 use perfgate_cache::vary::{VaryKey, vary_fields};
 use perfgate_config::AuthorizedPolicy;
 use perfgate_observe::CacheEvent;
@@ -106,12 +106,12 @@ impl Gateway {
         let found = cache.lookup(&key, accept);
         let now = Instant::now();
         if let Some(entry) = &found {
-            match entry.staleness(now) {
-                Staleness::Fresh => {
+            match entry.reuse(now) {
+                Reuse::Fresh | Reuse::Stale => {
                     self.count(CacheEvent::hit);
                     return Ok(self.respond(&key, entry, req.method(), req.headers(), HIT, &[]));
                 }
-                Staleness::StaleWhileRevalidate => {
+                Reuse::StaleWhileRevalidate => {
                     self.count(CacheEvent::stale);
                     Stats::inc(&self.stats.stale);
                     if entry.try_start_refresh() {
@@ -127,7 +127,7 @@ impl Gateway {
                         &[],
                     ));
                 }
-                Staleness::Stale => {}
+                Reuse::Revalidate => {}
             }
         }
         if req.method() == Method::HEAD {
@@ -362,14 +362,26 @@ impl Gateway {
                 );
             }
         }
-        let freshness = match evaluate(
+        let evaluated = evaluate(
             &Method::GET,
             &creq.headers,
             status,
             rsp.headers(),
             &timing,
             &route.policy,
-        ) {
+        )
+        .and_then(|f| {
+            // Stored but never reusable: not worth storing (nor sharing
+            // with coalesced waiters, which RFC 9111 §4 would not allow).
+            let has_validators = rsp.headers().contains_key(ETAG)
+                || rsp.headers().contains_key(http::header::LAST_MODIFIED);
+            if f.lifetime.is_zero() && !has_validators && f.stale_if_error.is_zero() {
+                Err(perfgate_cache::policy::Uncacheable::NoFreshness)
+            } else {
+                Ok(f)
+            }
+        });
+        let freshness = match evaluated {
             Ok(f) => f,
             Err(reason) => {
                 if stale.is_some() {

@@ -209,6 +209,12 @@ impl Gateway {
                 "perfgate; fwd=request; detail=authorization",
             ));
         }
+        if perfgate_cache::conditional::has_other_preconditions(req.headers()) {
+            // If-Match, If-Unmodified-Since and If-Range are the origin's to judge.
+            return Err(HeaderValue::from_static(
+                "perfgate; fwd=request; detail=precondition",
+            ));
+        }
         if req.headers().contains_key(http::header::UPGRADE) {
             return Err(HeaderValue::from_static(
                 "perfgate; fwd=request; detail=upgrade",

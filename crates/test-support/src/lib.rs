@@ -1,1 +1,33 @@
-//! placeholder
+//! Real servers for integration tests, after linkerd's integration crate:
+//! a programmable [`Origin`], a [`Gateway`] started in-process on port 0, a
+//! small keep-alive [`Client`], raw-TCP helpers for malformed requests, and
+//! the real `perfgate` binary as a child process ([`Binary`]).
+//!
+//! ```ignore
+//! let origin = Origin::new()
+//!     .route("/events", Rsp::json(r#"{"events":[]}"#).header("cache-control", "max-age=60"))
+//!     .run()
+//!     .await;
+//! let gw = Gateway::builder().upstream(origin.addr()).spawn().await;
+//! assert_eq!(gw.get("/events").await.header("cache-status"), "perfgate; fwd=miss; stored");
+//! assert_eq!(gw.get("/events").await.header("cache-status"), "perfgate; hit");
+//! assert_eq!(origin.hits("/events"), 1);
+//! ```
+
+mod binary;
+mod client;
+mod gateway;
+mod origin;
+mod raw;
+mod util;
+
+pub use binary::{Binary, BinaryBuilder, free_port};
+pub use client::{Client, RequestBuilder, TestResponse};
+pub use gateway::{Gateway, GatewayBuilder, RunningGateway};
+pub use origin::{Origin, Recorded, Req, Rsp, RunningOrigin};
+pub use raw::{raw, raw_timeout};
+pub use util::{TempDir, eventually, stays};
+
+/// Generous upper bound for anything a test waits on: the suite must pass
+/// on a loaded two-core machine.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(20);

@@ -316,6 +316,12 @@ fn storability_rules() {
 }
 
 #[test]
+fn reasons_render_as_kebab_case() {
+    assert_eq!(Uncacheable::VaryStar.to_string(), "vary-star");
+    assert_eq!(Uncacheable::NoFreshness.as_str(), "no-freshness");
+}
+
+#[test]
 fn only_get_is_stored() {
     let rsp = headers(&[("cache-control", "max-age=60")]);
     for method in [Method::HEAD, Method::POST, Method::PUT] {
@@ -438,90 +444,6 @@ fn initial_age_follows_rfc_9111() {
         ]),
         Ok(u64::MAX)
     );
-}
-
-#[test]
-fn current_age_adds_resident_time() {
-    let f = fresh(60);
-    let stored = Instant::now();
-    let later = stored + secs(5);
-    assert_eq!(current_age(&f, stored, later), secs(5) + f.initial_age);
-    assert_eq!(current_age(&f, later, stored), f.initial_age);
-}
-
-fn fresh(lifetime: u64) -> Freshness {
-    Freshness {
-        lifetime: secs(lifetime),
-        initial_age: secs(1),
-        stale_while_revalidate: secs(10),
-        stale_if_error: secs(100),
-        must_revalidate: false,
-        no_cache: false,
-        heuristic: false,
-    }
-}
-
-#[test]
-fn reuse_decisions() {
-    let f = fresh(60);
-    let none = CacheControl::default();
-    assert_eq!(reuse(&f, secs(10), &none), Reuse::Fresh);
-    assert_eq!(reuse(&f, secs(65), &none), Reuse::StaleWhileRevalidate);
-    assert_eq!(reuse(&f, secs(75), &none), Reuse::Revalidate);
-    assert_eq!(
-        reuse(&f, secs(10), &CacheControl::parse(b"no-cache")),
-        Reuse::Revalidate
-    );
-    assert_eq!(
-        reuse(&f, secs(10), &CacheControl::parse(b"max-age=5")),
-        Reuse::Revalidate
-    );
-    assert_eq!(
-        reuse(&f, secs(10), &CacheControl::parse(b"min-fresh=55")),
-        Reuse::Revalidate
-    );
-    assert_eq!(
-        reuse(&f, secs(10), &CacheControl::parse(b"min-fresh=50")),
-        Reuse::Fresh
-    );
-    assert_eq!(
-        reuse(&f, secs(90), &CacheControl::parse(b"max-stale")),
-        Reuse::Stale
-    );
-    assert_eq!(
-        reuse(&f, secs(90), &CacheControl::parse(b"max-stale=20")),
-        Reuse::Revalidate
-    );
-    let must = Freshness {
-        must_revalidate: true,
-        ..f
-    };
-    assert_eq!(
-        reuse(&must, secs(65), &CacheControl::parse(b"max-stale")),
-        Reuse::Revalidate
-    );
-    let no_cache = Freshness {
-        no_cache: true,
-        ..f
-    };
-    assert_eq!(reuse(&no_cache, secs(1), &none), Reuse::Revalidate);
-}
-
-#[test]
-fn freshness_helpers() {
-    let f = fresh(60);
-    assert!(f.is_fresh(secs(59)) && !f.is_fresh(secs(60)));
-    assert_eq!(f.staleness(secs(70)), secs(10));
-    assert!(f.usable_if_error(secs(150)) && !f.usable_if_error(secs(160)));
-    assert!(
-        !Freshness {
-            must_revalidate: true,
-            ..f
-        }
-        .usable_if_error(secs(61))
-    );
-    assert_eq!(f.time_to_live(), secs(159));
-    assert_eq!(Uncacheable::VaryStar.to_string(), "vary-star");
 }
 
 fn any_headers() -> impl Strategy<Value = Vec<(String, String)>> {

@@ -180,6 +180,9 @@ fn speedup(before: Duration, after: Duration) -> String {
     )
 }
 
+/// Ratios closer to one than this read as "about the same".
+const SAME_WITHIN: f64 = 1.05;
+
 /// `before / after` as `12.3× better_word`, or the inverse with
 /// `worse_word` when the ratio is below one. Zeros have no ratio.
 fn ratio(before: f64, after: f64, better_word: &str, worse_word: &str) -> String {
@@ -191,6 +194,10 @@ fn ratio(before: f64, after: f64, better_word: &str, worse_word: &str) -> String
         };
     }
     let r = before / after;
+    // Run-to-run noise is a few percent; calling it a change would mislead.
+    if (1.0 / SAME_WITHIN..=SAME_WITHIN).contains(&r) {
+        return "about the same".into();
+    }
     let (r, word) = if r >= 1.0 {
         (r, better_word)
     } else {
@@ -289,6 +296,7 @@ mod tests {
         assert_eq!(ratio(1000.0, 2.0, "faster", "slower"), "500× faster");
         assert_eq!(ratio(10.0, 0.0, "fewer", "more"), "∞× fewer");
         assert_eq!(ratio(0.0, 0.0, "fewer", "more"), "—");
+        assert_eq!(ratio(100.0, 98.0, "faster", "slower"), "about the same");
         assert_eq!(bytes(512.0), "512 B");
         assert_eq!(bytes(1536.0), "1.5 KiB");
     }
