@@ -12,9 +12,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Parser)]
 #[command(name = "perfgate", version, about, long_about = None)]
 struct Cli {
-    /// Log filter (e.g. `info`, `perfgate_proxy=debug`).
-    #[arg(long, env = "PERFGATE_LOG", default_value = "info", global = true)]
-    log: String,
+    /// Log filter (e.g. `info`, `perfgate_proxy=debug`) [default: info; warn for `demo`].
+    #[arg(long, env = "PERFGATE_LOG", global = true)]
+    log: Option<String>,
     /// Log format.
     #[arg(long, env = "PERFGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
@@ -81,7 +81,12 @@ struct ServeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log, cli.log_format);
+    // The demo prints a report on the terminal: keep routine logs out of it.
+    let default_log = match cli.command {
+        Command::Demo { .. } => "warn",
+        _ => "info",
+    };
+    init_logging(cli.log.as_deref().unwrap_or(default_log), cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

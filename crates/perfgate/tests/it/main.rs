@@ -1,0 +1,33 @@
+//! Integration tests of issue #2's acceptance list: real origin, real
+//! gateway (in-process on port 0, or the real binary as a child process),
+//! real clients. One binary so linking happens once.
+
+mod admin;
+mod cache;
+mod cli;
+mod coalescing;
+mod compression;
+mod malformed;
+mod protocols;
+mod shutdown;
+mod streaming;
+
+use std::time::Duration;
+
+/// A JSON body large enough to be compressed (> 500 B).
+pub fn events_json() -> String {
+    let items: Vec<String> = (0..60)
+        .map(|i| {
+            format!(
+                r#"{{"id":{i},"name":"event number {i}","venue":"hall {}"}}"#,
+                i % 7
+            )
+        })
+        .collect();
+    format!(r#"{{"events":[{}]}}"#, items.join(","))
+}
+
+/// Long enough for a `max-age=1` entry to be stale.
+pub async fn wait_until_stale() {
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+}
