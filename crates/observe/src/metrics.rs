@@ -55,6 +55,9 @@ pub enum CacheEvent {
     bypass,
 }
 
+/// Number of [`CacheEvent`] variants.
+const CACHE_EVENTS: usize = 6;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CacheLabels {
     layer: &'static str,
@@ -87,6 +90,8 @@ pub struct Metrics {
     requests: Family<RouteStatus, Counter>,
     latency: Family<RouteLabel, Histogram>,
     cache: Family<CacheLabels, Counter>,
+    /// L1 results resolved once (the hot path records one per request).
+    l1: [OnceLock<Counter>; CACHE_EVENTS],
     upstream_errors: Family<ErrorLabels, Counter>,
     upstream_requests: Counter,
     coalesced_waiters: Counter,
@@ -180,6 +185,7 @@ impl Metrics {
             requests,
             latency,
             cache,
+            l1: Default::default(),
             upstream_errors,
             upstream_requests,
             coalesced_waiters,
@@ -208,9 +214,18 @@ impl Metrics {
 
     /// Counts one cache outcome for a layer (`"l1"` today, `"l2"` later).
     pub fn cache_event(&self, layer: &'static str, result: CacheEvent) {
-        self.cache
-            .get_or_create(&CacheLabels { layer, result })
-            .inc();
+        if layer == "l1" {
+            self.l1[result as usize]
+                .get_or_init(|| {
+                    self.cache
+                        .get_or_create_owned(&CacheLabels { layer, result })
+                })
+                .inc();
+        } else {
+            self.cache
+                .get_or_create(&CacheLabels { layer, result })
+                .inc();
+        }
     }
 
     /// Counts one failed upstream exchange.

@@ -109,11 +109,13 @@ impl Gateway {
             match entry.reuse(now) {
                 Reuse::Fresh | Reuse::Stale => {
                     self.count(CacheEvent::hit);
+                    self.saved_upstream_call(entry);
                     return Ok(self.respond(&key, entry, req.method(), req.headers(), HIT, &[]));
                 }
                 Reuse::StaleWhileRevalidate => {
                     self.count(CacheEvent::stale);
                     Stats::inc(&self.stats.stale);
+                    self.saved_upstream_call(entry);
                     if entry.try_start_refresh() {
                         let creq = self.cache_req(&req, conn);
                         self.spawn_refresh(route.clone(), key.clone(), creq, entry.clone());
@@ -188,7 +190,7 @@ impl Gateway {
                     Some(shared) if auth_ok(&shared.entry) => {
                         self.count(CacheEvent::coalesced);
                         Stats::inc(&self.stats.coalesced);
-                        Stats::inc(&self.stats.hits);
+                        self.saved_upstream_call(&shared.entry);
                         self.metrics.coalesced_waiter();
                         return Ok(self.respond(
                             &key,
@@ -220,11 +222,16 @@ impl Gateway {
 
     fn count(&self, event: CacheEvent) {
         self.metrics.cache_event("l1", event);
-        match event {
-            CacheEvent::hit => Stats::inc(&self.stats.hits),
-            CacheEvent::miss => Stats::inc(&self.stats.misses),
-            _ => {}
+        if event == CacheEvent::miss {
+            Stats::inc(&self.stats.misses);
         }
+    }
+
+    /// Accounts for a request answered from the cache without its own
+    /// upstream call.
+    fn saved_upstream_call(&self, entry: &Entry) {
+        Stats::inc(&self.stats.hits);
+        Stats::add(&self.stats.upstream_bytes_saved, entry.body.len() as u64);
     }
 
     fn cache_req<B>(&self, req: &Request<B>, conn: Conn) -> CacheReq {
@@ -576,7 +583,6 @@ impl Gateway {
         let identity = entry.body.len() as u64;
         let sent = body.len() as u64;
         Stats::add(&self.stats.identity_bytes_served, identity);
-        Stats::add(&self.stats.upstream_bytes_saved, identity);
         let saved = identity.saturating_sub(sent);
         Stats::add(&self.stats.compressed_bytes_saved, saved);
         self.metrics.bytes_out(sent, saved);

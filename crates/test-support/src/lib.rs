@@ -24,7 +24,7 @@ mod util;
 pub use binary::{Binary, BinaryBuilder, free_port};
 pub use client::{Client, RequestBuilder, TestResponse};
 pub use gateway::{Gateway, GatewayBuilder, RunningGateway};
-pub use origin::{Origin, Recorded, Req, Rsp, RunningOrigin};
+pub use origin::{Gate, Origin, Recorded, Req, Rsp, RunningOrigin};
 pub use raw::{raw, raw_timeout};
 pub use util::{TempDir, eventually, stays};
 

@@ -65,6 +65,30 @@ pub struct Rsp {
     headers: Vec<(HeaderName, HeaderValue)>,
     body: RspBody,
     delay: Option<Duration>,
+    gate: Option<watch::Receiver<bool>>,
+}
+
+/// Holds responses back until the test opens it (see [`Rsp::gated`]):
+/// deterministic "slow" origins without guessing delays.
+#[derive(Debug, Clone)]
+pub struct Gate(Arc<watch::Sender<bool>>);
+
+impl Gate {
+    /// A closed gate.
+    pub fn new() -> Self {
+        Self(Arc::new(watch::channel(false).0))
+    }
+
+    /// Lets every held and future response through.
+    pub fn open(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Rsp {
@@ -75,6 +99,7 @@ impl Rsp {
             headers: Vec::new(),
             body: RspBody::Full(body.into()),
             delay: None,
+            gate: None,
         }
     }
 
@@ -101,6 +126,7 @@ impl Rsp {
             headers: Vec::new(),
             body: RspBody::Generated { len },
             delay: None,
+            gate: None,
         }
     }
 
@@ -127,6 +153,12 @@ impl Rsp {
     /// Waits this long before sending the response head.
     pub fn delay(mut self, d: Duration) -> Self {
         self.delay = Some(d);
+        self
+    }
+
+    /// Waits until `gate` is open before sending the response head.
+    pub fn gated(mut self, gate: &Gate) -> Self {
+        self.gate = Some(gate.0.subscribe());
         self
     }
 
@@ -268,11 +300,10 @@ impl RunningOrigin {
 
 impl Drop for RunningOrigin {
     fn drop(&mut self) {
-        if let Ok(mut r) = self.running.lock() {
-            if let Some((stop, task)) = r.take() {
-                let _ = stop.send(true);
-                task.abort();
-            }
+        let running = self.running.lock().ok().and_then(|mut r| r.take());
+        if let Some((stop, task)) = running {
+            let _ = stop.send(true);
+            task.abort();
         }
     }
 }
@@ -348,6 +379,9 @@ async fn serve(state: &State, req: Request<Incoming>) -> Response<OriginBody> {
         Some(h) => h(&rec),
         None => Rsp::status(404).body("no such origin route"),
     };
+    if let Some(mut g) = rsp.gate.clone() {
+        let _ = g.wait_for(|open| *open).await;
+    }
     if let Some(d) = rsp.delay {
         tokio::time::sleep(d).await;
     }

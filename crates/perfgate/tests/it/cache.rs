@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use perfgate_test_support::{Gateway, Origin, PATIENCE, Rsp, eventually, stays};
+use perfgate_test_support::{Gate, Gateway, Origin, PATIENCE, Rsp, eventually, stays};
 
 use crate::{events_json, wait_until_stale};
 
@@ -229,16 +229,18 @@ async fn revalidation_with_304_updates_the_entry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_while_revalidate_refreshes_once_in_the_background() {
+    let gate = Gate::new();
+    let held = gate.clone();
     let origin = Origin::new()
-        .handle("/feed", |req| {
+        .handle("/feed", move |req| {
             if req.n == 1 {
                 Rsp::json(r#"{"v":1}"#)
                     .header("cache-control", "max-age=1, stale-while-revalidate=30")
             } else {
-                // Slow refresh: every concurrent client must get the stale copy.
+                // The refresh is held until every concurrent client got the stale copy.
                 Rsp::json(r#"{"v":2}"#)
                     .header("cache-control", "max-age=60")
-                    .delay(Duration::from_millis(1500))
+                    .gated(&held)
             }
         })
         .run()
@@ -272,6 +274,7 @@ async fn stale_while_revalidate_refreshes_once_in_the_background() {
         origin.hits("/feed") == 2
     })
     .await;
+    gate.open();
 
     let deadline = std::time::Instant::now() + PATIENCE;
     loop {

@@ -2,18 +2,20 @@
 
 use std::time::{Duration, Instant};
 
-use perfgate_test_support::{Binary, Client, Origin, PATIENCE, Rsp, eventually};
+use perfgate_test_support::{Binary, Client, Gate, Origin, PATIENCE, Rsp, eventually};
 
 const EXE: &str = env!("CARGO_BIN_EXE_perfgate");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests() {
+    // The response is held until the gateway has stopped accepting.
+    let gate = Gate::new();
     let origin = Origin::new()
         .route(
             "/slow",
             Rsp::text("done")
                 .header("cache-control", "no-store")
-                .delay(Duration::from_millis(1500)),
+                .gated(&gate),
         )
         .run()
         .await;
@@ -36,6 +38,9 @@ async fn sigterm_drains_in_flight_requests() {
         std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err()
     })
     .await;
+    assert!(!in_flight.is_finished(), "the request is still in flight");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    gate.open();
 
     let r = in_flight.await.unwrap();
     assert_eq!(r.status, 200, "in-flight request completes: {}", r.text());
