@@ -8,7 +8,6 @@ use bytes::{Bytes, BytesMut};
 use http::header::{
     ACCEPT_ENCODING, AGE, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG,
     IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE, SET_COOKIE,
-    VARY,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -23,8 +22,9 @@ use perfgate_cache::vary::{VaryKey, vary_fields};
 use perfgate_config::AuthorizedPolicy;
 use perfgate_observe::CacheEvent;
 
-use crate::body::Body;
+use crate::body::{Body, Watched};
 use crate::coalesce::Join;
+use crate::compressing::{add_vary_accept_encoding, weaken_etag};
 use crate::error::{ErrorKind, GatewayError};
 use crate::gateway::{CACHE_STATUS, Conn, Cx, Gateway};
 use crate::headers::strip_hop_by_hop;
@@ -151,7 +151,7 @@ impl Gateway {
                 .send(&route, up, &mut cx.upstream)
                 .await
                 .map_err(|e| e.to_gateway())?;
-            return Ok(self.stream_response(rsp, MISS_HEAD));
+            return Ok(self.stream_response(rsp, MISS_HEAD, Encoding::Identity));
         }
         let creq = Arc::new(self.cache_req(&req, conn));
         let (method, headers) = {
@@ -304,6 +304,8 @@ impl Gateway {
             creq.conn,
             Body::Empty,
         )?;
+        // What this client accepts, should the response have to be streamed.
+        let enc = self.compressor.negotiate(creq.headers.get(ACCEPT_ENCODING));
         let request_time = SystemTime::now();
         let rsp = match self.send(route, req, upstream).await {
             Ok(rsp) => rsp,
@@ -395,7 +397,7 @@ impl Gateway {
                     cache.remove(key);
                 }
                 let label = detail_label("perfgate; fwd=miss", reason.as_str());
-                return Ok(Fetched::Stream(self.stream_response(rsp, label)));
+                return Ok(Fetched::Stream(self.stream_response(rsp, label, enc)));
             }
         };
         let declared = rsp
@@ -405,7 +407,7 @@ impl Gateway {
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > self.max_object_bytes as u64) {
             let label = detail_label("perfgate; fwd=miss", "too-large");
-            return Ok(Fetched::Stream(self.stream_response(rsp, label)));
+            return Ok(Fetched::Stream(self.stream_response(rsp, label, enc)));
         }
         let (parts, mut body) = rsp.into_parts();
         let mut buf = BytesMut::with_capacity(declared.map_or(8 * 1024, |n| n as usize));
@@ -441,8 +443,9 @@ impl Gateway {
                     // Too big to store after all: stream the rest through.
                     let label = detail_label("perfgate; fwd=miss", "too-large");
                     let prefix = Body::full(buf.freeze());
-                    let rsp = Response::from_parts(parts, chain(prefix, body));
-                    return Ok(Fetched::Stream(self.restream(rsp, label)));
+                    let rest = Watched::new(body, deadline, |_| {});
+                    let rsp = Response::from_parts(parts, chain(prefix, rest));
+                    return Ok(Fetched::Stream(self.streamed(rsp, label, enc)));
                 }
             }
         }
@@ -510,14 +513,6 @@ impl Gateway {
             shareable: true,
             set_cookie: Vec::new(),
         }
-    }
-
-    /// Streams a response whose body is already a [`Body`].
-    fn restream(&self, rsp: Response<Body>, label: HeaderValue) -> Response<Body> {
-        let (mut parts, body) = rsp.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        parts.headers.insert(CACHE_STATUS, label);
-        Response::from_parts(parts, body)
     }
 
     /// Builds the response for a stored entry: a 304 when the client's
@@ -623,35 +618,12 @@ fn detail_label(base: &str, detail: &str) -> HeaderValue {
         .unwrap_or(HeaderValue::from_static("perfgate; fwd=miss"))
 }
 
-fn add_vary_accept_encoding(h: &mut HeaderMap) {
-    let present = h.get_all(VARY).iter().any(|v| {
-        v.to_str().is_ok_and(|s| {
-            s.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("accept-encoding") || t.trim() == "*")
-        })
-    });
-    if !present {
-        h.append(VARY, HeaderValue::from_static("Accept-Encoding"));
-    }
-}
-
-/// A compressed representation is not byte-identical to the stored one, so
-/// a strong validator becomes weak (as nginx does when it compresses).
-fn weaken_etag(h: &mut HeaderMap) {
-    if let Some(v) = h.get(ETAG) {
-        if v.as_bytes().first() == Some(&b'"') {
-            let mut weak = Vec::with_capacity(v.len() + 2);
-            weak.extend_from_slice(b"W/");
-            weak.extend_from_slice(v.as_bytes());
-            if let Ok(w) = HeaderValue::from_bytes(&weak) {
-                h.insert(ETAG, w);
-            }
-        }
-    }
-}
-
 /// A buffered prefix followed by the rest of an upstream body.
-fn chain(prefix: Body, rest: Incoming) -> Body {
+fn chain<B>(prefix: Body, rest: B) -> Body
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<crate::body::BoxError>,
+{
     use futures_util::StreamExt;
     use http_body_util::{BodyExt, StreamBody};
     let first = futures_util::stream::once(async move {
@@ -660,9 +632,8 @@ fn chain(prefix: Body, rest: Incoming) -> Body {
             _ => Ok(http_body::Frame::data(Bytes::new())),
         }
     });
-    let rest = rest.into_data_stream().map(|r| {
-        r.map(http_body::Frame::data)
-            .map_err(|e| -> crate::body::BoxError { Box::new(e) })
-    });
+    let rest = rest
+        .into_data_stream()
+        .map(|r| r.map(http_body::Frame::data).map_err(Into::into));
     Body::stream(StreamBody::new(first.chain(rest)))
 }

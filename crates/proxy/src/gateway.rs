@@ -10,7 +10,7 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body_util::Limited;
 use hyper::body::Incoming;
-use perfgate_cache::compress::Compressor;
+use perfgate_cache::compress::{Compressor, Encoding};
 use perfgate_cache::key::{KeyNormalizer, url_hash};
 use perfgate_cache::memory::MemoryCache;
 use perfgate_config::{AuthorizedPolicy, Config, IpNet};
@@ -19,6 +19,7 @@ use perfgate_observe::{Metrics, UpstreamErrorKind};
 use crate::body::{Body, Watched};
 use crate::cached::Shared;
 use crate::coalesce::Flights;
+use crate::compressing::{self, Compressing};
 use crate::error::{ErrorKind, GatewayError};
 use crate::guard;
 use crate::headers::{append_via, set_forwarded, strip_hop_by_hop};
@@ -337,6 +338,12 @@ impl Gateway {
         label: HeaderValue,
     ) -> Result<Response<Body>, GatewayError> {
         let (parts, body) = req.into_parts();
+        let enc = if parts.method == Method::HEAD {
+            Encoding::Identity
+        } else {
+            self.compressor
+                .negotiate(parts.headers.get(http::header::ACCEPT_ENCODING))
+        };
         let body = request_body(&parts, body, self.max_body_bytes);
         let up = self.upstream_request(
             route,
@@ -351,26 +358,44 @@ impl Gateway {
             .send(route, up, &mut cx.upstream)
             .await
             .map_err(|e| e.to_gateway())?;
-        Ok(self.stream_response(rsp, label))
+        Ok(self.stream_response(rsp, label, enc))
     }
 
     /// A streamed upstream response: hop-by-hop fields removed, `Via` and
-    /// `Cache-Status` added, the body watched for stalls and counted.
+    /// `Cache-Status` added, the body watched for stalls, counted, and
+    /// compressed on the fly when `enc` asks for it.
     pub(crate) fn stream_response(
         &self,
         rsp: Response<Incoming>,
         label: HeaderValue,
+        enc: Encoding,
     ) -> Response<Body> {
-        let (mut parts, body) = rsp.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        append_via(&mut parts.headers, &self.via_h1);
-        parts.headers.insert(CACHE_STATUS, label);
+        let (parts, body) = rsp.into_parts();
         let metrics = self.metrics.clone();
         let body = Watched::new(body, self.upstream.body_idle_timeout, move |n| {
             metrics.bytes_in(n);
             metrics.bytes_out(n, 0);
         });
-        Response::from_parts(parts, Body::stream(body))
+        self.streamed(Response::from_parts(parts, Body::stream(body)), label, enc)
+    }
+
+    /// Finishes a streamed response whose body is already watched.
+    pub(crate) fn streamed(
+        &self,
+        rsp: Response<Body>,
+        label: HeaderValue,
+        enc: Encoding,
+    ) -> Response<Body> {
+        let (mut parts, body) = rsp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        append_via(&mut parts.headers, &self.via_h1);
+        parts.headers.insert(CACHE_STATUS, label);
+        let body =
+            match compressing::prepare(&self.compressor, enc, parts.status, &mut parts.headers) {
+                Some(encoder) => Body::stream(Compressing::new(body, encoder)),
+                None => body,
+            };
+        Response::from_parts(parts, body)
     }
 }
 

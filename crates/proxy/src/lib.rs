@@ -5,6 +5,7 @@
 mod body;
 mod cached;
 mod coalesce;
+mod compressing;
 mod error;
 mod gateway;
 mod guard;
