@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 
-use crate::compress::{Compressor, Encoding};
 use crate::cache_control::CacheControl;
+use crate::compress::{Compressor, Encoding};
 use crate::policy::{Freshness, Reuse, current_age, reuse};
 use crate::vary::VaryKey;
 
@@ -144,8 +144,13 @@ impl Entry {
     pub fn retention(&self, keep_stale: Duration) -> Duration {
         let f = &self.freshness;
         if self.has_validators() {
-            let window = f.stale_while_revalidate.max(f.stale_if_error).max(keep_stale);
-            f.lifetime.saturating_add(window).saturating_sub(f.initial_age)
+            let window = f
+                .stale_while_revalidate
+                .max(f.stale_if_error)
+                .max(keep_stale);
+            f.lifetime
+                .saturating_add(window)
+                .saturating_sub(f.initial_age)
         } else {
             f.time_to_live()
         }

@@ -26,8 +26,8 @@ use crate::body::{Body, Watched};
 use crate::coalesce::Join;
 use crate::compressing::{add_vary_accept_encoding, weaken_etag};
 use crate::error::{ErrorKind, GatewayError};
-use crate::gateway::{CACHE_STATUS, Conn, Cx, Gateway};
-use crate::headers::strip_hop_by_hop;
+use crate::gateway::{CACHE_STATUS, Conn, Cx, Gateway, Outgoing};
+use crate::headers::{append_via, strip_hop_by_hop};
 use crate::route::Route;
 use crate::stats::Stats;
 
@@ -139,10 +139,12 @@ impl Gateway {
             let (parts, body) = req.into_parts();
             let up = self.upstream_request(
                 &route,
-                Method::HEAD,
-                &parts.uri,
-                cleaned_for_fetch(parts.headers),
-                parts.version,
+                Outgoing {
+                    method: Method::HEAD,
+                    uri: &parts.uri,
+                    headers: cleaned_for_fetch(parts.headers),
+                    version: parts.version,
+                },
                 conn,
                 Body::Empty,
             )?;
@@ -297,10 +299,12 @@ impl Gateway {
         }
         let req = self.upstream_request(
             route,
-            Method::GET,
-            &creq.uri,
-            headers,
-            creq.version,
+            Outgoing {
+                method: Method::GET,
+                uri: &creq.uri,
+                headers,
+                version: creq.version,
+            },
             creq.conn,
             Body::Empty,
         )?;
@@ -317,59 +321,56 @@ impl Gateway {
             }
         };
         let status = rsp.status();
-        if status.is_server_error() {
-            if let Some(entry) = stale.clone().filter(|s| s.usable_if_error(Instant::now())) {
-                return Ok(self.stale_if_error(entry, status.as_u16()));
-            }
+        if status.is_server_error()
+            && let Some(entry) = stale.clone().filter(|s| s.usable_if_error(Instant::now()))
+        {
+            return Ok(self.stale_if_error(entry, status.as_u16()));
         }
         let timing = Timing {
             request_time,
             response_time: SystemTime::now(),
         };
-        if status == StatusCode::NOT_MODIFIED {
-            if let Some(old) = &stale {
-                let mut merged = old.headers.clone();
-                merge_304(&mut merged, rsp.headers());
-                return Ok(
-                    match evaluate(
-                        &Method::GET,
-                        &creq.headers,
-                        old.status,
-                        &merged,
-                        &timing,
-                        &route.policy,
-                    ) {
-                        Ok(freshness) => {
-                            let entry =
-                                Arc::new(old.revalidated(merged, freshness, Instant::now()));
-                            cache.insert(key, entry.clone());
-                            Stats::inc(&self.stats.revalidated);
-                            self.metrics.cache_event("l1", CacheEvent::revalidated);
-                            Fetched::Entry {
-                                entry,
-                                label: REVALIDATED,
-                                shareable: true,
-                                set_cookie: Vec::new(),
-                            }
+        if status == StatusCode::NOT_MODIFIED
+            && let Some(old) = &stale
+        {
+            let mut merged = old.headers.clone();
+            merge_304(&mut merged, rsp.headers());
+            return Ok(
+                match evaluate(
+                    &Method::GET,
+                    &creq.headers,
+                    old.status,
+                    &merged,
+                    &timing,
+                    &route.policy,
+                ) {
+                    Ok(freshness) => {
+                        let entry = Arc::new(old.revalidated(merged, freshness, Instant::now()));
+                        cache.insert(key, entry.clone());
+                        Stats::inc(&self.stats.revalidated);
+                        self.metrics.cache_event("l1", CacheEvent::revalidated);
+                        Fetched::Entry {
+                            entry,
+                            label: REVALIDATED,
+                            shareable: true,
+                            set_cookie: Vec::new(),
                         }
-                        // The refreshed headers forbid storing: answer this
-                        // client with the old body, and forget the entry.
-                        Err(reason) => {
-                            cache.remove(key);
-                            let label = detail_label(
-                                "perfgate; fwd=stale; fwd-status=304",
-                                reason.as_str(),
-                            );
-                            Fetched::Entry {
-                                entry: old.clone(),
-                                label,
-                                shareable: false,
-                                set_cookie: Vec::new(),
-                            }
+                    }
+                    // The refreshed headers forbid storing: answer this
+                    // client with the old body, and forget the entry.
+                    Err(reason) => {
+                        cache.remove(key);
+                        let label =
+                            detail_label("perfgate; fwd=stale; fwd-status=304", reason.as_str());
+                        Fetched::Entry {
+                            entry: old.clone(),
+                            label,
+                            shareable: false,
+                            set_cookie: Vec::new(),
                         }
-                    },
-                );
-            }
+                    }
+                },
+            );
         }
         let evaluated = evaluate(
             &Method::GET,
@@ -550,6 +551,7 @@ impl Gateway {
             }
             h.insert(AGE, age);
             h.insert(CACHE_STATUS, label);
+            append_via(&mut h, &self.via_h1);
             let mut rsp = Response::new(Body::Empty);
             *rsp.status_mut() = StatusCode::NOT_MODIFIED;
             *rsp.headers_mut() = h;
@@ -572,6 +574,7 @@ impl Gateway {
         }
         h.insert(AGE, age);
         h.insert(CACHE_STATUS, label);
+        append_via(&mut h, &self.via_h1);
         for c in set_cookie {
             h.append(SET_COOKIE, c.clone());
         }

@@ -7,9 +7,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::watch;
 
+/// Receivers of the in-flight fetches' results, by cache key.
+type FlightMap<T> = Arc<Mutex<HashMap<Arc<str>, watch::Receiver<Option<T>>>>>;
+
 /// The in-flight fetches, by cache key.
 pub struct Flights<T> {
-    map: Arc<Mutex<HashMap<Arc<str>, watch::Receiver<Option<T>>>>>,
+    map: FlightMap<T>,
 }
 
 impl<T> Default for Flights<T> {
@@ -61,7 +64,7 @@ impl<T: Clone> Flights<T> {
 pub struct Leader<T> {
     key: Arc<str>,
     tx: watch::Sender<Option<T>>,
-    map: Arc<Mutex<HashMap<Arc<str>, watch::Receiver<Option<T>>>>>,
+    map: FlightMap<T>,
     done: bool,
 }
 
@@ -105,7 +108,7 @@ mod tests {
             panic!("second caller waits")
         };
         leader.complete(7);
-        let v = rx.wait_for(Option::is_some).await.unwrap().clone();
+        let v = *rx.wait_for(Option::is_some).await.unwrap();
         assert_eq!(v, Some(7));
         assert!(f.is_empty());
     }

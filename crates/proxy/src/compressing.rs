@@ -65,14 +65,14 @@ pub(crate) fn add_vary_accept_encoding(h: &mut HeaderMap) {
 /// A compressed representation is not byte-identical to the original, so
 /// a strong validator becomes weak (as nginx does when it compresses).
 pub(crate) fn weaken_etag(h: &mut HeaderMap) {
-    if let Some(v) = h.get(ETAG) {
-        if v.as_bytes().first() == Some(&b'"') {
-            let mut weak = Vec::with_capacity(v.len() + 2);
-            weak.extend_from_slice(b"W/");
-            weak.extend_from_slice(v.as_bytes());
-            if let Ok(w) = HeaderValue::from_bytes(&weak) {
-                h.insert(ETAG, w);
-            }
+    if let Some(v) = h.get(ETAG)
+        && v.as_bytes().first() == Some(&b'"')
+    {
+        let mut weak = Vec::with_capacity(v.len() + 2);
+        weak.extend_from_slice(b"W/");
+        weak.extend_from_slice(v.as_bytes());
+        if let Ok(w) = HeaderValue::from_bytes(&weak) {
+            h.insert(ETAG, w);
         }
     }
 }

@@ -48,6 +48,14 @@ pub(crate) struct Cx {
     pub(crate) upstream: Duration,
 }
 
+/// The request line and headers of a request about to go upstream.
+pub(crate) struct Outgoing<'a> {
+    pub(crate) method: Method,
+    pub(crate) uri: &'a Uri,
+    pub(crate) headers: HeaderMap,
+    pub(crate) version: Version,
+}
+
 /// Everything the request path needs, built once from the configuration.
 pub struct Gateway {
     pub(crate) routes: Routes,
@@ -62,7 +70,7 @@ pub struct Gateway {
     pub(crate) max_object_bytes: usize,
     max_body_bytes: u64,
     trusted: Vec<IpNet>,
-    via_h1: HeaderValue,
+    pub(crate) via_h1: HeaderValue,
     via_h2: HeaderValue,
 }
 
@@ -184,10 +192,10 @@ impl Gateway {
                     .flatten();
                 let rsp = self.pass(&route, req, conn, cx, label).await?;
                 // RFC 9111 §4.4: a successful unsafe request invalidates the target URI.
-                if let (Some(key), Some(cache)) = (invalidate, &self.cache) {
-                    if rsp.status().is_success() || rsp.status().is_redirection() {
-                        cache.remove(&key);
-                    }
+                if let (Some(key), Some(cache)) = (invalidate, &self.cache)
+                    && (rsp.status().is_success() || rsp.status().is_redirection())
+                {
+                    cache.remove(&key);
                 }
                 Ok(rsp)
             }
@@ -241,11 +249,11 @@ impl Gateway {
         let scheme = if conn.tls { "https" } else { "http" };
         let pq = uri.path_and_query().map_or("/", |p| p.as_str());
         let mut key = self.keys.primary_key(scheme, host, pq);
-        if route.policy.authorized == AuthorizedPolicy::PerUser {
-            if let Some(auth) = headers.get(AUTHORIZATION) {
-                key.push_str("\nuser=");
-                key.push_str(&url_hash(&String::from_utf8_lossy(auth.as_bytes())));
-            }
+        if route.policy.authorized == AuthorizedPolicy::PerUser
+            && let Some(auth) = headers.get(AUTHORIZATION)
+        {
+            key.push_str("\nuser=");
+            key.push_str(&url_hash(&String::from_utf8_lossy(auth.as_bytes())));
         }
         key
     }
@@ -259,21 +267,23 @@ impl Gateway {
     pub(crate) fn upstream_request(
         &self,
         route: &Route,
-        method: Method,
-        uri: &Uri,
-        mut headers: HeaderMap,
-        version: Version,
+        out: Outgoing<'_>,
         conn: Conn,
         body: Body,
     ) -> Result<Request<Body>, GatewayError> {
+        let Outgoing {
+            method,
+            uri,
+            mut headers,
+            version,
+        } = out;
         let pq = uri.path_and_query().map_or("/", |p| p.as_str());
         let up_uri = Upstream::uri(&route.target, pq)?;
-        if !headers.contains_key(HOST) {
-            if let Some(a) = uri.authority() {
-                if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                    headers.insert(HOST, v);
-                }
-            }
+        if !headers.contains_key(HOST)
+            && let Some(a) = uri.authority()
+            && let Ok(v) = HeaderValue::from_str(a.as_str())
+        {
+            headers.insert(HOST, v);
         }
         strip_hop_by_hop(&mut headers);
         let proto = if conn.tls { "https" } else { "http" };
@@ -289,10 +299,10 @@ impl Gateway {
             &self.via_h1
         };
         append_via(&mut headers, via);
-        if !self.upstream.preserve_host {
-            if let Ok(v) = HeaderValue::from_str(route.target.authority.as_str()) {
-                headers.insert(HOST, v);
-            }
+        if !self.upstream.preserve_host
+            && let Ok(v) = HeaderValue::from_str(route.target.authority.as_str())
+        {
+            headers.insert(HOST, v);
         }
         let mut req = Request::new(body);
         *req.method_mut() = method;
@@ -347,10 +357,12 @@ impl Gateway {
         let body = request_body(&parts, body, self.max_body_bytes);
         let up = self.upstream_request(
             route,
-            parts.method,
-            &parts.uri,
-            parts.headers,
-            parts.version,
+            Outgoing {
+                method: parts.method,
+                uri: &parts.uri,
+                headers: parts.headers,
+                version: parts.version,
+            },
             conn,
             body,
         )?;

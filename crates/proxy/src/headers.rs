@@ -70,10 +70,10 @@ pub fn set_forwarded(h: &mut HeaderMap, peer: IpAddr, trusted: bool, proto: &'st
         if !h.contains_key(&X_FORWARDED_PROTO) {
             h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
         }
-        if !h.contains_key(&X_FORWARDED_HOST) {
-            if let Some(host) = host {
-                h.insert(X_FORWARDED_HOST, host);
-            }
+        if !h.contains_key(&X_FORWARDED_HOST)
+            && let Some(host) = host
+        {
+            h.insert(X_FORWARDED_HOST, host);
         }
     } else {
         match peer_value {

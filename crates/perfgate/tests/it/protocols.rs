@@ -77,7 +77,6 @@ async fn forwarding_headers_and_via_reach_the_origin() {
 /// `server.via_name` is "added to requests and responses": streamed
 /// responses get it, responses built from the cache must too.
 #[tokio::test]
-#[ignore = "BUG: responses answered from the cache (cached.rs respond) carry no Via; streamed ones do"]
 async fn responses_carry_via() {
     let origin = Origin::new()
         .route("/cached", Rsp::text("c").max_age(60))
