@@ -1,18 +1,19 @@
-//! Request guards run before anything else: framing conflicts, missing
-//! `Host`, and body size limits (hyper already rejects malformed request
-//! lines and oversized heads with 400/431).
+//! Request guards run before anything else: framing conflicts (found by
+//! `framing.rs` below hyper), missing `Host`, and body size limits (hyper
+//! already rejects malformed request lines and oversized heads with 400/431).
 
-use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, HOST};
 use http::{Request, Version};
 
 use crate::error::{ErrorKind, GatewayError};
+use crate::framing::{CONFLICT_HEADER, conflict_marker};
 
 /// Checks a request head; the error says what the client got wrong.
 pub fn check<B>(req: &Request<B>, max_body: u64) -> Result<(), GatewayError> {
     let h = req.headers();
-    // RFC 9112 §6.3: a message with both is a smuggling attempt or a broken
-    // client; we refuse it (and hyper closes the connection after a 400).
-    if h.contains_key(TRANSFER_ENCODING) && h.contains_key(CONTENT_LENGTH) {
+    // The framing check below hyper replaced a head that had both
+    // Content-Length and Transfer-Encoding (see `framing.rs`).
+    if h.get(CONFLICT_HEADER) == Some(conflict_marker()) {
         return Err(GatewayError::new(
             ErrorKind::BadRequest,
             "both Content-Length and Transfer-Encoding are present",

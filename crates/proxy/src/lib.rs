@@ -7,6 +7,7 @@ mod cached;
 mod coalesce;
 mod compressing;
 mod error;
+mod framing;
 mod gateway;
 mod guard;
 mod headers;

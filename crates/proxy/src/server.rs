@@ -15,6 +15,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::framing::Framed;
 use crate::gateway::{Conn, Gateway};
 
 /// Protocol settings of the client-facing server.
@@ -85,25 +86,16 @@ pub async fn serve(
         });
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        let max_head = opts.max_header_bytes;
         match opts.tls.clone() {
             None => {
-                tokio::spawn(async move {
-                    let c = builder
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .into_owned();
-                    if let Err(e) = watcher.watch(c).await {
-                        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
-                    }
-                });
+                let io = Framed::new(stream, max_head);
+                tokio::spawn(serve_conn(builder, io, svc, watcher, peer));
             }
             Some(acceptor) => {
                 tokio::spawn(async move {
-                    let tls = match tokio::time::timeout(
-                        Duration::from_secs(10),
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
+                    let handshake = acceptor.accept(stream);
+                    let tls = match tokio::time::timeout(Duration::from_secs(10), handshake).await {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
                             tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
@@ -111,11 +103,11 @@ pub async fn serve(
                         }
                         Err(_) => return,
                     };
-                    let c = builder
-                        .serve_connection(TokioIo::new(tls), svc)
-                        .into_owned();
-                    if let Err(e) = watcher.watch(c).await {
-                        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+                    // HTTP/2 has its own framing; the HTTP/1 check is not needed.
+                    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        serve_conn(builder, tls, svc, watcher, peer).await;
+                    } else {
+                        serve_conn(builder, Framed::new(tls, max_head), svc, watcher, peer).await;
                     }
                 });
             }
@@ -128,5 +120,29 @@ pub async fn serve(
         () = tokio::time::sleep(opts.drain_timeout) => {
             tracing::warn!("drain timeout elapsed; closing remaining connections");
         }
+    }
+}
+
+/// Serves one connection under the graceful-shutdown watcher.
+async fn serve_conn<I, S>(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    io: I,
+    svc: S,
+    watcher: hyper_util::server::graceful::Watcher,
+    peer: std::net::SocketAddr,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<crate::body::Body>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let c = builder.serve_connection(TokioIo::new(io), svc).into_owned();
+    if let Err(e) = watcher.watch(c).await {
+        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
     }
 }

@@ -1,0 +1,359 @@
+//! A read-side framing check in front of hyper's HTTP/1 parser.
+//!
+//! hyper resolves a request carrying both `Content-Length` and
+//! `Transfer-Encoding` as RFC 9112 §6.1 permits (the chunked coding wins,
+//! `Content-Length` is dropped, the connection closes afterwards), so the
+//! handler never sees the conflict. perfgate answers such requests with a
+//! 400 instead: they are either broken clients or request-smuggling
+//! attempts. This wrapper holds each request head until it is complete,
+//! and when it finds the conflict it hands hyper a replacement head that
+//! carries a per-process secret marker; `guard::check` turns that into the
+//! 400 and the connection is closed.
+//!
+//! To find the next head on a keep-alive connection the wrapper follows
+//! `Content-Length` bodies. After a chunked request (or anything it does not
+//! understand, or an HTTP/2 preface) it steps aside for the rest of the
+//! connection and hyper's own handling applies.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BytesMut};
+use http::{HeaderName, HeaderValue};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Header carrying the marker of a replaced head.
+pub(crate) const CONFLICT_HEADER: HeaderName = HeaderName::from_static("x-perfgate-framing");
+
+/// The per-process secret a replaced head carries (clients cannot forge it).
+pub(crate) fn conflict_marker() -> &'static HeaderValue {
+    static MARKER: OnceLock<HeaderValue> = OnceLock::new();
+    MARKER.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        let v = format!("{:016x}{:016x}", h.finish(), std::process::id());
+        HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("conflict"))
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Collecting a request head.
+    Head,
+    /// Passing this many body bytes.
+    Body(u64),
+    /// Stepped aside: bytes pass untouched.
+    Off,
+}
+
+pin_project_lite::pin_project! {
+    /// An HTTP/1 server connection's I/O with the framing check on reads.
+    pub struct Framed<I> {
+        #[pin]
+        io: I,
+        state: State,
+        // Bytes read from `io` not yet classified.
+        pending: BytesMut,
+        // Classified bytes waiting for hyper.
+        ready: BytesMut,
+        max_head: usize,
+    }
+}
+
+impl<I> Framed<I> {
+    /// Wraps a connection; heads longer than `max_head` are passed on
+    /// unchecked (hyper rejects them with 431).
+    pub fn new(io: I, max_head: usize) -> Self {
+        Self {
+            io,
+            state: State::Head,
+            pending: BytesMut::new(),
+            ready: BytesMut::new(),
+            max_head,
+        }
+    }
+}
+
+impl<I: AsyncRead> AsyncRead for Framed<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut this = self.project();
+        loop {
+            if !this.ready.is_empty() {
+                let n = this.ready.len().min(buf.remaining());
+                buf.put_slice(&this.ready[..n]);
+                this.ready.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            match *this.state {
+                State::Off if this.pending.is_empty() => return this.io.poll_read(cx, buf),
+                State::Off => {
+                    let all = this.pending.split();
+                    this.ready.unsplit(all);
+                }
+                State::Body(n) if !this.pending.is_empty() => {
+                    let take = usize::try_from(n)
+                        .map_or(this.pending.len(), |n| n.min(this.pending.len()));
+                    let part = this.pending.split_to(take);
+                    this.ready.unsplit(part);
+                    *this.state = next_after_body(n - take as u64);
+                }
+                State::Body(n) => {
+                    // Body bytes go straight into hyper's buffer; what lies
+                    // past the body is taken back as the next head.
+                    let before = buf.filled().len();
+                    match this.io.as_mut().poll_read(cx, buf) {
+                        Poll::Ready(Ok(())) => {}
+                        other => return other,
+                    }
+                    let got = (buf.filled().len() - before) as u64;
+                    if got <= n {
+                        *this.state = next_after_body(n - got);
+                    } else {
+                        let keep = before + n as usize;
+                        this.pending.extend_from_slice(&buf.filled()[keep..]);
+                        buf.set_filled(keep);
+                        *this.state = State::Head;
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                State::Head => {
+                    // Blank lines between requests are allowed (RFC 9112 §2.2).
+                    let blank = this
+                        .pending
+                        .iter()
+                        .take_while(|b| **b == b'\r' || **b == b'\n')
+                        .count();
+                    if blank > 0 {
+                        let part = this.pending.split_to(blank);
+                        this.ready.unsplit(part);
+                        continue;
+                    }
+                    if let Some(end) = head_end(this.pending) {
+                        let head = this.pending.split_to(end);
+                        let (state, replaced) = classify(&head);
+                        *this.state = state;
+                        match replaced {
+                            Some(r) => this.ready.extend_from_slice(&r),
+                            None => this.ready.unsplit(head),
+                        }
+                        continue;
+                    }
+                    if this.pending.len() > *this.max_head || is_h2_preface(this.pending) {
+                        *this.state = State::Off;
+                        continue;
+                    }
+                    let mut scratch = [0u8; 4096];
+                    let mut rb = ReadBuf::new(&mut scratch);
+                    match this.io.as_mut().poll_read(cx, &mut rb) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                            // End of stream: hand over whatever is left.
+                            *this.state = State::Off;
+                            if this.pending.is_empty() {
+                                return Poll::Ready(Ok(()));
+                            }
+                        }
+                        Poll::Ready(Ok(())) => this.pending.extend_from_slice(rb.filled()),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn next_after_body(left: u64) -> State {
+    if left == 0 {
+        State::Head
+    } else {
+        State::Body(left)
+    }
+}
+
+fn is_h2_preface(b: &[u8]) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0";
+    let n = b.len().min(PREFACE.len());
+    n > 0 && b[..n] == PREFACE[..n]
+}
+
+/// Offset just past the blank line ending a head, if it is complete.
+fn head_end(b: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\n' {
+            match (b.get(i + 1), b.get(i + 2)) {
+                (Some(b'\n'), _) => return Some(i + 2),
+                (Some(b'\r'), Some(b'\n')) => return Some(i + 3),
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// What follows `head`, and the replacement head when it is in conflict.
+fn classify(head: &[u8]) -> (State, Option<Vec<u8>>) {
+    if is_h2_preface(head) {
+        return (State::Off, None);
+    }
+    let mut content_length: Option<u64> = None;
+    let mut chunked_or_te = false;
+    for line in head.split(|b| *b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
+        let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            chunked_or_te = true;
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            let parsed = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok());
+            match (parsed, content_length) {
+                (Some(n), None) => content_length = Some(n),
+                (Some(n), Some(m)) if n == m => {}
+                // Invalid or disagreeing lengths: hyper rejects those itself.
+                _ => return (State::Off, None),
+            }
+        }
+    }
+    match (chunked_or_te, content_length) {
+        (true, Some(_)) => {
+            let mut r = Vec::with_capacity(128);
+            r.extend_from_slice(b"GET / HTTP/1.1\r\nHost: perfgate\r\nConnection: close\r\n");
+            r.extend_from_slice(CONFLICT_HEADER.as_str().as_bytes());
+            r.extend_from_slice(b": ");
+            r.extend_from_slice(conflict_marker().as_bytes());
+            r.extend_from_slice(b"\r\n\r\n");
+            (State::Off, Some(r))
+        }
+        (true, None) => (State::Off, None),
+        (false, Some(n)) => (next_after_body(n), None),
+        (false, None) => (State::Head, None),
+    }
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    let start = v
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &v[start..end]
+}
+
+impl<I: AsyncWrite> AsyncWrite for Framed<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().io.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().io.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    async fn through(input: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Feed in small pieces to exercise heads split across reads.
+        let (mut w, r) = tokio::io::duplex(7);
+        let data = input.to_vec();
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            for chunk in data.chunks(5) {
+                w.write_all(chunk).await.unwrap();
+            }
+        });
+        let mut f = Framed::new(r, 16 * 1024);
+        f.read_to_end(&mut out).await.unwrap();
+        writer.await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn ordinary_requests_pass_untouched() {
+        let input = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello\r\n\r\n!!GET /c HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(through(input).await, input.to_vec());
+    }
+
+    #[tokio::test]
+    async fn conflicting_framing_is_replaced() {
+        let input = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n";
+        let out = through(input).await;
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("GET / HTTP/1.1\r\n"), "{text}");
+        assert!(text.contains(conflict_marker().to_str().unwrap()));
+        // The conflict is found in a later request of the connection too.
+        let input2 = b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\nPOST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n";
+        let out = String::from_utf8_lossy(&through(input2).await).to_string();
+        assert!(
+            out.starts_with("GET /ok HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1"),
+            "{out}"
+        );
+    }
+
+    #[tokio::test]
+    async fn body_bytes_that_look_like_heads_are_not_inspected() {
+        let body = b"X\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut input = format!(
+            "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        input.extend_from_slice(body);
+        assert_eq!(through(&input).await, input);
+    }
+
+    #[tokio::test]
+    async fn h2_preface_steps_aside() {
+        let input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00";
+        assert_eq!(through(input).await, input.to_vec());
+    }
+
+    #[test]
+    fn head_end_accepts_bare_lf() {
+        assert_eq!(head_end(b"GET / HTTP/1.1\nHost: x\n\nrest"), Some(24));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), Some(27));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: x\r\n"), None);
+    }
+}
