@@ -59,10 +59,12 @@ pin_project_lite::pin_project! {
         #[pin]
         io: I,
         state: State,
-        // Bytes read from `io` not yet classified.
+        // A head split across reads, held back until it is complete.
         pending: BytesMut,
-        // Classified bytes waiting for hyper.
+        // Bytes waiting for hyper (a completed held-back head, or a replacement).
         ready: BytesMut,
+        // Read buffer for the held-back path, allocated on first use.
+        scratch: Option<Box<[u8]>>,
         max_head: usize,
     }
 }
@@ -76,9 +78,71 @@ impl<I> Framed<I> {
             state: State::Head,
             pending: BytesMut::new(),
             ready: BytesMut::new(),
+            scratch: None,
             max_head,
         }
     }
+}
+
+/// Where a scan of received bytes stopped.
+enum Stop {
+    /// Every byte was classified.
+    End,
+    /// A head starts at the offset but is not complete yet.
+    Incomplete(usize),
+    /// The head at the offset has conflicting framing.
+    Conflict(usize),
+}
+
+/// Walks `b` from `state`: skips bodies, classifies complete heads.
+fn scan(state: &mut State, b: &[u8]) -> Stop {
+    let mut pos = 0;
+    while pos < b.len() {
+        match *state {
+            State::Off => return Stop::End,
+            State::Body(n) => {
+                let take = usize::try_from(n).map_or(b.len() - pos, |n| n.min(b.len() - pos));
+                pos += take;
+                *state = next_after_body(n - take as u64);
+            }
+            State::Head => {
+                // Blank lines between requests are allowed (RFC 9112 §2.2).
+                while pos < b.len() && (b[pos] == b'\r' || b[pos] == b'\n') {
+                    pos += 1;
+                }
+                if pos == b.len() {
+                    break;
+                }
+                if is_h2_preface(&b[pos..]) {
+                    *state = State::Off;
+                    return Stop::End;
+                }
+                let Some(len) = head_end(&b[pos..]) else {
+                    return Stop::Incomplete(pos);
+                };
+                match classify(&b[pos..pos + len]) {
+                    Class::Conflict => {
+                        *state = State::Off;
+                        return Stop::Conflict(pos);
+                    }
+                    Class::Next(next) => *state = next,
+                }
+                pos += len;
+            }
+        }
+    }
+    Stop::End
+}
+
+/// The head hyper gets instead of one with conflicting framing.
+fn replacement() -> Vec<u8> {
+    let mut r = Vec::with_capacity(128);
+    r.extend_from_slice(b"GET / HTTP/1.1\r\nHost: perfgate\r\nConnection: close\r\n");
+    r.extend_from_slice(CONFLICT_HEADER.as_str().as_bytes());
+    r.extend_from_slice(b": ");
+    r.extend_from_slice(conflict_marker().as_bytes());
+    r.extend_from_slice(b"\r\n\r\n");
+    r
 }
 
 impl<I: AsyncRead> AsyncRead for Framed<I> {
@@ -95,78 +159,72 @@ impl<I: AsyncRead> AsyncRead for Framed<I> {
                 this.ready.advance(n);
                 return Poll::Ready(Ok(()));
             }
-            match *this.state {
-                State::Off if this.pending.is_empty() => return this.io.poll_read(cx, buf),
-                State::Off => {
+            if *this.state == State::Off && this.pending.is_empty() {
+                return this.io.poll_read(cx, buf);
+            }
+            if this.pending.is_empty() {
+                // Fast path: read straight into hyper's buffer and look at
+                // the new bytes in place.
+                let before = buf.filled().len();
+                match this.io.as_mut().poll_read(cx, buf) {
+                    Poll::Ready(Ok(())) => {}
+                    other => return other,
+                }
+                if buf.filled().len() == before {
+                    return Poll::Ready(Ok(())); // end of stream
+                }
+                let cut = match scan(this.state, &buf.filled()[before..]) {
+                    Stop::End => return Poll::Ready(Ok(())),
+                    Stop::Incomplete(at) => {
+                        this.pending.extend_from_slice(&buf.filled()[before + at..]);
+                        before + at
+                    }
+                    Stop::Conflict(at) => {
+                        this.ready.extend_from_slice(&replacement());
+                        before + at
+                    }
+                };
+                buf.set_filled(cut);
+                if cut > before {
+                    return Poll::Ready(Ok(()));
+                }
+                continue;
+            }
+            // Held-back path: a head is split across reads.
+            let scratch = this
+                .scratch
+                .get_or_insert_with(|| vec![0u8; 4096].into_boxed_slice());
+            let mut rb = ReadBuf::new(scratch);
+            match this.io.as_mut().poll_read(cx, &mut rb) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                    // End of stream: hand over what is left, unchecked.
+                    *this.state = State::Off;
+                    let rest = this.pending.split();
+                    this.ready.unsplit(rest);
+                    continue;
+                }
+                Poll::Ready(Ok(())) => this.pending.extend_from_slice(rb.filled()),
+            }
+            match scan(this.state, this.pending) {
+                Stop::End => {
                     let all = this.pending.split();
                     this.ready.unsplit(all);
                 }
-                State::Body(n) if !this.pending.is_empty() => {
-                    let take = usize::try_from(n)
-                        .map_or(this.pending.len(), |n| n.min(this.pending.len()));
-                    let part = this.pending.split_to(take);
-                    this.ready.unsplit(part);
-                    *this.state = next_after_body(n - take as u64);
-                }
-                State::Body(n) => {
-                    // Body bytes go straight into hyper's buffer; what lies
-                    // past the body is taken back as the next head.
-                    let before = buf.filled().len();
-                    match this.io.as_mut().poll_read(cx, buf) {
-                        Poll::Ready(Ok(())) => {}
-                        other => return other,
-                    }
-                    let got = (buf.filled().len() - before) as u64;
-                    if got <= n {
-                        *this.state = next_after_body(n - got);
-                    } else {
-                        let keep = before + n as usize;
-                        this.pending.extend_from_slice(&buf.filled()[keep..]);
-                        buf.set_filled(keep);
-                        *this.state = State::Head;
-                    }
-                    return Poll::Ready(Ok(()));
-                }
-                State::Head => {
-                    // Blank lines between requests are allowed (RFC 9112 §2.2).
-                    let blank = this
-                        .pending
-                        .iter()
-                        .take_while(|b| **b == b'\r' || **b == b'\n')
-                        .count();
-                    if blank > 0 {
-                        let part = this.pending.split_to(blank);
-                        this.ready.unsplit(part);
-                        continue;
-                    }
-                    if let Some(end) = head_end(this.pending) {
-                        let head = this.pending.split_to(end);
-                        let (state, replaced) = classify(&head);
-                        *this.state = state;
-                        match replaced {
-                            Some(r) => this.ready.extend_from_slice(&r),
-                            None => this.ready.unsplit(head),
-                        }
-                        continue;
-                    }
-                    if this.pending.len() > *this.max_head || is_h2_preface(this.pending) {
+                Stop::Incomplete(at) => {
+                    let done = this.pending.split_to(at);
+                    this.ready.unsplit(done);
+                    if this.pending.len() > *this.max_head {
+                        // Too long to be a head we accept: hyper answers 431.
                         *this.state = State::Off;
-                        continue;
                     }
-                    let mut scratch = [0u8; 4096];
-                    let mut rb = ReadBuf::new(&mut scratch);
-                    match this.io.as_mut().poll_read(cx, &mut rb) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                        Poll::Ready(Ok(())) if rb.filled().is_empty() => {
-                            // End of stream: hand over whatever is left.
-                            *this.state = State::Off;
-                            if this.pending.is_empty() {
-                                return Poll::Ready(Ok(()));
-                            }
-                        }
-                        Poll::Ready(Ok(())) => this.pending.extend_from_slice(rb.filled()),
-                    }
+                }
+                Stop::Conflict(at) => {
+                    let done = this.pending.split_to(at);
+                    this.ready.unsplit(done);
+                    this.ready.extend_from_slice(&replacement());
+                    this.pending.clear();
                 }
             }
         }
@@ -203,13 +261,17 @@ fn head_end(b: &[u8]) -> Option<usize> {
     None
 }
 
-/// What follows `head`, and the replacement head when it is in conflict.
-fn classify(head: &[u8]) -> (State, Option<Vec<u8>>) {
-    if is_h2_preface(head) {
-        return (State::Off, None);
-    }
+/// What a complete head means for the bytes after it.
+enum Class {
+    /// Both `Content-Length` and `Transfer-Encoding`.
+    Conflict,
+    /// The state after the head.
+    Next(State),
+}
+
+fn classify(head: &[u8]) -> Class {
     let mut content_length: Option<u64> = None;
-    let mut chunked_or_te = false;
+    let mut transfer_encoding = false;
     for line in head.split(|b| *b == b'\n').skip(1) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Some(colon) = line.iter().position(|b| *b == b':') else {
@@ -217,7 +279,7 @@ fn classify(head: &[u8]) -> (State, Option<Vec<u8>>) {
         };
         let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
         if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            chunked_or_te = true;
+            transfer_encoding = true;
         } else if name.eq_ignore_ascii_case(b"content-length") {
             let parsed = std::str::from_utf8(value)
                 .ok()
@@ -226,23 +288,16 @@ fn classify(head: &[u8]) -> (State, Option<Vec<u8>>) {
                 (Some(n), None) => content_length = Some(n),
                 (Some(n), Some(m)) if n == m => {}
                 // Invalid or disagreeing lengths: hyper rejects those itself.
-                _ => return (State::Off, None),
+                _ => return Class::Next(State::Off),
             }
         }
     }
-    match (chunked_or_te, content_length) {
-        (true, Some(_)) => {
-            let mut r = Vec::with_capacity(128);
-            r.extend_from_slice(b"GET / HTTP/1.1\r\nHost: perfgate\r\nConnection: close\r\n");
-            r.extend_from_slice(CONFLICT_HEADER.as_str().as_bytes());
-            r.extend_from_slice(b": ");
-            r.extend_from_slice(conflict_marker().as_bytes());
-            r.extend_from_slice(b"\r\n\r\n");
-            (State::Off, Some(r))
-        }
-        (true, None) => (State::Off, None),
-        (false, Some(n)) => (next_after_body(n), None),
-        (false, None) => (State::Head, None),
+    match (transfer_encoding, content_length) {
+        (true, Some(_)) => Class::Conflict,
+        // Chunked bodies are not followed: step aside.
+        (true, None) => Class::Next(State::Off),
+        (false, Some(n)) => Class::Next(next_after_body(n)),
+        (false, None) => Class::Next(State::Head),
     }
 }
 
@@ -294,13 +349,17 @@ mod tests {
     use tokio::io::AsyncReadExt;
 
     async fn through(input: &[u8]) -> Vec<u8> {
+        through_in(input, 5).await
+    }
+
+    async fn through_in(input: &[u8], piece: usize) -> Vec<u8> {
         let mut out = Vec::new();
         // Feed in small pieces to exercise heads split across reads.
-        let (mut w, r) = tokio::io::duplex(7);
+        let (mut w, r) = tokio::io::duplex(piece + 2);
         let data = input.to_vec();
         let writer = tokio::spawn(async move {
             use tokio::io::AsyncWriteExt;
-            for chunk in data.chunks(5) {
+            for chunk in data.chunks(piece) {
                 w.write_all(chunk).await.unwrap();
             }
         });
@@ -345,9 +404,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn any_split_of_valid_traffic_is_untouched() {
+        let input = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPUT /b HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbodyGET /c HTTP/1.1\nHost: x\n\nPOST /d HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+        for piece in 1..40 {
+            assert_eq!(
+                through_in(input, piece).await,
+                input.to_vec(),
+                "piece {piece}"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn h2_preface_steps_aside() {
         let input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00";
         assert_eq!(through(input).await, input.to_vec());
+        // In one read, too (the fast path).
+        assert_eq!(through_in(input, 64).await, input.to_vec());
     }
 
     #[test]
