@@ -14,3 +14,6 @@ pub mod key;
 pub mod memory;
 pub mod policy;
 pub mod vary;
+
+#[cfg(test)]
+mod test_util;

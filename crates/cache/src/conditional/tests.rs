@@ -4,18 +4,7 @@ const LM: &str = "Tue, 15 Nov 1994 12:45:26 GMT";
 const BEFORE: &str = "Mon, 14 Nov 1994 12:45:26 GMT";
 const AFTER: &str = "Wed, 16 Nov 1994 12:45:26 GMT";
 
-fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-    let mut map = HeaderMap::new();
-    for (name, value) in pairs {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
-            map.append(n, v);
-        }
-    }
-    map
-}
+use crate::test_util::headers;
 
 fn hv(s: &'static str) -> HeaderValue {
     HeaderValue::from_static(s)

@@ -1,4 +1,3 @@
-use http::HeaderName;
 use proptest::prelude::*;
 
 use super::*;
@@ -17,18 +16,7 @@ fn http_date(offset_secs: i64) -> String {
     httpdate::fmt_http_date(at)
 }
 
-fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-    let mut map = HeaderMap::new();
-    for (name, value) in pairs {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
-            map.append(n, v);
-        }
-    }
-    map
-}
+use crate::test_util::headers;
 
 fn timing() -> Timing {
     Timing {

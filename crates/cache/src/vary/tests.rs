@@ -2,18 +2,7 @@ use http::header::{ACCEPT_ENCODING, ACCEPT_LANGUAGE, COOKIE};
 
 use super::*;
 
-fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-    let mut map = HeaderMap::new();
-    for (name, value) in pairs {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
-            map.append(n, v);
-        }
-    }
-    map
-}
+use crate::test_util::headers;
 
 #[test]
 fn fields_are_combined_lowercased_and_deduplicated() {
