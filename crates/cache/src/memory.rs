@@ -63,10 +63,17 @@ impl Retention {
     }
 }
 
+/// How long a key stays marked as answering with unshareable responses.
+const UNSHAREABLE_TTL: Duration = Duration::from_secs(120);
+
 /// The in-process response cache.
 #[derive(Clone)]
 pub struct MemoryCache {
     inner: Cache<Arc<str>, Arc<Variants>>,
+    /// Keys whose last response could not be stored ("hit-for-miss" in
+    /// Varnish terms): their requests skip coalescing, since waiting for a
+    /// response that cannot be shared only adds latency.
+    unshareable: Cache<Arc<str>, ()>,
 }
 
 impl MemoryCache {
@@ -78,7 +85,26 @@ impl MemoryCache {
             .weigher(|_k: &Arc<str>, v: &Arc<Variants>| v.weight())
             .expire_after(Retention { keep_stale })
             .build();
-        Self { inner }
+        let unshareable = Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(UNSHAREABLE_TTL)
+            .build();
+        Self { inner, unshareable }
+    }
+
+    /// Remembers that `key`'s last response could not be stored.
+    pub fn mark_unshareable(&self, key: &str) {
+        self.unshareable.insert(Arc::from(key), ());
+    }
+
+    /// Forgets the mark (the key's response is storable again).
+    pub fn unmark_unshareable(&self, key: &str) {
+        self.unshareable.remove(key);
+    }
+
+    /// True when `key`'s recent responses could not be stored.
+    pub fn is_unshareable(&self, key: &str) -> bool {
+        self.unshareable.contains_key(key)
     }
 
     /// The first variant under `key` that `accept` takes (the caller checks
@@ -124,6 +150,7 @@ impl MemoryCache {
     /// Removes everything.
     pub fn clear(&self) {
         self.inner.invalidate_all();
+        self.unshareable.invalidate_all();
     }
 
     /// Number of primary keys stored (approximate until pending work runs).

@@ -160,6 +160,14 @@ impl Gateway {
             let (parts, _body) = req.into_parts();
             (parts.method, parts.headers)
         };
+        if cache.is_unshareable(&key) {
+            // Recent responses for this key could not be shared: waiting for
+            // another request's fetch would only add its latency to ours.
+            let fetched = self
+                .fetch(&route, &key, &creq, found, &mut cx.upstream)
+                .await?;
+            return Ok(self.answer(&key, fetched, &method, &headers));
+        }
         let fetched = match self.flights.join(&key) {
             Join::Leader(leader) => {
                 // The fetch runs in its own task so that it completes (and
@@ -211,15 +219,26 @@ impl Gateway {
                 }
             }
         };
-        Ok(match fetched {
+        Ok(self.answer(&key, fetched, &method, &headers))
+    }
+
+    /// The response to the client whose request caused a fetch.
+    fn answer(
+        &self,
+        key: &str,
+        fetched: Fetched,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Response<Body> {
+        match fetched {
             Fetched::Entry {
                 entry,
                 label,
                 set_cookie,
                 ..
-            } => self.respond(&key, &entry, &method, &headers, label, &set_cookie),
+            } => self.respond(key, &entry, method, headers, label, &set_cookie),
             Fetched::Stream(rsp) => rsp,
-        })
+        }
     }
 
     fn count(&self, event: CacheEvent) {
@@ -397,6 +416,7 @@ impl Gateway {
                 if stale.is_some() {
                     cache.remove(key);
                 }
+                cache.mark_unshareable(key);
                 let label = detail_label("perfgate; fwd=miss", reason.as_str());
                 return Ok(Fetched::Stream(self.stream_response(rsp, label, enc)));
             }
@@ -407,6 +427,7 @@ impl Gateway {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > self.max_object_bytes as u64) {
+            cache.mark_unshareable(key);
             let label = detail_label("perfgate; fwd=miss", "too-large");
             return Ok(Fetched::Stream(self.stream_response(rsp, label, enc)));
         }
@@ -442,6 +463,7 @@ impl Gateway {
                 buf.extend_from_slice(data);
                 if buf.len() > self.max_object_bytes {
                     // Too big to store after all: stream the rest through.
+                    cache.mark_unshareable(key);
                     let label = detail_label("perfgate; fwd=miss", "too-large");
                     let prefix = Body::full(buf.freeze());
                     let rest = Watched::new(body, deadline, |_| {});
@@ -492,6 +514,7 @@ impl Gateway {
             Instant::now(),
         ));
         cache.insert(key, entry.clone());
+        cache.unmark_unshareable(key);
         Stats::inc(&self.stats.stored);
         Ok(Fetched::Entry {
             entry,
