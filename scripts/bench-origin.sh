@@ -6,7 +6,8 @@
 # front of it, warms the cache, and runs the same wrk load against each:
 #   - cached 1 KiB hit vs the origin serving the file itself
 #   - cached 64 KiB hit with `Accept-Encoding: br` (a stored brotli variant)
-#   - pass-through of an uncacheable response (no-store) vs the origin
+#   - pass-through of an uncacheable response (no-store) vs the origin and vs
+#     nginx proxy_pass in front of the same origin
 # Prints requests/s, p50/p99 and perfgate's ratio to the origin.
 #
 # Usage: scripts/bench-origin.sh [seconds-per-run] [connections]
@@ -26,13 +27,14 @@ dir=$(mktemp -d)
 chmod 755 "$dir"   # nginx workers run as another user
 cleanup() {
   [ -f "$dir/nginx.pid" ] && kill "$(cat "$dir/nginx.pid")" 2>/dev/null || true
+  [ -f "$dir/proxy.pid" ] && kill "$(cat "$dir/proxy.pid")" 2>/dev/null || true
   [ -n "${pg_pid:-}" ] && kill "$pg_pid" 2>/dev/null || true
   rm -rf "$dir"
 }
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-origin_port=$(free_port); pg_port=$(free_port); admin_port=$(free_port)
+origin_port=$(free_port); pg_port=$(free_port); admin_port=$(free_port); px_port=$(free_port)
 
 python3 - "$dir" <<'PY'
 import json, sys
@@ -65,6 +67,23 @@ http {
 }
 NGX
 nginx -c "$dir/nginx.conf"
+# The reference for pass-through: nginx proxy_pass (keep-alive upstream, as
+# many workers as perfgate has threads) in front of the same origin.
+cat > "$dir/proxy.conf" <<NGX
+worker_processes auto;
+pid $dir/proxy.pid;
+error_log $dir/proxy-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream origin { server 127.0.0.1:$origin_port; keepalive 256; }
+  server {
+    listen 127.0.0.1:$px_port;
+    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+NGX
+nginx -c "$dir/proxy.conf"
 PERFGATE_LOG=warn ./target/release/perfgate serve --upstream "http://127.0.0.1:$origin_port" \
   --listen "127.0.0.1:$pg_port" --admin-listen "127.0.0.1:$admin_port" >"$dir/perfgate.log" 2>&1 &
 pg_pid=$!
@@ -93,14 +112,15 @@ p1=$(run "perfgate 1 KiB hit" "http://127.0.0.1:$pg_port/e1k.json")
 o64=$(run "origin 64 KiB br (nginx, no gzip)" "http://127.0.0.1:$origin_port/e64k.json" "Accept-Encoding: br")
 p64=$(run "perfgate 64 KiB br hit" "http://127.0.0.1:$pg_port/e64k.json" "Accept-Encoding: br")
 on=$(run "origin 1 KiB no-store" "http://127.0.0.1:$origin_port/nocache/e1k.json")
+xn=$(run "nginx proxy_pass 1 KiB no-store" "http://127.0.0.1:$px_port/nocache/e1k.json")
 pn=$(run "perfgate 1 KiB pass-through" "http://127.0.0.1:$pg_port/nocache/e1k.json")
 br_size=$(curl -s -o /dev/null -w '%{size_download}' -H 'Accept-Encoding: br' "http://127.0.0.1:$pg_port/e64k.json")
-python3 - "$o1" "$p1" "$o64" "$p64" "$on" "$pn" "$br_size" <<'PY' >&2
+python3 - "$o1" "$p1" "$o64" "$p64" "$on" "$pn" "$br_size" "$xn" <<'PY' >&2
 import sys
-o1, p1, o64, p64, on, pn, br = map(float, sys.argv[1:])
+o1, p1, o64, p64, on, pn, br, xn = map(float, sys.argv[1:])
 print("\nratios (perfgate / origin):")
 print("  1 KiB cached hit      %.2fx" % (p1 / o1))
 print("  64 KiB brotli hit     %.2fx  (perfgate sends %d bytes instead of 65536: %.1f%%)" % (p64 / o64, br, 100 * br / 65536))
-print("  pass-through (miss)   %.2fx  (perfgate adds a hop; the origin is the ceiling)" % (pn / on))
+print("  pass-through (miss)   %.2fx of the origin, %.2fx of nginx proxy_pass" % (pn / on, pn / xn))
 PY
 curl -s "http://127.0.0.1:$admin_port/admin/cache/stats" >&2; echo >&2

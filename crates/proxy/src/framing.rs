@@ -22,7 +22,11 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
 use http::{HeaderName, HeaderValue};
+use std::future::Future;
+use std::time::Duration;
+
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
 
 /// Header carrying the marker of a replaced head.
 pub(crate) const CONFLICT_HEADER: HeaderName = HeaderName::from_static("x-perfgate-framing");
@@ -66,13 +70,19 @@ pin_project_lite::pin_project! {
         // Read buffer for the held-back path, allocated on first use.
         scratch: Option<Box<[u8]>>,
         max_head: usize,
+        // Deadline for the head being waited on: armed from the connection's
+        // start until its first head, and while a partial head is held back
+        // (hyper's own timer starts only once it has seen bytes of a head,
+        // which leaves silent or trickling connections open forever).
+        deadline: Option<Pin<Box<Sleep>>>,
+        head_timeout: Duration,
     }
 }
 
 impl<I> Framed<I> {
     /// Wraps a connection; heads longer than `max_head` are passed on
     /// unchecked (hyper rejects them with 431).
-    pub fn new(io: I, max_head: usize) -> Self {
+    pub fn new(io: I, max_head: usize, head_timeout: Duration) -> Self {
         Self {
             io,
             state: State::Head,
@@ -80,6 +90,8 @@ impl<I> Framed<I> {
             ready: BytesMut::new(),
             scratch: None,
             max_head,
+            deadline: Some(Box::pin(tokio::time::sleep(head_timeout))),
+            head_timeout,
         }
     }
 }
@@ -168,18 +180,26 @@ impl<I: AsyncRead> AsyncRead for Framed<I> {
                 let before = buf.filled().len();
                 match this.io.as_mut().poll_read(cx, buf) {
                     Poll::Ready(Ok(())) => {}
+                    Poll::Pending => return expired(this.deadline, cx),
                     other => return other,
                 }
                 if buf.filled().len() == before {
                     return Poll::Ready(Ok(())); // end of stream
                 }
                 let cut = match scan(this.state, &buf.filled()[before..]) {
-                    Stop::End => return Poll::Ready(Ok(())),
+                    Stop::End => {
+                        *this.deadline = None;
+                        return Poll::Ready(Ok(()));
+                    }
                     Stop::Incomplete(at) => {
                         this.pending.extend_from_slice(&buf.filled()[before + at..]);
+                        if at > 0 || this.deadline.is_none() {
+                            *this.deadline = Some(Box::pin(tokio::time::sleep(*this.head_timeout)));
+                        }
                         before + at
                     }
                     Stop::Conflict(at) => {
+                        *this.deadline = None;
                         this.ready.extend_from_slice(&replacement());
                         before + at
                     }
@@ -196,7 +216,7 @@ impl<I: AsyncRead> AsyncRead for Framed<I> {
                 .get_or_insert_with(|| vec![0u8; 4096].into_boxed_slice());
             let mut rb = ReadBuf::new(scratch);
             match this.io.as_mut().poll_read(cx, &mut rb) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => return expired(this.deadline, cx),
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(())) if rb.filled().is_empty() => {
                     // End of stream: hand over what is left, unchecked.
@@ -209,10 +229,15 @@ impl<I: AsyncRead> AsyncRead for Framed<I> {
             }
             match scan(this.state, this.pending) {
                 Stop::End => {
+                    *this.deadline = None;
                     let all = this.pending.split();
                     this.ready.unsplit(all);
                 }
                 Stop::Incomplete(at) => {
+                    if at > 0 {
+                        // A head completed and the next one started.
+                        *this.deadline = Some(Box::pin(tokio::time::sleep(*this.head_timeout)));
+                    }
                     let done = this.pending.split_to(at);
                     this.ready.unsplit(done);
                     if this.pending.len() > *this.max_head {
@@ -221,6 +246,7 @@ impl<I: AsyncRead> AsyncRead for Framed<I> {
                     }
                 }
                 Stop::Conflict(at) => {
+                    *this.deadline = None;
                     let done = this.pending.split_to(at);
                     this.ready.unsplit(done);
                     this.ready.extend_from_slice(&replacement());
@@ -229,6 +255,19 @@ impl<I: AsyncRead> AsyncRead for Framed<I> {
             }
         }
     }
+}
+
+/// `Pending`, or a timeout error once the head deadline has passed.
+fn expired(deadline: &mut Option<Pin<Box<Sleep>>>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    if let Some(d) = deadline
+        && d.as_mut().poll(cx).is_ready()
+    {
+        return Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "request head not received in time",
+        )));
+    }
+    Poll::Pending
 }
 
 fn next_after_body(left: u64) -> State {
@@ -363,7 +402,7 @@ mod tests {
                 w.write_all(chunk).await.unwrap();
             }
         });
-        let mut f = Framed::new(r, 16 * 1024);
+        let mut f = Framed::new(r, 16 * 1024, Duration::from_secs(30));
         f.read_to_end(&mut out).await.unwrap();
         writer.await.unwrap();
         out
@@ -421,6 +460,24 @@ mod tests {
         assert_eq!(through(input).await, input.to_vec());
         // In one read, too (the fast path).
         assert_eq!(through_in(input, 64).await, input.to_vec());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_and_trickling_heads_time_out() {
+        // A connection that never sends a head.
+        let (_w, r) = tokio::io::duplex(64);
+        let mut f = Framed::new(r, 16 * 1024, Duration::from_secs(5));
+        let mut buf = [0u8; 64];
+        let err = f.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        // A head that starts and never ends.
+        let (mut w, r) = tokio::io::duplex(64);
+        tokio::io::AsyncWriteExt::write_all(&mut w, b"GET / HTTP/1.1\r\nHo")
+            .await
+            .unwrap();
+        let mut f = Framed::new(r, 16 * 1024, Duration::from_secs(5));
+        let err = f.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 
     #[test]

@@ -87,9 +87,10 @@ pub async fn serve(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let max_head = opts.max_header_bytes;
+        let head_timeout = opts.header_read_timeout;
         match opts.tls.clone() {
             None => {
-                let io = Framed::new(stream, max_head);
+                let io = Framed::new(stream, max_head, head_timeout);
                 tokio::spawn(serve_conn(builder, io, svc, watcher, peer));
             }
             Some(acceptor) => {
@@ -107,7 +108,14 @@ pub async fn serve(
                     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
                         serve_conn(builder, tls, svc, watcher, peer).await;
                     } else {
-                        serve_conn(builder, Framed::new(tls, max_head), svc, watcher, peer).await;
+                        serve_conn(
+                            builder,
+                            Framed::new(tls, max_head, head_timeout),
+                            svc,
+                            watcher,
+                            peer,
+                        )
+                        .await;
                     }
                 });
             }
