@@ -46,7 +46,6 @@ async fn oversized_head_is_431() {
 }
 
 #[tokio::test]
-
 async fn content_length_with_transfer_encoding_is_400() {
     let (origin, gw) = setup().await;
     let rsp = raw(
@@ -66,5 +65,31 @@ async fn http11_without_host_is_400() {
     assert_eq!(status_of(&rsp), 400, "{rsp}");
     assert!(rsp.contains("bad_request"), "{rsp}");
     assert_eq!(origin.hits("/ok"), 0);
+    still_serves(&gw).await;
+}
+
+#[tokio::test]
+async fn silent_and_trickling_connections_are_closed() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let origin = Origin::new().route("/ok", Rsp::text("fine")).run().await;
+    let gw = Gateway::builder()
+        .upstream(origin.addr())
+        .config(|c| c.server.header_read_timeout = perfgate_config::Duration::from_millis(500))
+        .spawn()
+        .await;
+    for opening in [&b""[..], b"GET /ok HTTP/1.1\r\nHo"] {
+        let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+        s.write_all(opening).await.unwrap();
+        let start = Instant::now();
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("the gateway must close a connection that sends no complete head")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "closed without a response");
+        assert!(start.elapsed() >= Duration::from_millis(400));
+    }
     still_serves(&gw).await;
 }
