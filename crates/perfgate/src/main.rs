@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Parser)]
 #[command(name = "perfgate", version, about, long_about = None)]
 struct Cli {
-    /// Log filter (e.g. `info`, `perfgate_proxy=debug`) [default: info; warn for `demo`].
+    /// Log filter (e.g. `info`, `perfgate_proxy=debug`) [default: info; error for `demo`].
     #[arg(long, env = "PERFGATE_LOG", global = true)]
     log: Option<String>,
     /// Log format.
@@ -83,7 +83,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints a report on the terminal: keep routine logs out of it.
     let default_log = match cli.command {
-        Command::Demo { .. } => "warn",
+        Command::Demo { .. } => "error",
         _ => "info",
     };
     init_logging(cli.log.as_deref().unwrap_or(default_log), cli.log_format);
