@@ -1,8 +1,8 @@
 //! A stored response: headers, the body as received, and the compressed
 //! variants produced from it (each at most once).
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -40,6 +40,8 @@ pub struct Entry {
     pub last_modified: Option<HeaderValue>,
     /// RFC 9111 §3.5: may answer requests that carry `Authorization`.
     pub auth_reusable: bool,
+    /// Invalidation tags (route tags and the upstream's `Surrogate-Key`/`Cache-Tag`).
+    pub tags: Vec<Arc<str>>,
     /// Compressed variants, indexed by `Encoding::index() - 1`; `None`
     /// inside means compression did not make the body smaller.
     encoded: [OnceLock<Option<Bytes>>; 3],
@@ -65,6 +67,8 @@ pub struct EntryParts {
     pub freshness: Freshness,
     /// May answer requests with `Authorization`.
     pub auth_reusable: bool,
+    /// Invalidation tags.
+    pub tags: Vec<Arc<str>>,
 }
 
 impl Entry {
@@ -84,9 +88,47 @@ impl Entry {
             etag,
             last_modified,
             auth_reusable: p.auth_reusable,
+            tags: p.tags,
             encoded: Default::default(),
             refreshing: AtomicBool::new(false),
         }
+    }
+
+    /// Rebuilds an entry read back from another tier: `variants` are the
+    /// compressed bodies that were already produced (each `(encoding, body)`).
+    pub fn restore(p: EntryParts, variants: Vec<(Encoding, Bytes)>, now: Instant) -> Self {
+        let entry = Self::new(p, now);
+        for (enc, body) in variants {
+            if enc != Encoding::Identity {
+                let _ = entry.encoded[enc.index() - 1].set(Some(body));
+            }
+        }
+        entry
+    }
+
+    /// The compressed bodies produced so far (for copying to another tier).
+    pub fn variants(&self) -> Vec<(Encoding, Bytes)> {
+        Encoding::COMPRESSED
+            .iter()
+            .filter_map(|enc| {
+                self.encoded[enc.index() - 1]
+                    .get()
+                    .and_then(|v| v.clone())
+                    .map(|b| (*enc, b))
+            })
+            .collect()
+    }
+
+    /// A copy that is stale from now on but keeps its stale windows (soft
+    /// purge: the next request revalidates, stale-while-revalidate still
+    /// applies).
+    pub fn softened(&self, now: Instant) -> Self {
+        let freshness = Freshness {
+            lifetime: Duration::ZERO,
+            initial_age: Duration::ZERO,
+            ..self.freshness
+        };
+        self.revalidated(self.headers.clone(), freshness, now)
     }
 
     /// A copy refreshed by a `304 Not Modified`: new headers and freshness,
@@ -112,6 +154,7 @@ impl Entry {
             etag,
             last_modified,
             auth_reusable: self.auth_reusable,
+            tags: self.tags.clone(),
             encoded,
             refreshing: AtomicBool::new(false),
         }

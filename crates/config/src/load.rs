@@ -392,8 +392,17 @@ const CONFIG: &[Field] = &[
     f("upstream", Table(UPSTREAM)),
     f("forwarded", Table(FORWARDED)),
     f("cache", Table(CACHE)),
+    f("redis", Table(REDIS)),
     f("compression", Table(COMPRESSION)),
     f("routes", Tables(ROUTE)),
+];
+const REDIS: &[Field] = &[
+    f("url", Str),
+    f("cluster", StrList),
+    f("timeout", Duration),
+    f("max_object_bytes", ByteSize),
+    f("key_prefix", Str),
+    f("retry_after", Duration),
 ];
 const SERVER: &[Field] = &[
     f("listen", Str),
@@ -429,6 +438,8 @@ const CACHE: &[Field] = &[
     f("coalesce_timeout", Duration),
     f("keep_stale", Duration),
     f("max_heuristic_ttl", Duration),
+    f("expose_tag_headers", Bool),
+    f("warmup_concurrency", Usize),
 ];
 const COMPRESSION: &[Field] = &[
     f("enabled", Bool),
@@ -454,6 +465,8 @@ const ROUTE_CACHE: &[Field] = &[
     f("stale_if_error", Duration),
     f("authorized", Enum(&["rfc", "bypass", "per-user", "shared"])),
     f("allow_set_cookie", Bool),
+    f("tags", StrList),
+    f("invalidate_tags", StrList),
 ];
 
 fn child(path: &str, key: &str) -> String {

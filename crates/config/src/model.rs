@@ -19,6 +19,8 @@ pub struct Config {
     pub forwarded: ForwardedConfig,
     /// The in-process response cache (L1).
     pub cache: CacheConfig,
+    /// The shared cache (L2) and invalidation fan-out on Redis.
+    pub redis: RedisConfig,
     /// Response compression.
     pub compression: CompressionConfig,
     /// Routes, matched by longest path prefix (or pattern) first; a request
@@ -159,6 +161,11 @@ pub struct CacheConfig {
     pub keep_stale: Duration,
     /// Largest freshness given by the Last-Modified heuristic (RFC 9111 §4.2.2).
     pub max_heuristic_ttl: Duration,
+    /// Pass the upstream's `Surrogate-Key`/`Cache-Tag` headers on to clients
+    /// (they are stripped by default: they are meant for caches).
+    pub expose_tag_headers: bool,
+    /// Warm-up requests sent to the upstreams at once.
+    pub warmup_concurrency: usize,
 }
 
 impl Default for CacheConfig {
@@ -177,7 +184,51 @@ impl Default for CacheConfig {
             coalesce_timeout: Duration::from_secs(10),
             keep_stale: Duration::from_secs(600),
             max_heuristic_ttl: Duration::from_secs(86_400),
+            expose_tag_headers: false,
+            warmup_concurrency: 8,
         }
+    }
+}
+
+/// Redis: the shared L2 cache and the invalidation fan-out between
+/// instances. Without `url` or `cluster`, perfgate runs with L1 only.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Standalone Redis, `redis://[:password@]host:port[/db]` (also
+    /// `PERFGATE_REDIS_URL` or `--redis`).
+    pub url: String,
+    /// Redis Cluster seed nodes, `host:port` each (instead of `url`).
+    pub cluster: Vec<String>,
+    /// Deadline of every Redis call on the request path; past it the
+    /// request goes on without L2.
+    pub timeout: Duration,
+    /// Responses larger than this are kept in L1 only.
+    pub max_object_bytes: ByteSize,
+    /// Prefix of every key perfgate writes (share one Redis between
+    /// deployments by giving each its own).
+    pub key_prefix: String,
+    /// After a failed call, how long L2 is skipped before it is tried again.
+    pub retry_after: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            cluster: Vec::new(),
+            timeout: Duration::from_millis(50),
+            max_object_bytes: ByteSize(1024 * 1024),
+            key_prefix: "perfgate".into(),
+            retry_after: Duration::from_secs(1),
+        }
+    }
+}
+
+impl RedisConfig {
+    /// True when an L2 is configured.
+    pub fn enabled(&self) -> bool {
+        !self.url.is_empty() || !self.cluster.is_empty()
     }
 }
 
@@ -264,6 +315,12 @@ pub struct RouteCachePolicy {
     /// Store responses that set cookies (the cookie is stripped from the
     /// stored copy and from hits; only the client that caused the fetch sees it).
     pub allow_set_cookie: bool,
+    /// Tags attached to every response stored through this route (in
+    /// addition to the upstream's `Surrogate-Key`/`Cache-Tag`).
+    pub tags: Vec<String>,
+    /// Tags purged after a successful unsafe request (POST/PUT/PATCH/DELETE)
+    /// on this route, e.g. `["events"]` on `/events/{id}/bookings`.
+    pub invalidate_tags: Vec<String>,
 }
 
 /// Caching of requests that carry `Authorization`.

@@ -510,6 +510,7 @@ impl Gateway {
                 vary,
                 freshness,
                 auth_reusable,
+                tags: Vec::new(),
             },
             Instant::now(),
         ));

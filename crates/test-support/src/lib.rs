@@ -19,6 +19,7 @@ mod client;
 mod gateway;
 mod origin;
 mod raw;
+mod redis;
 mod util;
 
 pub use binary::{Binary, BinaryBuilder, free_port};
@@ -26,6 +27,7 @@ pub use client::{Client, RequestBuilder, TestResponse};
 pub use gateway::{Gateway, GatewayBuilder, RunningGateway};
 pub use origin::{Gate, Origin, Recorded, Req, Rsp, RunningOrigin};
 pub use raw::{raw, raw_timeout};
+pub use redis::{RedisCluster, RedisServer};
 pub use util::{TempDir, eventually, stays};
 
 /// Generous upper bound for anything a test waits on: the suite must pass
