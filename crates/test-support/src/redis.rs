@@ -95,10 +95,10 @@ impl RedisServer {
             if ping(self.port) {
                 return true;
             }
-            if let Some(c) = &mut self.child {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return false; // exited: port taken
-                }
+            if let Some(c) = &mut self.child
+                && let Ok(Some(_)) = c.try_wait()
+            {
+                return false; // exited: port taken
             }
             std::thread::sleep(Duration::from_millis(20));
         }
