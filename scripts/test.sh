@@ -5,9 +5,9 @@
 # Usage: scripts/test.sh            # everything
 #        scripts/test.sh --quick    # tests only (no fmt/clippy)
 #
-# The tests need nothing beyond the Rust toolchain today; services that
-# later tests need (redis-server, PostgreSQL) are installed and started here,
-# on ephemeral ports in a temporary directory, and stopped on exit.
+# The Redis tests need `redis-server` and `redis-cli`: they are installed here
+# when missing (apt); the tests themselves start their servers (standalone and
+# a 3-master cluster) on ephemeral ports in temporary directories.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +22,24 @@ if [ "$quick" = 0 ]; then
   step "cargo clippy (all targets, warnings are errors)"
   cargo clippy --workspace --all-targets --locked -- -D warnings
 fi
+
+# The Redis tests (L2, invalidation fan-out, cluster) start their own
+# redis-server processes on ephemeral ports through test-support; they only
+# need the binaries. Under CI a missing Redis fails those tests.
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+  step "installing redis-server and redis-cli"
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >/dev/null
+  # The Debian package may start a system redis on 6379: the tests use their
+  # own servers, so stop it and keep it from starting again.
+  $sudo service redis-server stop >/dev/null 2>&1 || true
+  if command -v systemctl >/dev/null 2>&1; then
+    $sudo systemctl disable --now redis-server >/dev/null 2>&1 || true
+  fi
+fi
+step "redis: $(redis-server --version | awk '{print $3}')"
 
 step "cargo test (workspace)"
 cargo test --workspace --locked 2>&1 | tee /tmp/perfgate-test.$$.log

@@ -1,12 +1,18 @@
-//! The admin API: health, metrics and cache administration, each resource
-//! in its own module, all behind one auth layer. It uses only the public
+//! The admin API: health, metrics and cache administration (statistics,
+//! invalidation, warm-up), each resource in its own module, all but health
+//! behind one auth layer. It uses only the public
 //! handles of the proxy crate.
 
 mod auth;
 mod cache;
 mod envelope;
 mod health;
+mod invalidate;
+mod json;
 mod metrics;
+#[cfg(test)]
+mod tests;
+mod warmup;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,6 +39,8 @@ pub struct AdminState {
 pub fn router(state: AdminState) -> Router {
     let protected = Router::new()
         .merge(cache::routes())
+        .merge(invalidate::routes())
+        .merge(warmup::routes())
         .merge(metrics::routes(!state.metrics_public))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

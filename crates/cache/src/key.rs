@@ -54,6 +54,15 @@ impl KeyNormalizer {
         key
     }
 
+    /// The normalized `path?query` part alone, as it appears in keys (for
+    /// matching a path on every host).
+    pub fn target(&self, path_and_query: &str) -> String {
+        let key = self.primary_key("http", "h", path_and_query);
+        key_target(&key)
+            .map(|(_, t)| t.to_string())
+            .unwrap_or_default()
+    }
+
     fn push_query(&self, key: &mut String, query: &str) {
         let mut params: Vec<String> = query
             .split('&')
@@ -85,6 +94,16 @@ impl KeyNormalizer {
         self.exact.iter().any(|e| e[..] == name[..])
             || self.prefixes.iter().any(|p| name.starts_with(p))
     }
+}
+
+/// Splits a primary key into `scheme://host` and the normalized
+/// `path?query` (without any per-user suffix).
+pub fn key_target(key: &str) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix("GET ")?;
+    let rest = rest.split('\n').next().unwrap_or(rest);
+    let after_scheme = rest.find("://")? + 3;
+    let path_at = rest[after_scheme..].find('/').map(|i| after_scheme + i)?;
+    Some((&rest[..path_at], &rest[path_at..]))
 }
 
 /// The stable identifier of a key used by the admin API: 32 lowercase hex
@@ -202,6 +221,26 @@ fn percent_decode(input: &str) -> Cow<'_, [u8]> {
         }
     }
     Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod target_tests {
+    use super::*;
+
+    #[test]
+    fn key_target_splits_origin_and_target() {
+        let n = KeyNormalizer::default();
+        let k = n.primary_key("http", "Api.Example:80", "/events?b=2&a=1");
+        assert_eq!(
+            key_target(&k),
+            Some(("http://api.example", "/events?a=1&b=2"))
+        );
+        let per_user = format!("{k}\nuser=abc");
+        assert_eq!(key_target(&per_user), key_target(&k));
+        let n = KeyNormalizer::new(&["utm_*".to_string()]);
+        assert_eq!(n.target("/events?b=2&a=1&utm_source=x"), "/events?a=1&b=2");
+        assert_eq!(key_target("nonsense"), None);
+    }
 }
 
 #[cfg(test)]

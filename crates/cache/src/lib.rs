@@ -13,6 +13,7 @@ pub mod entry;
 pub mod key;
 pub mod memory;
 pub mod policy;
+pub mod redis;
 pub mod vary;
 
 #[cfg(test)]

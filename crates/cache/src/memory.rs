@@ -142,6 +142,52 @@ impl MemoryCache {
         }
     }
 
+    /// Removes every key for which `pred(key, variants)` holds; returns how
+    /// many were removed. Walks the whole cache: an admin-path operation.
+    pub fn remove_matching(&self, pred: impl Fn(&str, &Variants) -> bool) -> u64 {
+        let keys: Vec<Arc<str>> = self
+            .inner
+            .iter()
+            .filter(|(k, v)| pred(k, v))
+            .map(|(k, _)| (*k).clone())
+            .collect();
+        let n = keys.len() as u64;
+        for k in keys {
+            self.inner.invalidate(&k);
+        }
+        n
+    }
+
+    /// Marks every variant under the keys for which `pred` holds as stale
+    /// (soft purge); returns how many keys were softened.
+    pub fn soften_matching(&self, pred: impl Fn(&str, &Variants) -> bool) -> u64 {
+        let now = std::time::Instant::now();
+        let hits: Vec<(Arc<str>, Arc<Variants>)> = self
+            .inner
+            .iter()
+            .filter(|(k, v)| pred(k, v))
+            .map(|(k, v)| ((*k).clone(), v))
+            .collect();
+        let n = hits.len() as u64;
+        for (k, v) in hits {
+            let entries = v
+                .entries
+                .iter()
+                .map(|e| Arc::new(e.softened(now)))
+                .collect();
+            self.inner.insert(k, Arc::new(Variants { entries }));
+        }
+        n
+    }
+
+    /// The primary key whose `url_hash` is `hash`, if stored here.
+    pub fn key_for_hash(&self, hash: &str) -> Option<String> {
+        self.inner
+            .iter()
+            .find(|(k, _)| crate::key::url_hash(k) == hash)
+            .map(|(k, _)| k.to_string())
+    }
+
     /// Removes every variant under `key`; true if something was there.
     pub fn remove(&self, key: &str) -> bool {
         self.inner.remove(key).is_some()

@@ -504,3 +504,145 @@ proptest! {
         let _ = from_env_only([(k, v)]);
     }
 }
+
+#[test]
+fn redis_settings_are_checked() {
+    let text = r#"
+[upstream]
+url = "http://u"
+[cache]
+max_object_bytes = "1MiB"
+warmup_concurrency = 0
+[redis]
+url = "http://r:6379"
+cluster = ["a:1", "b", "c:0", "redis://d:1", "[::1]:7000", "[zz]:1"]
+timeout = "0s"
+retry_after = "0s"
+max_object_bytes = "2MiB"
+key_prefix = "my app"
+"#;
+    let e = errors(text);
+    for path in [
+        "cache.warmup_concurrency",
+        "redis.url",
+        "redis.cluster",
+        "redis.cluster[1]",
+        "redis.cluster[2]",
+        "redis.cluster[3]",
+        "redis.cluster[5]",
+        "redis.timeout",
+        "redis.retry_after",
+        "redis.max_object_bytes",
+        "redis.key_prefix",
+    ] {
+        let p = find(&e, path);
+        assert!(at(p).is_some(), "{p}");
+    }
+    assert_eq!(e.problems.len(), 11, "{e}");
+    assert!(find(&e, "redis.cluster").reason.contains("not both"));
+    assert!(find(&e, "redis.cluster[2]").reason.contains("1 to 65535"));
+    assert!(
+        find(&e, "redis.cluster[3]")
+            .reason
+            .contains("without a scheme")
+    );
+    assert!(find(&e, "redis.max_object_bytes").reason.contains("1MiB"));
+}
+
+#[test]
+fn redis_urls() {
+    let base = "[upstream]\nurl = \"http://u\"\n[redis]\n";
+    for ok in [
+        "redis://127.0.0.1:6379",
+        "redis://localhost",
+        "rediss://cache.internal:6380/2",
+        "redis://:secret@r:6379/0",
+        "redis://user:p@ss@r:6379",
+        "REDIS://r",
+        "redis://[::1]:6379",
+    ] {
+        load_ok(&format!("{base}url = \"{ok}\"\n"), &[]);
+    }
+    for bad in [
+        "127.0.0.1:6379",
+        "redis://",
+        "redis://:pw@",
+        "redis:///0",
+        "redis://r:0",
+        "redis://r:65536",
+        "redis://r:x",
+        "redis://r 1",
+        "unix:///tmp/redis.sock",
+    ] {
+        let e = errors(&format!("{base}url = \"{bad}\"\n"));
+        assert_eq!(find(&e, "redis.url").path, "redis.url", "{bad}");
+        assert_eq!(e.problems.len(), 1, "{bad}: {e}");
+    }
+    // Without Redis, a small cache.max_object_bytes needs no redis change.
+    load_ok(
+        "[upstream]\nurl = \"http://u\"\n[cache]\nmax_object_bytes = \"64KiB\"\n",
+        &[],
+    );
+    // An empty url is "no L2", and so is an empty cluster list.
+    load_ok(&format!("{base}url = \"\"\ncluster = []\n"), &[]);
+    load_ok(
+        &format!("{base}cluster = [\"10.0.0.1:7000\", \"node-2.redis:7001\"]\n"),
+        &[],
+    );
+}
+
+#[test]
+fn redis_from_cli_style_env() {
+    let c = load_ok(
+        "",
+        &[
+            ("PERFGATE_UPSTREAM__URL", "http://u"),
+            ("PERFGATE_REDIS__CLUSTER", "a:7000,b:7001"),
+        ],
+    );
+    assert_eq!(c.redis.cluster, ["a:7000", "b:7001"]);
+    let e = env_errors(
+        "",
+        &[
+            ("PERFGATE_UPSTREAM__URL", "http://u"),
+            ("PERFGATE_REDIS__URL", "redis://r"),
+            ("PERFGATE_REDIS__CLUSTER", "a:7000"),
+        ],
+    );
+    find(&e, "redis.cluster");
+}
+
+#[test]
+fn route_tags_and_warmup_concurrency() {
+    let e = errors(
+        r#"[upstream]
+url = "http://u"
+[cache]
+warmup_concurrency = 65
+[[routes]]
+path = "/events"
+[routes.cache]
+tags = ["events", "", "two words"]
+invalidate_tags = ["ok", "tab	x"]
+"#,
+    );
+    for path in [
+        "cache.warmup_concurrency",
+        "routes[0].cache.tags[1]",
+        "routes[0].cache.tags[2]",
+        "routes[0].cache.invalidate_tags[1]",
+    ] {
+        let p = find(&e, path);
+        assert!(at(p).is_some(), "{p}");
+    }
+    assert_eq!(e.problems.len(), 4, "{e}");
+    assert!(
+        find(&e, "cache.warmup_concurrency")
+            .reason
+            .contains("1 to 64")
+    );
+    load_ok(
+        "[upstream]\nurl = \"http://u\"\n[cache]\nwarmup_concurrency = 64\n[[routes]]\npath = \"/e\"\n[routes.cache]\ntags = [\"events\", \"e:42\"]\ninvalidate_tags = [\"events\"]\n",
+        &[],
+    );
+}

@@ -13,6 +13,11 @@ use crate::units::Duration;
 /// Encodings perfgate can produce.
 const ALGORITHMS: [&str; 3] = ["br", "zstd", "gzip"];
 
+/// Upper bound of `cache.warmup_concurrency` (and of the admin API's
+/// per-request `concurrency`): warm-up must not turn into a load test of
+/// the upstream.
+const MAX_WARMUP_CONCURRENCY: usize = 64;
+
 /// Checks everything serde cannot: addresses, URLs, route shapes, ranges and
 /// relations between settings. Returns every problem found (empty when the
 /// configuration is usable). Relative file paths are resolved against the
@@ -110,6 +115,18 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         }
     }
     nonzero(cache.coalesce_timeout, "cache.coalesce_timeout", &mut p);
+    if !(1..=MAX_WARMUP_CONCURRENCY).contains(&cache.warmup_concurrency) {
+        p(
+            "cache.warmup_concurrency".into(),
+            format!(
+                "{} is out of range: use 1 to {MAX_WARMUP_CONCURRENCY}",
+                cache.warmup_concurrency
+            ),
+        );
+    }
+
+    // Redis (L2 and invalidation fan-out).
+    check_redis(config, &mut p);
 
     // Compression.
     let comp = &config.compression;
@@ -226,6 +243,16 @@ fn check_route(
             p(path, format!("{m:?} is listed twice"));
         }
     }
+    for (field, tags) in [
+        ("tags", &route.cache.tags),
+        ("invalidate_tags", &route.cache.invalidate_tags),
+    ] {
+        for (j, tag) in tags.iter().enumerate() {
+            if let Err(e) = check_tag(tag) {
+                p(format!("routes[{i}].cache.{field}[{j}]"), e);
+            }
+        }
+    }
     match &route.upstream {
         Some(u) if u.is_empty() => p(
             at("upstream"),
@@ -243,6 +270,156 @@ fn check_route(
         ),
         None => {}
     }
+}
+
+/// The `[redis]` section. Deadlines and the key prefix are checked even
+/// without a Redis configured, so that adding `url` later does not reveal
+/// old mistakes.
+fn check_redis(config: &Config, p: &mut impl FnMut(String, String)) {
+    let redis = &config.redis;
+    if !redis.url.is_empty()
+        && let Err(e) = check_redis_url(&redis.url)
+    {
+        p("redis.url".into(), e);
+    }
+    if !redis.url.is_empty() && !redis.cluster.is_empty() {
+        p(
+            "redis.cluster".into(),
+            "set either redis.url (standalone) or redis.cluster (cluster seed nodes), not both"
+                .into(),
+        );
+    }
+    for (i, node) in redis.cluster.iter().enumerate() {
+        if let Err(e) = check_host_port(node) {
+            p(format!("redis.cluster[{i}]"), e);
+        }
+    }
+    nonzero(redis.timeout, "redis.timeout", p);
+    nonzero(redis.retry_after, "redis.retry_after", p);
+    // L2 is filled from what L1 stores, so a larger L2 limit would only
+    // promise objects that never reach it. Without Redis the limit is moot,
+    // and lowering cache.max_object_bytes must not require touching it.
+    if redis.enabled() && redis.max_object_bytes > config.cache.max_object_bytes {
+        p(
+            "redis.max_object_bytes".into(),
+            format!(
+                "{} is larger than cache.max_object_bytes ({}): larger objects are never stored",
+                redis.max_object_bytes, config.cache.max_object_bytes
+            ),
+        );
+    }
+    if redis.key_prefix.is_empty() {
+        p(
+            "redis.key_prefix".into(),
+            "empty: every key perfgate writes needs a prefix (e.g. \"perfgate\")".into(),
+        );
+    } else if redis
+        .key_prefix
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        p(
+            "redis.key_prefix".into(),
+            format!(
+                "{:?} must not contain whitespace or control characters",
+                redis.key_prefix
+            ),
+        );
+    }
+}
+
+/// `redis://[user[:password]@]host[:port][/db]` or `rediss://…` (TLS).
+fn check_redis_url(url: &str) -> Result<(), String> {
+    let expected = "expected redis://[:password@]host[:port][/db] or rediss://…";
+    let lower = url.to_ascii_lowercase();
+    let rest = if lower.starts_with("redis://") {
+        &url["redis://".len()..]
+    } else if lower.starts_with("rediss://") {
+        &url["rediss://".len()..]
+    } else {
+        return Err(format!("invalid Redis URL {url:?}: {expected}"));
+    };
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("invalid Redis URL {url:?}: contains whitespace"));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    // The password may contain `@`: the host is after the last one.
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    if host_port.is_empty() {
+        return Err(format!("invalid Redis URL {url:?}: no host; {expected}"));
+    }
+    let (host, port) = split_host_port(host_port);
+    if host.is_empty() {
+        return Err(format!("invalid Redis URL {url:?}: no host; {expected}"));
+    }
+    if let Some(port) = port
+        && !valid_port(port)
+    {
+        return Err(format!(
+            "invalid Redis URL {url:?}: the port must be 1 to 65535"
+        ));
+    }
+    Ok(())
+}
+
+/// A cluster seed node: `host:port` (IPv6 as `[addr]:port`).
+fn check_host_port(node: &str) -> Result<(), String> {
+    let hint = "expected host:port such as \"10.0.0.1:6379\" or \"[::1]:7000\"";
+    if node.contains("://") {
+        return Err(format!(
+            "{node:?}: cluster nodes are host:port without a scheme; {hint}"
+        ));
+    }
+    let (host, port) = split_host_port(node);
+    let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    };
+    match port {
+        Some(port) if host_ok && valid_port(port) => Ok(()),
+        Some(_) if host_ok => Err(format!("{node:?}: the port must be 1 to 65535")),
+        _ => Err(format!("{node:?} is not a node address: {hint}")),
+    }
+}
+
+/// Splits `host:port`, `[v6]:port`, `host` or `[v6]`; the port is the text
+/// after the last `:` outside brackets.
+fn split_host_port(s: &str) -> (&str, Option<&str>) {
+    if s.starts_with('[') {
+        return match s.find(']') {
+            Some(end) => match s[end + 1..].strip_prefix(':') {
+                Some(port) => (&s[..=end], Some(port)),
+                None if end + 1 == s.len() => (s, None),
+                // Text after `]` that is not a port: report it as a bad port.
+                None => (&s[..=end], Some(&s[end + 1..])),
+            },
+            None => (s, None),
+        };
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (s, None),
+    }
+}
+
+fn valid_port(p: &str) -> bool {
+    !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok_and(|n| n != 0)
+}
+
+/// A cache tag: non-empty and without whitespace, which separates tags in
+/// `Surrogate-Key`.
+fn check_tag(tag: &str) -> Result<(), String> {
+    if tag.is_empty() {
+        return Err("empty tag".into());
+    }
+    if tag.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("tag {tag:?} must not contain whitespace"));
+    }
+    Ok(())
 }
 
 fn is_standard_method(m: &str) -> bool {

@@ -4,4 +4,4 @@
 
 mod metrics;
 
-pub use metrics::{CacheEvent, Metrics, RouteMetrics, UpstreamErrorKind};
+pub use metrics::{CacheEvent, InvalidationSource, Metrics, RouteMetrics, UpstreamErrorKind};

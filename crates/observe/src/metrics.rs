@@ -79,6 +79,24 @@ pub enum UpstreamErrorKind {
     status_5xx,
 }
 
+/// Where an invalidation came from; the `source` label of
+/// `perfgate_invalidations_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum InvalidationSource {
+    /// The admin API.
+    admin,
+    /// A successful unsafe request (RFC 9111 §4.4).
+    automatic,
+    /// Another instance, through Redis.
+    fanout,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: InvalidationSource,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     kind: UpstreamErrorKind,
@@ -100,6 +118,10 @@ pub struct Metrics {
     compression_saved: Counter,
     cache_entries: Gauge,
     cache_bytes: Gauge,
+    invalidations: Family<SourceLabels, Counter>,
+    l2_up: Gauge,
+    l2_errors: Counter,
+    l2_writes: Counter,
 }
 
 impl Default for Metrics {
@@ -180,8 +202,36 @@ impl Metrics {
             "Bytes held by the L1 cache",
             cache_bytes.clone(),
         );
+        let invalidations = Family::<SourceLabels, Counter>::default();
+        registry.register(
+            "invalidations",
+            "Invalidations applied, by source (admin, automatic, fanout)",
+            invalidations.clone(),
+        );
+        let l2_up = Gauge::default();
+        registry.register(
+            "l2_up",
+            "1 when the Redis L2 answers, 0 when it is degraded or unreachable",
+            l2_up.clone(),
+        );
+        let l2_errors = Counter::default();
+        registry.register(
+            "l2_errors",
+            "Redis L2 calls that failed or hit their deadline",
+            l2_errors.clone(),
+        );
+        let l2_writes = Counter::default();
+        registry.register(
+            "l2_writes",
+            "Entries written to the Redis L2",
+            l2_writes.clone(),
+        );
         Self {
             registry,
+            invalidations,
+            l2_up,
+            l2_errors,
+            l2_writes,
             requests,
             latency,
             cache,
@@ -226,6 +276,28 @@ impl Metrics {
                 .get_or_create(&CacheLabels { layer, result })
                 .inc();
         }
+    }
+
+    /// Counts one applied invalidation.
+    pub fn invalidation(&self, source: InvalidationSource) {
+        self.invalidations
+            .get_or_create(&SourceLabels { source })
+            .inc();
+    }
+
+    /// Publishes whether the L2 answers.
+    pub fn set_l2_up(&self, up: bool) {
+        self.l2_up.set(i64::from(up));
+    }
+
+    /// Counts one failed or timed-out L2 call.
+    pub fn l2_error(&self) {
+        self.l2_errors.inc();
+    }
+
+    /// Counts one entry written to L2.
+    pub fn l2_write(&self) {
+        self.l2_writes.inc();
     }
 
     /// Counts one failed upstream exchange.

@@ -64,6 +64,10 @@ pub async fn start_on(
     proxy_listener: TcpListener,
     admin_listener: TcpListener,
 ) -> anyhow::Result<Running> {
+    let mut config = config;
+    // Warm-up requests use the proxy's address as their Host by default: the
+    // real one, when the listener was bound to port 0.
+    config.server.listen = proxy_listener.local_addr()?.to_string();
     let metrics = Arc::new(Metrics::new());
     let gateway = Gateway::new(&config, metrics).map_err(anyhow::Error::msg)?;
     let tls = match &config.server.tls {
@@ -95,6 +99,8 @@ pub async fn start_on(
         );
     }
     let (stop, stopped) = watch::channel(false);
+    // The invalidation fan-out listener (when Redis is configured).
+    gateway.run_background(stopped.clone());
     let wait = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };

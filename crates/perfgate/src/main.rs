@@ -1,11 +1,12 @@
 //! The `perfgate` command: parse the command line, load the configuration,
 //! run, drain. Everything else lives in the library crates.
 
+mod cli;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// perfgate: a caching, compressing performance gateway in front of an HTTP API.
@@ -57,6 +58,12 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
     },
+    /// Administer the cache of a running perfgate through its admin API:
+    /// `stats`, `purge`, `warmup`.
+    ///
+    /// The admin URL comes from `--admin` or `PERFGATE_ADMIN_URL`, the token
+    /// from `--admin-token-file` or `PERFGATE_ADMIN_TOKEN`.
+    Cache(cli::CacheArgs),
 }
 
 #[derive(clap::Args)]
@@ -77,6 +84,19 @@ struct ServeArgs {
     /// with neither, the admin API answers only loopback clients).
     #[arg(long, env = "PERFGATE_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
+    /// Standalone Redis for the shared L2 cache and invalidation fan-out,
+    /// `redis://[:password@]host:port[/db]` (sets `redis.url`).
+    #[arg(
+        long,
+        env = "PERFGATE_REDIS_URL",
+        value_name = "URL",
+        conflicts_with = "redis_cluster"
+    )]
+    redis: Option<String>,
+    /// Redis Cluster seed nodes instead of `--redis`, `host:port,host:port,…`
+    /// (sets `redis.cluster`).
+    #[arg(long, env = "PERFGATE_REDIS_CLUSTER", value_name = "HOST:PORT,…")]
+    redis_cluster: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -84,6 +104,8 @@ fn main() -> ExitCode {
     // The demo prints a report on the terminal: keep routine logs out of it.
     let default_log = match cli.command {
         Command::Demo { .. } => "error",
+        // The cache commands print their own output; logs would only mix in.
+        Command::Cache(_) => "warn",
         _ => "info",
     };
     init_logging(cli.log.as_deref().unwrap_or(default_log), cli.log_format);
@@ -101,6 +123,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::CheckConfig { file } => return check_config(&file),
+            Command::Cache(args) => return cli::run(args).await,
             Command::Demo {
                 once,
                 duration,
@@ -149,6 +172,8 @@ fn config_env(args: &ServeArgs) -> Vec<(std::ffi::OsString, std::ffi::OsString)>
     set("PERFGATE_UPSTREAM__URL", &args.upstream);
     set("PERFGATE_SERVER__LISTEN", &args.listen);
     set("PERFGATE_ADMIN__LISTEN", &args.admin_listen);
+    set("PERFGATE_REDIS__URL", &args.redis);
+    set("PERFGATE_REDIS__CLUSTER", &args.redis_cluster);
     env
 }
 
@@ -159,7 +184,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => perfgate_config::from_env_only(env),
     }
     .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
-    let token = admin_token(
+    let token = cli::admin_token(
         args.admin_token_file.as_deref(),
         config.admin.token_file.as_deref(),
     )?;
@@ -174,28 +199,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     running.shutdown().await;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// The admin token: from `--admin-token-file`, else `admin.token_file`,
-/// else `PERFGATE_ADMIN_TOKEN`.
-fn admin_token(cli_file: Option<&Path>, cfg_file: Option<&str>) -> anyhow::Result<Option<String>> {
-    let file = cli_file
-        .map(Path::to_path_buf)
-        .or_else(|| cfg_file.map(PathBuf::from));
-    if let Some(f) = file {
-        let t = std::fs::read_to_string(&f)
-            .with_context(|| format!("cannot read the admin token file {}", f.display()))?;
-        let t = t.trim().to_string();
-        anyhow::ensure!(
-            !t.is_empty(),
-            "the admin token file {} is empty",
-            f.display()
-        );
-        return Ok(Some(t));
-    }
-    Ok(std::env::var("PERFGATE_ADMIN_TOKEN")
-        .ok()
-        .filter(|t| !t.trim().is_empty()))
 }
 
 async fn shutdown_signal() {

@@ -27,13 +27,16 @@ use crate::coalesce::Join;
 use crate::compressing::{add_vary_accept_encoding, weaken_etag};
 use crate::error::{ErrorKind, GatewayError};
 use crate::gateway::{CACHE_STATUS, Conn, Cx, Gateway, Outgoing};
-use crate::headers::{append_via, strip_hop_by_hop};
+use crate::headers::{append_via, strip_hop_by_hop, strip_tag_headers};
+use crate::invalidate::response_tags;
 use crate::route::Route;
 use crate::stats::Stats;
+use crate::tiers::L2Lookup;
 
 const HIT: HeaderValue = HeaderValue::from_static("perfgate; hit");
 const HIT_SWR: HeaderValue =
     HeaderValue::from_static("perfgate; hit; detail=stale-while-revalidate");
+const HIT_L2: HeaderValue = HeaderValue::from_static("perfgate; hit; detail=l2");
 const MISS_STORED: HeaderValue = HeaderValue::from_static("perfgate; fwd=miss; stored");
 const MISS_COLLAPSED: HeaderValue = HeaderValue::from_static("perfgate; fwd=miss; collapsed");
 const MISS_HEAD: HeaderValue = HeaderValue::from_static("perfgate; fwd=miss; detail=head");
@@ -52,10 +55,10 @@ pub(crate) struct Shared {
 /// The request facts a fetch needs, owned so the fetch can outlive the
 /// client that started it.
 pub(crate) struct CacheReq {
-    uri: Uri,
-    headers: HeaderMap,
-    version: Version,
-    conn: Conn,
+    pub(crate) uri: Uri,
+    pub(crate) headers: HeaderMap,
+    pub(crate) version: Version,
+    pub(crate) conn: Conn,
 }
 
 /// The outcome of one upstream fetch for the cache.
@@ -105,17 +108,25 @@ impl Gateway {
         let accept = |e: &Entry| e.vary.matches(req.headers()) && (!auth_rfc || e.auth_reusable);
         let found = cache.lookup(&key, accept);
         let now = Instant::now();
+        self.warmups.record(
+            &key,
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| req.uri().authority().map(|a| a.as_str()))
+                .unwrap_or(""),
+            req.uri().path_and_query().map_or("/", |p| p.as_str()),
+        );
         if let Some(entry) = &found {
             match entry.reuse(now) {
                 Reuse::Fresh | Reuse::Stale => {
-                    self.count(CacheEvent::hit);
-                    self.saved_upstream_call(entry);
+                    self.count(&route, CacheEvent::hit);
+                    self.saved_upstream_call(&route, entry);
                     return Ok(self.respond(&key, entry, req.method(), req.headers(), HIT, &[]));
                 }
                 Reuse::StaleWhileRevalidate => {
-                    self.count(CacheEvent::stale);
-                    Stats::inc(&self.stats.stale);
-                    self.saved_upstream_call(entry);
+                    self.count(&route, CacheEvent::stale);
+                    self.saved_upstream_call(&route, entry);
                     if entry.try_start_refresh() {
                         let creq = self.cache_req(&req, conn);
                         self.spawn_refresh(route.clone(), key.clone(), creq, entry.clone());
@@ -135,7 +146,7 @@ impl Gateway {
         if req.method() == Method::HEAD {
             // A HEAD miss is answered by the upstream and not stored: it has
             // no body to store.
-            self.count(CacheEvent::miss);
+            self.count(&route, CacheEvent::miss);
             let (parts, body) = req.into_parts();
             let up = self.upstream_request(
                 &route,
@@ -160,32 +171,62 @@ impl Gateway {
             let (parts, _body) = req.into_parts();
             (parts.method, parts.headers)
         };
-        if cache.is_unshareable(&key) {
+        let fetched = self
+            .fill(&route, &key, &creq, found, auth_rfc, &mut cx.upstream)
+            .await?;
+        Ok(self.answer(&key, fetched, &method, &headers))
+    }
+
+    /// Gets `creq` into the cache (or at least answers it), sharing one
+    /// upstream request between concurrent callers for the same key.
+    pub(crate) async fn fill(
+        self: &Arc<Self>,
+        route: &Arc<Route>,
+        key: &str,
+        creq: &Arc<CacheReq>,
+        found: Option<Arc<Entry>>,
+        auth_rfc: bool,
+        upstream: &mut Duration,
+    ) -> Result<Fetched, GatewayError> {
+        if self.cache.as_ref().is_some_and(|c| c.is_unshareable(key)) {
             // Recent responses for this key could not be shared: waiting for
             // another request's fetch would only add its latency to ours.
-            let fetched = self
-                .fetch(&route, &key, &creq, found, &mut cx.upstream)
-                .await?;
-            return Ok(self.answer(&key, fetched, &method, &headers));
+            return self.fetch(route, key, creq, found, upstream).await;
         }
-        let fetched = match self.flights.join(&key) {
+        match self.flights.join(key) {
             Join::Leader(leader) => {
                 // The fetch runs in its own task so that it completes (and
                 // serves the waiters) even if this client goes away.
                 let gw = self.clone();
-                let (route2, key2, creq2) = (route.clone(), key.clone(), creq.clone());
+                let (route2, key2, creq2) = (route.clone(), key.to_string(), creq.clone());
                 let task = tokio::spawn(async move {
                     let mut upstream = Duration::ZERO;
+                    // L2 first: another instance may have fetched it already.
+                    let found = match gw.l2_lookup(&route2, &key2, &creq2, auth_rfc).await {
+                        L2Lookup::Fresh(entry) => {
+                            gw.saved_upstream_call(&route2, &entry);
+                            let out = Ok(Fetched::Entry {
+                                entry,
+                                label: HIT_L2,
+                                shareable: true,
+                                set_cookie: Vec::new(),
+                            });
+                            leader.complete(out.as_ref().ok().and_then(Fetched::shared));
+                            return (out, upstream);
+                        }
+                        L2Lookup::Stale(entry) => found.or(Some(entry)),
+                        L2Lookup::Nothing => found,
+                    };
                     let out = gw.fetch(&route2, &key2, &creq2, found, &mut upstream).await;
                     let shared = out.as_ref().ok().and_then(Fetched::shared);
                     leader.complete(shared);
                     (out, upstream)
                 });
-                let (out, upstream) = task
+                let (out, took) = task
                     .await
                     .map_err(|_| GatewayError::new(ErrorKind::Internal, "cache fetch failed"))?;
-                cx.upstream += upstream;
-                out?
+                *upstream += took;
+                out
             }
             Join::Waiter(mut rx) => {
                 let waited =
@@ -194,32 +235,25 @@ impl Gateway {
                         .ok()
                         .and_then(Result::ok)
                         .and_then(|v| v.clone().flatten());
-                let auth_ok =
-                    |e: &Entry| e.vary.matches(&headers) && (!auth_rfc || e.auth_reusable);
+                let usable =
+                    |e: &Entry| e.vary.matches(&creq.headers) && (!auth_rfc || e.auth_reusable);
                 match waited {
-                    Some(shared) if auth_ok(&shared.entry) => {
-                        self.count(CacheEvent::coalesced);
-                        Stats::inc(&self.stats.coalesced);
-                        self.saved_upstream_call(&shared.entry);
+                    Some(shared) if usable(&shared.entry) => {
+                        self.count(route, CacheEvent::coalesced);
+                        self.saved_upstream_call(route, &shared.entry);
                         self.metrics.coalesced_waiter();
-                        return Ok(self.respond(
-                            &key,
-                            &shared.entry,
-                            &method,
-                            &headers,
-                            MISS_COLLAPSED,
-                            &[],
-                        ));
+                        Ok(Fetched::Entry {
+                            entry: shared.entry,
+                            label: MISS_COLLAPSED,
+                            shareable: true,
+                            set_cookie: Vec::new(),
+                        })
                     }
                     // Nothing shareable came in time: fetch for ourselves.
-                    _ => {
-                        self.fetch(&route, &key, &creq, found, &mut cx.upstream)
-                            .await?
-                    }
+                    _ => self.fetch(route, key, creq, found, upstream).await,
                 }
             }
-        };
-        Ok(self.answer(&key, fetched, &method, &headers))
+        }
     }
 
     /// The response to the client whose request caused a fetch.
@@ -241,18 +275,29 @@ impl Gateway {
         }
     }
 
-    fn count(&self, event: CacheEvent) {
+    /// Counts one cache outcome: the metric, and the instance's and the
+    /// route's statistics.
+    pub(crate) fn count(&self, route: &Route, event: CacheEvent) {
         self.metrics.cache_event("l1", event);
-        if event == CacheEvent::miss {
-            Stats::inc(&self.stats.misses);
-        }
+        let field: fn(&Stats) -> &std::sync::atomic::AtomicU64 = match event {
+            CacheEvent::miss => |s| &s.misses,
+            CacheEvent::stale => |s| &s.stale,
+            CacheEvent::revalidated => |s| &s.revalidated,
+            CacheEvent::coalesced => |s| &s.coalesced,
+            CacheEvent::bypass => |s| &s.bypass,
+            CacheEvent::hit => return,
+        };
+        Stats::inc(field(&self.stats));
+        Stats::inc(field(&route.stats));
     }
 
     /// Accounts for a request answered from the cache without its own
-    /// upstream call.
-    fn saved_upstream_call(&self, entry: &Entry) {
+    /// upstream call (a hit, stale-while-revalidate, or a coalesced wait).
+    pub(crate) fn saved_upstream_call(&self, route: &Route, entry: &Entry) {
         Stats::inc(&self.stats.hits);
+        Stats::inc(&route.stats.hits);
         Stats::add(&self.stats.upstream_bytes_saved, entry.body.len() as u64);
+        Stats::add(&route.stats.upstream_bytes_saved, entry.body.len() as u64);
     }
 
     fn cache_req<B>(&self, req: &Request<B>, conn: Conn) -> CacheReq {
@@ -300,15 +345,8 @@ impl Gateway {
             .cache
             .as_ref()
             .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "cache disabled"))?;
-        self.count(if stale.is_some() {
-            CacheEvent::stale
-        } else {
-            CacheEvent::miss
-        });
-        if stale.is_some() {
-            // A stale lookup still costs an upstream call: count it as a miss.
-            Stats::inc(&self.stats.misses);
-        }
+        // A revalidation costs an upstream call too: it is a miss.
+        self.count(route, CacheEvent::miss);
         let mut headers = cleaned_for_fetch(creq.headers.clone());
         if let Some(s) = &stale {
             headers.extend(revalidation_headers(
@@ -334,7 +372,7 @@ impl Gateway {
             Ok(rsp) => rsp,
             Err(e) => {
                 return match stale.filter(|s| s.usable_if_error(Instant::now())) {
-                    Some(entry) => Ok(self.stale_if_error(entry, 502)),
+                    Some(entry) => Ok(self.stale_if_error(route, entry, 502)),
                     None => Err(e.to_gateway()),
                 };
             }
@@ -343,7 +381,7 @@ impl Gateway {
         if status.is_server_error()
             && let Some(entry) = stale.clone().filter(|s| s.usable_if_error(Instant::now()))
         {
-            return Ok(self.stale_if_error(entry, status.as_u16()));
+            return Ok(self.stale_if_error(route, entry, status.as_u16()));
         }
         let timing = Timing {
             request_time,
@@ -366,8 +404,8 @@ impl Gateway {
                     Ok(freshness) => {
                         let entry = Arc::new(old.revalidated(merged, freshness, Instant::now()));
                         cache.insert(key, entry.clone());
-                        Stats::inc(&self.stats.revalidated);
-                        self.metrics.cache_event("l1", CacheEvent::revalidated);
+                        self.l2_store(key, &entry);
+                        self.count(route, CacheEvent::revalidated);
                         Fetched::Entry {
                             entry,
                             label: REVALIDATED,
@@ -479,6 +517,10 @@ impl Gateway {
         headers.remove(CONTENT_LENGTH);
         let set_cookie: Vec<HeaderValue> = headers.get_all(SET_COOKIE).iter().cloned().collect();
         headers.remove(SET_COOKIE);
+        let tags = response_tags(&route.tags, &headers);
+        if !self.expose_tag_headers {
+            strip_tag_headers(&mut headers);
+        }
         let cc = CacheControl::from_headers(&headers);
         let upstream_encoded = headers
             .get(CONTENT_ENCODING)
@@ -510,13 +552,15 @@ impl Gateway {
                 vary,
                 freshness,
                 auth_reusable,
-                tags: Vec::new(),
+                tags,
             },
             Instant::now(),
         ));
         cache.insert(key, entry.clone());
         cache.unmark_unshareable(key);
+        self.l2_store(key, &entry);
         Stats::inc(&self.stats.stored);
+        Stats::inc(&route.stats.stored);
         Ok(Fetched::Entry {
             entry,
             label: if stale.is_some() {
@@ -529,8 +573,8 @@ impl Gateway {
         })
     }
 
-    fn stale_if_error(&self, entry: Arc<Entry>, status: u16) -> Fetched {
-        Stats::inc(&self.stats.stale);
+    fn stale_if_error(&self, route: &Route, entry: Arc<Entry>, status: u16) -> Fetched {
+        self.count(route, CacheEvent::stale);
         let label = format!("perfgate; fwd=stale; fwd-status={status}; detail=stale-if-error");
         Fetched::Entry {
             entry,
@@ -546,7 +590,7 @@ impl Gateway {
     fn respond(
         &self,
         key: &str,
-        entry: &Entry,
+        entry: &Arc<Entry>,
         method: &Method,
         req_headers: &HeaderMap,
         label: HeaderValue,
@@ -587,6 +631,8 @@ impl Gateway {
             if let Some(c) = &self.cache {
                 c.reweigh(key);
             }
+            // Share the new variant with the other instances.
+            self.l2_store(key, entry);
         }
         let mut h = entry.headers.clone();
         if entry.compressible {

@@ -13,8 +13,9 @@ use hyper::body::Incoming;
 use perfgate_cache::compress::{Compressor, Encoding};
 use perfgate_cache::key::{KeyNormalizer, url_hash};
 use perfgate_cache::memory::MemoryCache;
+use perfgate_cache::redis::L2;
 use perfgate_config::{AuthorizedPolicy, Config, IpNet};
-use perfgate_observe::{Metrics, UpstreamErrorKind};
+use perfgate_observe::{InvalidationSource, Metrics, UpstreamErrorKind};
 
 use crate::body::{Body, Watched};
 use crate::cached::Shared;
@@ -22,10 +23,11 @@ use crate::coalesce::Flights;
 use crate::compressing::{self, Compressing};
 use crate::error::{ErrorKind, GatewayError};
 use crate::guard;
-use crate::headers::{append_via, set_forwarded, strip_hop_by_hop};
+use crate::headers::{append_via, set_forwarded, strip_hop_by_hop, strip_tag_headers};
 use crate::route::{Route, Routes};
 use crate::stats::{CacheStats, Stats};
 use crate::upstream::Upstream;
+use crate::warmup::Warmups;
 
 /// `Cache-Status` (RFC 9211).
 pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
@@ -46,6 +48,14 @@ pub struct Conn {
 pub(crate) struct Cx {
     pub(crate) route: Option<Arc<Route>>,
     pub(crate) upstream: Duration,
+}
+
+/// A random id for this process, so it can ignore its own fan-out messages.
+fn instance_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
 }
 
 /// The request line and headers of a request about to go upstream.
@@ -69,6 +79,14 @@ pub struct Gateway {
     pub(crate) coalesce_timeout: Duration,
     pub(crate) max_object_bytes: usize,
     max_body_bytes: u64,
+    pub(crate) expose_tag_headers: bool,
+    pub(crate) warmups: Warmups,
+    pub(crate) l2: Option<L2>,
+    pub(crate) l2_max_object_bytes: u64,
+    pub(crate) l2_writes: Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) keep_stale: Duration,
+    pub(crate) instance_id: String,
+    pub(crate) flush_pending: std::sync::atomic::AtomicBool,
     trusted: Vec<IpNet>,
     pub(crate) via_h1: HeaderValue,
     via_h2: HeaderValue,
@@ -95,7 +113,18 @@ impl Gateway {
             HeaderValue::from_str(&format!("{v} {}", config.server.via_name))
                 .map_err(|_| "server.via_name is not a valid header value".to_string())
         };
+        let l2 = if config.cache.enabled && config.redis.enabled() {
+            Some(L2::start(&config.redis).map_err(|e| format!("redis: {e}"))?)
+        } else {
+            None
+        };
         Ok(Arc::new(Self {
+            l2,
+            l2_max_object_bytes: config.redis.max_object_bytes.get(),
+            l2_writes: Arc::default(),
+            keep_stale: config.cache.keep_stale.get(),
+            instance_id: instance_id(),
+            flush_pending: std::sync::atomic::AtomicBool::new(false),
             routes,
             upstream: Upstream::new(&config.upstream),
             cache,
@@ -108,6 +137,11 @@ impl Gateway {
             max_object_bytes: usize::try_from(config.cache.max_object_bytes.get())
                 .unwrap_or(usize::MAX),
             max_body_bytes: config.server.max_body_bytes.get(),
+            expose_tag_headers: config.cache.expose_tag_headers,
+            warmups: Warmups::new(
+                config.server.listen.clone(),
+                config.cache.warmup_concurrency,
+            ),
             trusted,
             via_h1: via("1.1")?,
             via_h2: via("2")?,
@@ -129,7 +163,19 @@ impl Gateway {
             None => (0, 0),
         };
         self.metrics.set_cache_size(entries, bytes);
-        self.stats.snapshot(entries, bytes)
+        let mut stats = self.stats.snapshot(entries, bytes);
+        stats.layers.l2.writes = self.l2_writes.load(std::sync::atomic::Ordering::Relaxed);
+        stats.layers.l2.state = match self.l2_health() {
+            None => "disabled",
+            Some(h) => h.state,
+        };
+        self.metrics.set_l2_up(stats.layers.l2.state == "up");
+        stats.routes = self
+            .routes
+            .iter()
+            .map(|r| r.stats.route_snapshot(&r.name))
+            .collect();
+        stats
     }
 
     /// The L1 cache, when caching is enabled (for the admin API).
@@ -180,22 +226,19 @@ impl Gateway {
         match self.cache_eligibility(&route, &req) {
             Ok(()) => self.cached(route, req, conn, cx).await,
             Err(label) => {
-                Stats::inc(&self.stats.bypass);
-                self.metrics
-                    .cache_event("l1", perfgate_observe::CacheEvent::bypass);
-                let invalidate = (!req.method().is_safe())
-                    .then(|| {
-                        self.cache
-                            .as_ref()
-                            .map(|_| self.key_for(&route, req.uri(), req.headers(), conn))
-                    })
-                    .flatten();
+                self.count(&route, perfgate_observe::CacheEvent::bypass);
+                let unsafe_req = (!req.method().is_safe() && self.cache.is_some())
+                    .then(|| (req.uri().clone(), req.headers().clone()));
                 let rsp = self.pass(&route, req, conn, cx, label).await?;
-                // RFC 9111 §4.4: a successful unsafe request invalidates the target URI.
-                if let (Some(key), Some(cache)) = (invalidate, &self.cache)
+                // RFC 9111 §4.4: a successful unsafe request invalidates its
+                // target URI, the same-host Location/Content-Location URIs,
+                // and the tags the route declares.
+                if let Some((uri, headers)) = unsafe_req
                     && (rsp.status().is_success() || rsp.status().is_redirection())
                 {
-                    cache.remove(&key);
+                    let targets = self.unsafe_targets(&route, &uri, &headers, rsp.headers(), conn);
+                    self.invalidate_targets(targets, InvalidationSource::automatic)
+                        .await;
                 }
                 Ok(rsp)
             }
@@ -319,6 +362,7 @@ impl Gateway {
         cx_upstream: &mut Duration,
     ) -> Result<Response<Incoming>, crate::upstream::UpstreamError> {
         Stats::inc(&self.stats.upstream_requests);
+        Stats::inc(&route.stats.upstream_requests);
         self.metrics.upstream_request();
         let t0 = Instant::now();
         let result = self.upstream.send(req).await;
@@ -400,6 +444,9 @@ impl Gateway {
     ) -> Response<Body> {
         let (mut parts, body) = rsp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        if !self.expose_tag_headers {
+            strip_tag_headers(&mut parts.headers);
+        }
         append_via(&mut parts.headers, &self.via_h1);
         parts.headers.insert(CACHE_STATUS, label);
         let body =

@@ -88,6 +88,13 @@ pub fn set_forwarded(h: &mut HeaderMap, peer: IpAddr, trusted: bool, proto: &'st
     }
 }
 
+/// Removes the upstream's cache tags (`Surrogate-Key`, `Cache-Tag`): they
+/// are meant for caches, not clients.
+pub fn strip_tag_headers(h: &mut HeaderMap) {
+    h.remove("surrogate-key");
+    h.remove("cache-tag");
+}
+
 /// Appends `value` (e.g. `1.1 perfgate`) to `Via`.
 pub fn append_via(h: &mut HeaderMap, value: &HeaderValue) {
     h.append(header::VIA, value.clone());

@@ -9,6 +9,8 @@ use perfgate_cache::policy::RoutePolicy;
 use perfgate_config::{Config, RouteConfig};
 use perfgate_observe::{Metrics, RouteMetrics};
 
+use crate::stats::Stats;
+
 /// Where a route's requests go.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -130,8 +132,14 @@ pub struct Route {
     pub bypass: bool,
     /// Caching policy.
     pub policy: RoutePolicy,
+    /// Tags attached to every response stored through this route.
+    pub tags: Vec<Arc<str>>,
+    /// Tags purged after a successful unsafe request on this route.
+    pub invalidate_tags: Vec<Arc<str>>,
     /// Pre-resolved metric handles.
     pub metrics: RouteMetrics,
+    /// Cache statistics of this route.
+    pub(crate) stats: Stats,
 }
 
 /// All routes, most specific first, and the fallback.
@@ -166,10 +174,18 @@ impl Routes {
                 target: t,
                 bypass: false,
                 policy: base_policy(config),
+                tags: Vec::new(),
+                invalidate_tags: Vec::new(),
                 metrics: metrics.route("default"),
+                stats: Stats::default(),
             })
         });
         Ok(Self { routes, fallback })
+    }
+
+    /// Every route, fallback last.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.routes.iter().chain(self.fallback.as_ref())
     }
 
     /// The route for a request, or `None` when nothing matches and there is
@@ -232,12 +248,19 @@ fn compile(
     };
     Ok(Route {
         metrics: metrics.route(&name),
+        stats: Stats::default(),
         name,
         matcher,
         methods,
         target,
         bypass: c.bypass,
         policy,
+        tags: c.tags.iter().map(|t| Arc::from(t.as_str())).collect(),
+        invalidate_tags: c
+            .invalidate_tags
+            .iter()
+            .map(|t| Arc::from(t.as_str()))
+            .collect(),
     })
 }
 

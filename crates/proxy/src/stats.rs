@@ -20,6 +20,10 @@ pub struct Stats {
     pub(crate) compressed_bytes_saved: AtomicU64,
     pub(crate) identity_bytes_served: AtomicU64,
     pub(crate) compressions: AtomicU64,
+    pub(crate) l2_hits: AtomicU64,
+    pub(crate) l2_misses: AtomicU64,
+    pub(crate) l2_errors: AtomicU64,
+    pub(crate) l2_writes: AtomicU64,
 }
 
 /// A snapshot of the cache statistics.
@@ -58,6 +62,84 @@ pub struct CacheStats {
     pub entries: u64,
     /// Bytes held by L1.
     pub bytes: u64,
+    /// Per layer.
+    pub layers: Layers,
+    /// Per route.
+    pub routes: Vec<RouteCacheStats>,
+}
+
+/// Statistics per cache layer.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Layers {
+    /// The in-process cache.
+    pub l1: L1Stats,
+    /// The shared Redis cache.
+    pub l2: L2Stats,
+}
+
+/// L1 figures.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct L1Stats {
+    /// Answered from L1.
+    pub hits: u64,
+    /// Not answered from L1.
+    pub misses: u64,
+    /// `hits / (hits + misses)`.
+    pub hit_rate: f64,
+    /// Objects held.
+    pub entries: u64,
+    /// Bytes held.
+    pub bytes: u64,
+}
+
+/// L2 figures.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct L2Stats {
+    /// `disabled`, `connecting`, `up` or `degraded`.
+    pub state: &'static str,
+    /// L1 misses answered from L2.
+    pub hits: u64,
+    /// L1 misses L2 could not answer.
+    pub misses: u64,
+    /// Failed or timed-out calls.
+    pub errors: u64,
+    /// Entries written.
+    pub writes: u64,
+    /// `hits / (hits + misses)`.
+    pub hit_rate: f64,
+}
+
+/// Cache figures of one route.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RouteCacheStats {
+    /// Route name.
+    pub route: String,
+    /// Answered without an upstream call.
+    pub hits: u64,
+    /// Needed an upstream call.
+    pub misses: u64,
+    /// `hits / (hits + misses)`.
+    pub hit_rate: f64,
+    /// Served stale.
+    pub stale: u64,
+    /// Waited for another request's fetch.
+    pub coalesced: u64,
+    /// Responses stored.
+    pub stored: u64,
+    /// Requests that bypassed the cache.
+    pub bypass: u64,
+    /// Requests sent upstream.
+    pub upstream_requests: u64,
+    /// Body bytes that did not have to come from the upstream.
+    pub upstream_bytes_saved: u64,
+}
+
+fn rate(hits: u64, misses: u64) -> f64 {
+    if hits + misses == 0 {
+        0.0
+    } else {
+        hits as f64 / (hits + misses) as f64
+    }
 }
 
 impl Stats {
@@ -72,7 +154,6 @@ impl Stats {
     pub(crate) fn snapshot(&self, entries: u64, bytes: u64) -> CacheStats {
         let hits = self.hits.load(Relaxed);
         let misses = self.misses.load(Relaxed);
-        let lookups = hits + misses;
         CacheStats {
             hits,
             misses,
@@ -81,11 +162,7 @@ impl Stats {
             coalesced: self.coalesced.load(Relaxed),
             bypass: self.bypass.load(Relaxed),
             stored: self.stored.load(Relaxed),
-            hit_rate: if lookups == 0 {
-                0.0
-            } else {
-                hits as f64 / lookups as f64
-            },
+            hit_rate: rate(hits, misses),
             upstream_requests: self.upstream_requests.load(Relaxed),
             upstream_calls_saved: hits,
             upstream_bytes_saved: self.upstream_bytes_saved.load(Relaxed),
@@ -94,6 +171,43 @@ impl Stats {
             compressions: self.compressions.load(Relaxed),
             entries,
             bytes,
+            layers: Layers {
+                l1: L1Stats {
+                    hits,
+                    misses,
+                    hit_rate: rate(hits, misses),
+                    entries,
+                    bytes,
+                },
+                l2: {
+                    let (h, m) = (self.l2_hits.load(Relaxed), self.l2_misses.load(Relaxed));
+                    L2Stats {
+                        state: "disabled",
+                        hits: h,
+                        misses: m,
+                        errors: self.l2_errors.load(Relaxed),
+                        writes: self.l2_writes.load(Relaxed),
+                        hit_rate: rate(h, m),
+                    }
+                },
+            },
+            routes: Vec::new(),
+        }
+    }
+
+    pub(crate) fn route_snapshot(&self, route: &str) -> RouteCacheStats {
+        let (hits, misses) = (self.hits.load(Relaxed), self.misses.load(Relaxed));
+        RouteCacheStats {
+            route: route.to_string(),
+            hits,
+            misses,
+            hit_rate: rate(hits, misses),
+            stale: self.stale.load(Relaxed),
+            coalesced: self.coalesced.load(Relaxed),
+            stored: self.stored.load(Relaxed),
+            bypass: self.bypass.load(Relaxed),
+            upstream_requests: self.upstream_requests.load(Relaxed),
+            upstream_bytes_saved: self.upstream_bytes_saved.load(Relaxed),
         }
     }
 }

@@ -19,6 +19,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub struct Client {
     base: String,
+    host: Option<HeaderValue>,
     inner: Hyper<HttpConnector, Full<Bytes>>,
 }
 
@@ -30,8 +31,24 @@ impl Client {
             .build_http();
         Self {
             base: base.into(),
+            host: None,
             inner,
         }
+    }
+
+    /// The same client (same connection pool), sending `Host: host` on every
+    /// request instead of the base URL's authority: several gateways behind
+    /// one name share their cache keys, as behind a load balancer.
+    pub fn with_host(mut self, host: &str) -> Self {
+        self.host = Some(HeaderValue::from_str(host).expect("valid host"));
+        self
+    }
+
+    /// The `Host` set by [`with_host`](Self::with_host), if any.
+    pub fn host_str(&self) -> Option<String> {
+        self.host
+            .as_ref()
+            .map(|h| h.to_str().expect("host is ASCII").to_string())
     }
 
     /// An HTTP/2 prior-knowledge (h2c) client for `base`.
@@ -41,6 +58,7 @@ impl Client {
             .build_http();
         Self {
             base: base.into(),
+            host: None,
             inner,
         }
     }
@@ -52,11 +70,15 @@ impl Client {
 
     /// A request of `method` on `path`.
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let mut headers = HeaderMap::new();
+        if let Some(h) = &self.host {
+            headers.insert(http::header::HOST, h.clone());
+        }
         RequestBuilder {
             client: self.clone(),
             method,
             uri: format!("{}{}", self.base, path),
-            headers: HeaderMap::new(),
+            headers,
             body: Bytes::new(),
         }
     }
@@ -85,6 +107,21 @@ impl RequestBuilder {
     /// Sets the request body.
     pub fn body(mut self, body: impl Into<Bytes>) -> Self {
         self.body = body.into();
+        self
+    }
+
+    /// Sets a JSON body and `Content-Type: application/json`.
+    pub fn json(self, body: &serde_json::Value) -> Self {
+        self.header("content-type", "application/json")
+            .body(body.to_string())
+    }
+
+    /// Replaces a header field (instead of appending another value).
+    pub fn set_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.insert(
+            HeaderName::from_bytes(name.as_bytes()).expect("valid header name"),
+            HeaderValue::from_str(value).expect("valid header value"),
+        );
         self
     }
 

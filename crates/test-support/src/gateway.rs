@@ -19,6 +19,7 @@ pub struct GatewayBuilder {
     tweaks: Vec<Tweak>,
     routes: Vec<RouteConfig>,
     token: Option<String>,
+    client_host: Option<String>,
 }
 
 /// Namespace of [`Gateway::builder`].
@@ -32,6 +33,7 @@ impl Gateway {
             tweaks: Vec::new(),
             routes: Vec::new(),
             token: None,
+            client_host: None,
         }
     }
 }
@@ -68,6 +70,44 @@ impl GatewayBuilder {
         self
     }
 
+    /// Uses the standalone Redis at `url` (`redis://127.0.0.1:PORT`) as L2
+    /// and for the invalidation fan-out, with keys under `key_prefix` (give
+    /// each test its own, see [`unique_name`](crate::unique_name)). Test
+    /// defaults: a 250 ms call deadline (generous: a loaded machine must not
+    /// turn L2 hits into misses) and a 200 ms `retry_after`; change them
+    /// with [`config`](Self::config).
+    pub fn redis(self, url: &str, key_prefix: &str) -> Self {
+        let url = url.to_string();
+        let key_prefix = key_prefix.to_string();
+        self.config(move |c| {
+            c.redis.url = url;
+            c.redis.key_prefix = key_prefix;
+            c.redis.timeout = perfgate_config::Duration::from_millis(250);
+            c.redis.retry_after = perfgate_config::Duration::from_millis(200);
+        })
+    }
+
+    /// Like [`redis`](Self::redis), with a Redis Cluster given by its seed
+    /// nodes (`127.0.0.1:PORT` each).
+    pub fn redis_cluster(self, nodes: Vec<String>, key_prefix: &str) -> Self {
+        let key_prefix = key_prefix.to_string();
+        self.config(move |c| {
+            c.redis.cluster = nodes;
+            c.redis.key_prefix = key_prefix;
+            c.redis.timeout = perfgate_config::Duration::from_millis(250);
+            c.redis.retry_after = perfgate_config::Duration::from_millis(200);
+        })
+    }
+
+    /// Requests through [`RunningGateway::get`]/[`request`](RunningGateway::request)
+    /// and [`new_client`](RunningGateway::new_client) send `Host: host`:
+    /// gateways that share an L2 share cache keys only when clients name the
+    /// same host, as they do behind a load balancer.
+    pub fn client_host(mut self, host: &str) -> Self {
+        self.client_host = Some(host.to_string());
+        self
+    }
+
     /// The configuration this builder starts with for these listen
     /// addresses (validated).
     pub fn build_config(
@@ -101,19 +141,24 @@ impl GatewayBuilder {
         let admin = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind admin listener");
+        let client_host = self.client_host.clone();
         let (config, token) = self.build_config(
             proxy.local_addr().expect("proxy addr"),
             admin.local_addr().expect("admin addr"),
         );
-        let running = perfgate::app::start_on(config, token, proxy, admin)
+        let running = perfgate::app::start_on(config, token.clone(), proxy, admin)
             .await
             .expect("start gateway");
-        let client = Client::new(running.proxy_url());
+        let mut client = Client::new(running.proxy_url());
+        if let Some(h) = &client_host {
+            client = client.with_host(h);
+        }
         let admin_client = Client::new(running.admin_url());
         RunningGateway {
             running: Some(running),
             client,
             admin_client,
+            token,
         }
     }
 }
@@ -123,6 +168,7 @@ pub struct RunningGateway {
     running: Option<perfgate::app::Running>,
     client: Client,
     admin_client: Client,
+    token: Option<String>,
 }
 
 impl RunningGateway {
@@ -155,9 +201,14 @@ impl RunningGateway {
         &self.client
     }
 
-    /// A fresh client (its own connection pool) of the proxy listener.
+    /// A fresh client (its own connection pool) of the proxy listener
+    /// (sending the builder's [`client_host`](GatewayBuilder::client_host)).
     pub fn new_client(&self) -> Client {
-        Client::new(self.url())
+        let c = Client::new(self.url());
+        match self.client.host_str() {
+            Some(h) => c.with_host(&h),
+            None => c,
+        }
     }
 
     /// GET `path` through the proxy.
@@ -173,6 +224,31 @@ impl RunningGateway {
     /// GET `path` on the admin listener.
     pub fn admin_get(&self, path: &str) -> RequestBuilder {
         self.admin_client.get(path)
+    }
+
+    /// A request of `method` on the admin listener, without a token.
+    pub fn admin_request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.admin_client.request(method, path)
+    }
+
+    /// A request on the admin listener carrying the builder's bearer token
+    /// (none when no token was set).
+    pub fn admin(&self, method: Method, path: &str) -> RequestBuilder {
+        let r = self.admin_client.request(method, path);
+        match &self.token {
+            Some(t) => r.header("authorization", &format!("Bearer {t}")),
+            None => r,
+        }
+    }
+
+    /// `POST path` on the admin listener with a JSON body and the token.
+    pub fn admin_post(&self, path: &str, body: &serde_json::Value) -> RequestBuilder {
+        self.admin(Method::POST, path).json(body)
+    }
+
+    /// The admin token this gateway was started with.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
     }
 
     /// Stops accepting, drains, and waits until both listeners are closed.

@@ -20,6 +20,7 @@ mod gateway;
 mod origin;
 mod raw;
 mod redis;
+mod shared;
 mod util;
 
 pub use binary::{Binary, BinaryBuilder, free_port};
@@ -28,7 +29,11 @@ pub use gateway::{Gateway, GatewayBuilder, RunningGateway};
 pub use origin::{Gate, Origin, Recorded, Req, Rsp, RunningOrigin};
 pub use raw::{raw, raw_timeout};
 pub use redis::{RedisCluster, RedisServer};
-pub use util::{TempDir, eventually, stays};
+pub use shared::{
+    L1_HIT, L2_HIT, SHARED_HOST, STORED, TOKEN, cache_status, is_hit, metric_value,
+    redis_check_status, until_not_hit,
+};
+pub use util::{TempDir, eventually, eventually_async, stays, unique_name};
 
 /// Generous upper bound for anything a test waits on: the suite must pass
 /// on a loaded two-core machine.

@@ -32,6 +32,37 @@ pub async fn stays(what: &str, period: Duration, mut cond: impl FnMut() -> bool)
     }
 }
 
+/// A name unique in this process and across test runs (`<tag>-<pid>-<n>`):
+/// Redis key prefixes, so tests sharing a server never collide.
+pub fn unique_name(tag: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Like [`eventually`], for a condition that needs `.await` (requests):
+/// polls every 10 ms, panics with `what` after `within`.
+pub async fn eventually_async<F, Fut>(what: &str, within: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A directory under the system temporary directory, removed on drop.
 pub struct TempDir {
     path: PathBuf,

@@ -5,12 +5,16 @@
 mod admin;
 mod cache;
 mod cli;
+mod cluster;
 mod coalescing;
 mod compression;
+mod invalidation;
+mod l2;
 mod malformed;
 mod protocols;
 mod shutdown;
 mod streaming;
+mod warmup;
 
 use std::time::Duration;
 

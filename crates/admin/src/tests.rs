@@ -1,0 +1,334 @@
+//! The admin router driven in-process (`tower::ServiceExt::oneshot`): every
+//! rejected body names the right field, the token is required, unknown
+//! hashes and jobs are 404. The gateway's upstream is a closed port; none of
+//! these cases contacts it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Method, Request, StatusCode, header};
+use perfgate_config::Config;
+use perfgate_observe::Metrics;
+use perfgate_proxy::Gateway;
+use serde_json::Value;
+use tower::ServiceExt as _;
+
+use crate::{AdminState, router};
+
+const TOKEN: &str = "s3cret-token";
+
+fn state(token: Option<&str>) -> AdminState {
+    let mut config = Config::default();
+    config.upstream.url = "http://127.0.0.1:9".into();
+    let gateway =
+        Gateway::new(&config, Arc::new(Metrics::new())).unwrap_or_else(|e| panic!("gateway: {e}"));
+    AdminState {
+        gateway,
+        token: token.map(Arc::from),
+        metrics_public: false,
+    }
+}
+
+struct Call {
+    method: Method,
+    path: String,
+    body: Option<String>,
+    token: Option<&'static str>,
+    content_type: &'static str,
+    peer: SocketAddr,
+}
+
+fn call(method: Method, path: impl Into<String>) -> Call {
+    Call {
+        method,
+        path: path.into(),
+        body: None,
+        token: Some(TOKEN),
+        content_type: "application/json",
+        peer: SocketAddr::from(([127, 0, 0, 1], 40000)),
+    }
+}
+
+impl Call {
+    fn body(mut self, body: impl Into<String>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+
+    fn token(mut self, token: Option<&'static str>) -> Self {
+        self.token = token;
+        self
+    }
+
+    async fn send(self, state: &AdminState) -> (StatusCode, String, Value) {
+        let mut req = Request::builder().method(self.method).uri(self.path);
+        if let Some(t) = self.token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        if self.body.is_some() {
+            req = req.header(header::CONTENT_TYPE, self.content_type);
+        }
+        let mut req = req
+            .body(self.body.map_or_else(Body::empty, Body::from))
+            .unwrap_or_else(|e| panic!("request: {e}"));
+        // What `into_make_service_with_connect_info` adds for a real peer.
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        let rsp = router(state.clone())
+            .oneshot(req)
+            .await
+            .unwrap_or_else(|e| match e {});
+        let status = rsp.status();
+        let ct = rsp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let bytes = axum::body::to_bytes(rsp.into_body(), 1 << 20)
+            .await
+            .unwrap_or_else(|e| panic!("body: {e}"));
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, ct, json)
+    }
+}
+
+/// Posts `body` to `path` and asserts a 400 naming `field`.
+async fn rejects(state: &AdminState, path: &'static str, body: &str, field: &str) -> String {
+    let (status, _, v) = call(Method::POST, path).body(body).send(state).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {body}: {v}");
+    assert_eq!(v["success"], false, "{v}");
+    assert_eq!(v["error"]["code"], "bad_request", "{v}");
+    assert_eq!(v["error"]["field"], field, "{path} {body}: {v}");
+    v["error"]["message"].as_str().unwrap_or("").to_string()
+}
+
+#[tokio::test]
+async fn invalidate_rejections_name_the_field() {
+    let s = state(Some(TOKEN));
+    let path = "/admin/cache/invalidate";
+    for (body, field) in [
+        ("not json", "body"),
+        ("", "body"),
+        ("[]", "body"),
+        ("\"/a\"", "body"),
+        ("{}", "body"),
+        (r#"{"urls": [], "tags": []}"#, "body"),
+        (r#"{"soft": true}"#, "body"),
+        (r#"{"urls": "/a"}"#, "urls"),
+        (r#"{"urls": null}"#, "urls"),
+        (r#"{"urls": ["/a", "/b", "/c", 5]}"#, "urls[3]"),
+        (r#"{"urls": ["relative/path"]}"#, "urls[0]"),
+        (r#"{"urls": ["/ok", "ftp://x.example/a"]}"#, "urls[1]"),
+        (r#"{"urls": ["/a b"]}"#, "urls[0]"),
+        (r#"{"urls": ["/a#frag"]}"#, "urls[0]"),
+        (r#"{"urls": ["http:///nohost"]}"#, "urls[0]"),
+        (r#"{"urls": [""]}"#, "urls[0]"),
+        (r#"{"prefix": 3}"#, "prefix"),
+        (r#"{"prefix": ""}"#, "prefix"),
+        (r#"{"prefix": "events"}"#, "prefix"),
+        (r#"{"tags": "events"}"#, "tags"),
+        (r#"{"tags": [""]}"#, "tags[0]"),
+        (r#"{"tags": ["ok", "two words"]}"#, "tags[1]"),
+        (r#"{"tags": [1]}"#, "tags[0]"),
+        (r#"{"tags": ["a"], "soft": "yes"}"#, "soft"),
+        (r#"{"url": ["/a"]}"#, "url"),
+    ] {
+        rejects(&s, path, body, field).await;
+    }
+    let msg = rejects(&s, path, r#"{"url": ["/a"]}"#, "url").await;
+    assert!(msg.contains("urls"), "{msg}");
+
+    let mut wrong_type = call(Method::POST, path).body(r#"{"urls": ["/a"]}"#);
+    wrong_type.content_type = "text/plain";
+    let (status, _, v) = wrong_type.send(&s).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["field"], "body", "{v}");
+}
+
+#[tokio::test]
+async fn invalidate_reports_what_it_did() {
+    let s = state(Some(TOKEN));
+    let (status, _, v) = call(Method::POST, "/admin/cache/invalidate")
+        .body(
+            r#"{"urls": ["/a", "https://api.example/b?c=1"], "prefix": "/events/",
+                "tags": ["events", "e:42"], "soft": true}"#,
+        )
+        .send(&s)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["success"], true, "{v}");
+    assert_eq!(v["data"]["soft"], true, "{v}");
+    assert_eq!(v["data"]["l1_removed"], 0, "{v}");
+    assert!(v["data"]["fanout"].is_string(), "{v}");
+
+    let (status, _, v) = call(Method::POST, "/admin/cache/invalidate")
+        .body(r#"{"prefix": "http://api.example/v1"}"#)
+        .send(&s)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["data"]["soft"], false, "{v}");
+}
+
+#[tokio::test]
+async fn cache_endpoints_require_the_token() {
+    let s = state(Some(TOKEN));
+    let cases = [
+        (Method::GET, "/admin/cache/stats", None),
+        (Method::GET, "/api/v1/cache/stats", None),
+        (
+            Method::POST,
+            "/admin/cache/invalidate",
+            Some(r#"{"tags":["a"]}"#),
+        ),
+        (
+            Method::POST,
+            "/admin/cache/warmup",
+            Some(r#"{"urls":["/a"]}"#),
+        ),
+        (Method::GET, "/admin/cache/warmup/abc", None),
+        (
+            Method::DELETE,
+            "/api/v1/cache/0123456789abcdef0123456789abcdef",
+            None,
+        ),
+    ];
+    for token in [None, Some("wrong")] {
+        for (method, path, body) in &cases {
+            let mut c = call(method.clone(), *path).token(token);
+            if let Some(b) = body {
+                c = c.body(*b);
+            }
+            let (status, _, v) = c.send(&s).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}: {v}");
+            assert_eq!(v["error"]["code"], "unauthorized", "{v}");
+        }
+    }
+    // Without a configured token, only loopback peers get in.
+    let open = state(None);
+    let (status, _, _) = call(Method::GET, "/admin/cache/stats")
+        .token(None)
+        .send(&open)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut remote = call(Method::GET, "/admin/cache/stats").token(None);
+    remote.peer = SocketAddr::from(([10, 0, 0, 7], 40000));
+    let (status, _, _) = remote.send(&open).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn stats_on_both_paths() {
+    let s = state(Some(TOKEN));
+    for path in ["/admin/cache/stats", "/api/v1/cache/stats"] {
+        let (status, _, v) = call(Method::GET, path).send(&s).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {v}");
+        assert_eq!(v["success"], true, "{v}");
+        assert!(v["data"]["hits"].is_number(), "{v}");
+    }
+}
+
+#[tokio::test]
+async fn delete_by_hash() {
+    let s = state(Some(TOKEN));
+    for bad in [
+        "/api/v1/cache/xyz",
+        "/api/v1/cache/0123456789ABCDEF0123456789ABCDEF",
+        "/api/v1/cache/0123456789abcdef0123456789abcde",
+        "/api/v1/cache/0123456789abcdef0123456789abcdef0",
+        "/api/v1/cache/0123456789abcdef0123456789abcdeg",
+    ] {
+        let (status, _, v) = call(Method::DELETE, bad).send(&s).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {v}");
+        assert_eq!(v["error"]["field"], "url_hash", "{v}");
+    }
+    let (status, _, v) = call(
+        Method::DELETE,
+        "/api/v1/cache/0123456789abcdef0123456789abcdef",
+    )
+    .send(&s)
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(v["error"]["code"], "not_found", "{v}");
+}
+
+#[tokio::test]
+async fn warmup_rejections_name_the_field() {
+    let s = state(Some(TOKEN));
+    let path = "/admin/cache/warmup";
+    for (body, field) in [
+        ("{}", "body"),
+        ("nope", "body"),
+        (r#"{"urls": []}"#, "body"),
+        (r#"{"concurrency": 4}"#, "body"),
+        (r#"{"urls": {"a": 1}}"#, "urls"),
+        (r#"{"urls": ["/a", 7]}"#, "urls[1]"),
+        (r#"{"urls": ["a"]}"#, "urls[0]"),
+        (r#"{"urls": ["/a b"]}"#, "urls[0]"),
+        (r#"{"top": 0}"#, "top"),
+        (r#"{"top": 10001}"#, "top"),
+        (r#"{"top": 2.5}"#, "top"),
+        (r#"{"top": "10"}"#, "top"),
+        (r#"{"top": -1}"#, "top"),
+        (r#"{"urls": ["/a"], "concurrency": 0}"#, "concurrency"),
+        (r#"{"urls": ["/a"], "concurrency": 65}"#, "concurrency"),
+        (r#"{"urls": ["/a"], "host": "a b"}"#, "host"),
+        (r#"{"urls": ["/a"], "host": ""}"#, "host"),
+        (r#"{"urls": ["/a"], "host": "u@h"}"#, "host"),
+        (r#"{"urls": ["/a"], "host": 1}"#, "host"),
+        (r#"{"urls": ["/a"], "priority": 1}"#, "priority"),
+    ] {
+        rejects(&s, path, body, field).await;
+    }
+    let msg = rejects(
+        &s,
+        path,
+        r#"{"urls": ["/ok", "https://api.example/a"]}"#,
+        "urls[1]",
+    )
+    .await;
+    assert_eq!(msg, "warm-up goes through configured routes: give a path");
+}
+
+#[tokio::test]
+async fn warmup_starts_a_job_with_a_status_url() {
+    let s = state(Some(TOKEN));
+    let (status, _, v) = call(Method::POST, "/admin/cache/warmup")
+        .body(r#"{"urls": ["/a", "/b?x=1"], "concurrency": 2, "host": "api.example:8080"}"#)
+        .send(&s)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(v["success"], true, "{v}");
+    let id = v["data"]["id"].as_str().unwrap_or_default().to_string();
+    assert!(!id.is_empty(), "{v}");
+    assert_eq!(v["data"]["total"], 2, "{v}");
+    let status_url = v["data"]["status_url"].as_str().unwrap_or_default();
+    assert_eq!(status_url, format!("/admin/cache/warmup/{id}"));
+
+    let (status, _, v) = call(Method::GET, status_url).send(&s).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["data"]["id"], id.as_str(), "{v}");
+    assert_eq!(v["data"]["total"], 2, "{v}");
+
+    let (status, _, v) = call(Method::GET, "/admin/cache/warmup/no-such-job")
+        .send(&s)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+}
+
+#[tokio::test]
+async fn dependencies_without_redis_pass_and_need_no_token() {
+    let s = state(Some(TOKEN));
+    for path in ["/health/dependencies", "/health/detailed", "/health"] {
+        let (status, ct, v) = call(Method::GET, path).token(None).send(&s).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert_eq!(ct, "application/health+json", "{path}");
+        assert_eq!(v["status"], "pass", "{path}: {v}");
+    }
+    let (_, _, v) = call(Method::GET, "/health/dependencies")
+        .token(None)
+        .send(&s)
+        .await;
+    assert_eq!(v["checks"], serde_json::json!({}), "{v}");
+}
