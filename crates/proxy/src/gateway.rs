@@ -87,6 +87,8 @@ pub struct Gateway {
     pub(crate) keep_stale: Duration,
     pub(crate) instance_id: String,
     pub(crate) flush_pending: std::sync::atomic::AtomicBool,
+    /// Some route keys entries per credential (`key\nuser=…`).
+    pub(crate) per_user_routes: bool,
     trusted: Vec<IpNet>,
     pub(crate) via_h1: HeaderValue,
     via_h2: HeaderValue,
@@ -125,6 +127,10 @@ impl Gateway {
             keep_stale: config.cache.keep_stale.get(),
             instance_id: instance_id(),
             flush_pending: std::sync::atomic::AtomicBool::new(false),
+            per_user_routes: config
+                .routes
+                .iter()
+                .any(|r| r.cache.authorized == AuthorizedPolicy::PerUser),
             routes,
             upstream: Upstream::new(&config.upstream),
             cache,

@@ -156,6 +156,15 @@ impl Gateway {
         if t.is_empty() {
             return 0;
         }
+        // Exact keys are removed directly; a walk over every entry is only
+        // needed for paths, prefixes, tags, or per-user keys (`key\nuser=…`).
+        let exact_only = t.prefixes.is_empty()
+            && t.tags.is_empty()
+            && !self.per_user_routes
+            && t.keys.iter().all(|k| !k.starts_with('/'));
+        if exact_only && !t.soft {
+            return t.keys.iter().filter(|k| cache.remove(k)).count() as u64;
+        }
         let pred = |k: &str, v: &Variants| t.matches(k, v);
         if t.soft {
             cache.soften_matching(pred)

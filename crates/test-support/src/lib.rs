@@ -1,7 +1,9 @@
 //! Real servers for integration tests, after linkerd's integration crate:
 //! a programmable [`Origin`], a [`Gateway`] started in-process on port 0, a
-//! small keep-alive [`Client`], raw-TCP helpers for malformed requests, and
-//! the real `perfgate` binary as a child process ([`Binary`]).
+//! small keep-alive [`Client`], raw-TCP helpers for malformed requests, the
+//! real `perfgate` binary as a child process ([`Binary`]), real Redis
+//! servers ([`RedisServer`], [`RedisCluster`]) and helpers for gateways that
+//! share one (`Gateway::member`, the cache admin API, `Cache-Status` values).
 //!
 //! ```ignore
 //! let origin = Origin::new()
