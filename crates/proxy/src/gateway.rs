@@ -243,8 +243,15 @@ impl Gateway {
                     && (rsp.status().is_success() || rsp.status().is_redirection())
                 {
                     let targets = self.unsafe_targets(&route, &uri, &headers, rsp.headers(), conn);
-                    self.invalidate_targets(targets, InvalidationSource::automatic)
-                        .await;
+                    // This instance's L1 now (read-your-writes here); L2 and
+                    // the other instances in the background, so a slow Redis
+                    // never holds the client's response.
+                    self.apply_l1(&targets);
+                    let gw = self.clone();
+                    tokio::spawn(async move {
+                        gw.invalidate_shared(targets, InvalidationSource::automatic)
+                            .await;
+                    });
                 }
                 Ok(rsp)
             }

@@ -124,9 +124,20 @@ impl Gateway {
         source: InvalidationSource,
     ) -> InvalidateReport {
         let l1_removed = self.apply_l1(&targets);
+        let mut report = self.invalidate_shared(targets, source).await;
+        report.l1_removed = l1_removed;
+        report
+    }
+
+    /// The shared part of an invalidation: L2 and the other instances.
+    pub(crate) async fn invalidate_shared(
+        &self,
+        targets: Targets,
+        source: InvalidationSource,
+    ) -> InvalidateReport {
         self.metrics.invalidation(source);
         let mut report = InvalidateReport {
-            l1_removed,
+            l1_removed: 0,
             l2_removed: 0,
             soft: targets.soft,
             fanout: "local-only",
