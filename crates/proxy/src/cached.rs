@@ -17,7 +17,7 @@ use perfgate_cache::conditional::{
     has_conditionals, merge_304, not_modified, not_modified_headers, revalidation_headers,
 };
 use perfgate_cache::entry::{Entry, EntryParts};
-use perfgate_cache::policy::{Reuse, Timing, evaluate};
+use perfgate_cache::policy::{Reuse, Timing, Uncacheable, evaluate};
 use perfgate_cache::vary::{VaryKey, vary_fields};
 use perfgate_config::AuthorizedPolicy;
 use perfgate_observe::CacheEvent;
@@ -454,8 +454,10 @@ impl Gateway {
                 if stale.is_some() {
                     cache.remove(key);
                 }
-                cache.mark_unshareable(key);
-                let label = detail_label("perfgate; fwd=miss", reason.as_str());
+                if !cache.is_unshareable(key) {
+                    cache.mark_unshareable(key);
+                }
+                let label = uncacheable_label(reason);
                 return Ok(Fetched::Stream(self.stream_response(rsp, label, enc)));
             }
         };
@@ -501,7 +503,9 @@ impl Gateway {
                 buf.extend_from_slice(data);
                 if buf.len() > self.max_object_bytes {
                     // Too big to store after all: stream the rest through.
-                    cache.mark_unshareable(key);
+                    if !cache.is_unshareable(key) {
+                        cache.mark_unshareable(key);
+                    }
                     let label = detail_label("perfgate; fwd=miss", "too-large");
                     let prefix = Body::full(buf.freeze());
                     let rest = Watched::new(body, deadline, |_| {});
@@ -684,6 +688,22 @@ fn cleaned_for_fetch(mut h: HeaderMap) -> HeaderMap {
         h.remove(name);
     }
     h
+}
+
+/// `Cache-Status` of a response that could not be stored (static: this is
+/// the pass-through hot path).
+fn uncacheable_label(reason: Uncacheable) -> HeaderValue {
+    HeaderValue::from_static(match reason {
+        Uncacheable::Method => "perfgate; fwd=miss; detail=method",
+        Uncacheable::Status => "perfgate; fwd=miss; detail=status",
+        Uncacheable::NoStore => "perfgate; fwd=miss; detail=no-store",
+        Uncacheable::Private => "perfgate; fwd=miss; detail=private",
+        Uncacheable::Authorization => "perfgate; fwd=miss; detail=authorization",
+        Uncacheable::SetCookie => "perfgate; fwd=miss; detail=set-cookie",
+        Uncacheable::VaryStar => "perfgate; fwd=miss; detail=vary-star",
+        Uncacheable::NoFreshness => "perfgate; fwd=miss; detail=no-freshness",
+        Uncacheable::Partial => "perfgate; fwd=miss; detail=partial",
+    })
 }
 
 fn detail_label(base: &str, detail: &str) -> HeaderValue {
