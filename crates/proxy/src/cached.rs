@@ -102,7 +102,7 @@ impl Gateway {
         let Some(cache) = &self.cache else {
             return Err(GatewayError::new(ErrorKind::Internal, "cache disabled"));
         };
-        let key = self.key_for(&route, req.uri(), req.headers(), conn);
+        let key = self.key_for(&route, req.uri(), req.headers(), &conn);
         let auth_rfc = req.headers().contains_key(AUTHORIZATION)
             && route.policy.authorized == AuthorizedPolicy::Rfc;
         let accept = |e: &Entry| e.vary.matches(req.headers()) && (!auth_rfc || e.auth_reusable);
@@ -128,7 +128,7 @@ impl Gateway {
                     self.count(&route, CacheEvent::stale);
                     self.saved_upstream_call(&route, entry);
                     if entry.try_start_refresh() {
-                        let creq = self.cache_req(&req, conn);
+                        let creq = self.cache_req(&req, conn.clone());
                         self.spawn_refresh(route.clone(), key.clone(), creq, entry.clone());
                     }
                     return Ok(self.respond(
@@ -156,7 +156,7 @@ impl Gateway {
                     headers: cleaned_for_fetch(parts.headers),
                     version: parts.version,
                 },
-                conn,
+                &conn,
                 Body::Empty,
             )?;
             drop(body);
@@ -166,7 +166,7 @@ impl Gateway {
                 .map_err(|e| e.to_gateway())?;
             return Ok(self.stream_response(rsp, MISS_HEAD, Encoding::Identity));
         }
-        let creq = Arc::new(self.cache_req(&req, conn));
+        let creq = Arc::new(self.cache_req(&req, conn.clone()));
         let (method, headers) = {
             let (parts, _body) = req.into_parts();
             (parts.method, parts.headers)
@@ -362,7 +362,7 @@ impl Gateway {
                 headers,
                 version: creq.version,
             },
-            creq.conn,
+            &creq.conn,
             Body::Empty,
         )?;
         // What this client accepts, should the response have to be streamed.

@@ -1,8 +1,6 @@
 //! Header rules of a proxy: hop-by-hop fields (RFC 9110 §7.6.1), `Via`, and
 //! `X-Forwarded-For/Proto/Host`.
 
-use std::net::IpAddr;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Fields that describe one connection, never forwarded.
@@ -49,9 +47,9 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
 /// Rewrites the forwarding headers of a request going upstream. A trusted
 /// peer's values are kept (and the peer appended to `X-Forwarded-For`);
 /// anyone else's are replaced.
-pub fn set_forwarded(h: &mut HeaderMap, peer: IpAddr, trusted: bool, proto: &'static str) {
+pub fn set_forwarded(h: &mut HeaderMap, peer: &HeaderValue, trusted: bool, proto: &'static str) {
     let host = h.get(header::HOST).cloned();
-    let peer_value = HeaderValue::from_str(&peer.to_string()).ok();
+    let peer_value = Some(peer.clone());
     if trusted {
         let prior: Vec<&str> = h
             .get_all(&X_FORWARDED_FOR)
@@ -62,7 +60,11 @@ pub fn set_forwarded(h: &mut HeaderMap, peer: IpAddr, trusted: bool, proto: &'st
             let v = if prior.is_empty() {
                 peer_value
             } else {
-                let joined = format!("{}, {peer}", prior.join(", "));
+                let joined = format!(
+                    "{}, {}",
+                    prior.join(", "),
+                    String::from_utf8_lossy(peer.as_bytes())
+                );
                 HeaderValue::from_str(&joined).unwrap_or(peer_value)
             };
             h.insert(X_FORWARDED_FOR, v);
@@ -128,7 +130,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
         h.insert(header::HOST, HeaderValue::from_static("api.example"));
-        set_forwarded(&mut h, "10.0.0.1".parse().unwrap(), false, "http");
+        set_forwarded(&mut h, &HeaderValue::from_static("10.0.0.1"), false, "http");
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1");
         assert_eq!(h[&X_FORWARDED_HOST], "api.example");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
@@ -139,7 +141,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-        set_forwarded(&mut h, "10.0.0.1".parse().unwrap(), true, "http");
+        set_forwarded(&mut h, &HeaderValue::from_static("10.0.0.1"), true, "http");
         assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4, 10.0.0.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
     }

@@ -182,7 +182,7 @@ impl Gateway {
         uri: &Uri,
         req_headers: &HeaderMap,
         rsp_headers: &HeaderMap,
-        conn: Conn,
+        conn: &Conn,
     ) -> Targets {
         let mut keys = vec![self.key_for(route, uri, req_headers, conn)];
         let own_authority = req_headers

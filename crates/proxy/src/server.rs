@@ -75,13 +75,11 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn = Conn {
-            peer,
-            tls: opts.tls.is_some(),
-        };
+        let conn = Conn::new(peer, opts.tls.is_some());
         let gw = gateway.clone();
         let svc = service_fn(move |req| {
             let gw = gw.clone();
+            let conn = conn.clone();
             async move { Ok::<_, Infallible>(gw.handle(req, conn).await) }
         });
         let builder = builder.clone();

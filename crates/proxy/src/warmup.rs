@@ -250,11 +250,8 @@ impl Gateway {
             HOST,
             HeaderValue::from_str(host).map_err(|_| "invalid host".to_string())?,
         );
-        let conn = Conn {
-            peer: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            tls: false,
-        };
-        let key = self.key_for(&route, &uri, &headers, conn);
+        let conn = Conn::new(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), false);
+        let key = self.key_for(&route, &uri, &headers, &conn);
         let cache = self.cache.as_ref().ok_or("cache disabled")?;
         let found = cache.lookup(&key, |e| e.vary.matches(&headers));
         if let Some(e) = &found
