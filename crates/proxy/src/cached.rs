@@ -37,6 +37,8 @@ const HIT: HeaderValue = HeaderValue::from_static("perfgate; hit");
 const HIT_SWR: HeaderValue =
     HeaderValue::from_static("perfgate; hit; detail=stale-while-revalidate");
 const HIT_L2: HeaderValue = HeaderValue::from_static("perfgate; hit; detail=l2");
+const HIT_FOR_MISS: HeaderValue =
+    HeaderValue::from_static("perfgate; fwd=miss; detail=hit-for-miss");
 const MISS_STORED: HeaderValue = HeaderValue::from_static("perfgate; fwd=miss; stored");
 const MISS_COLLAPSED: HeaderValue = HeaderValue::from_static("perfgate; fwd=miss; collapsed");
 const MISS_HEAD: HeaderValue = HeaderValue::from_static("perfgate; fwd=miss; detail=head");
@@ -165,6 +167,14 @@ impl Gateway {
                 .await
                 .map_err(|e| e.to_gateway())?;
             return Ok(self.stream_response(rsp, MISS_HEAD, Encoding::Identity));
+        }
+        if found.is_none() && cache.is_unshareable(&key) {
+            // Hit-for-miss: this key's recent responses could not be stored,
+            // so stream this one straight through (no copies for the cache).
+            // The mark expires after two minutes; the response is then
+            // evaluated again.
+            self.count(&route, CacheEvent::miss);
+            return self.pass(&route, req, &conn, cx, HIT_FOR_MISS).await;
         }
         let creq = Arc::new(self.cache_req(&req, conn.clone()));
         let (method, headers) = {

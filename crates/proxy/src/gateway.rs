@@ -439,7 +439,7 @@ impl Gateway {
 
     /// Streams a request to the upstream and the response back, untouched
     /// but for hop-by-hop fields.
-    async fn pass(
+    pub(crate) async fn pass(
         &self,
         route: &Route,
         req: Request<Incoming>,
