@@ -73,7 +73,10 @@ pub struct EntryParts {
 
 impl Entry {
     /// Builds an entry stored now.
-    pub fn new(p: EntryParts, now: Instant) -> Self {
+    pub fn new(mut p: EntryParts, now: Instant) -> Self {
+        // Stored headers outlive the connection they came from: copy them
+        // out of hyper's read buffer (see `vary::owned`).
+        crate::vary::own_values(&mut p.headers);
         let etag = p.headers.get(http::header::ETAG).cloned();
         let last_modified = p.headers.get(http::header::LAST_MODIFIED).cloned();
         Self {
@@ -133,7 +136,8 @@ impl Entry {
 
     /// A copy refreshed by a `304 Not Modified`: new headers and freshness,
     /// the same body and the compressed variants already produced.
-    pub fn revalidated(&self, headers: HeaderMap, freshness: Freshness, now: Instant) -> Self {
+    pub fn revalidated(&self, mut headers: HeaderMap, freshness: Freshness, now: Instant) -> Self {
+        crate::vary::own_values(&mut headers);
         let etag = headers.get(http::header::ETAG).cloned();
         let last_modified = headers.get(http::header::LAST_MODIFIED).cloned();
         let encoded: [OnceLock<Option<Bytes>>; 3] = Default::default();

@@ -50,7 +50,12 @@ impl VaryKey {
         let entries = fields
             .iter()
             .filter(|name| !skip.contains(name))
-            .map(|name| (name.clone(), normalized(req_headers, name)))
+            .map(|name| {
+                (
+                    name.clone(),
+                    normalized(req_headers, name).map(|v| owned(&v)),
+                )
+            })
             .collect();
         Self(entries)
     }
@@ -140,3 +145,19 @@ fn elements(line: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 #[cfg(test)]
 mod tests;
+
+/// A copy of `v` in its own allocation. Values parsed by hyper are slices
+/// of the connection's read buffer; keeping one in the cache would keep the
+/// whole buffer (kilobytes) alive for as long as the entry lives.
+pub fn owned(v: &HeaderValue) -> HeaderValue {
+    let mut copy = HeaderValue::from_bytes(v.as_bytes()).unwrap_or_else(|_| v.clone());
+    copy.set_sensitive(v.is_sensitive());
+    copy
+}
+
+/// Replaces every value of `h` by an owned copy (see [`owned`]).
+pub fn own_values(h: &mut HeaderMap) {
+    for (_, v) in h.iter_mut() {
+        *v = owned(v);
+    }
+}
