@@ -15,10 +15,11 @@
 # Usage: scripts/bench-l2.sh [seconds] [connections]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/common.sh
+. scripts/bench/common.sh
 secs=${1:-5}
 conns=${2:-16}
 
-need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
 need nginx nginx
 need wrk wrk
 need redis-server redis-server
@@ -33,7 +34,6 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 redis_port=$(free_port); origin_port=$(free_port)
 a_port=$(free_port); a_admin=$(free_port); b_port=$(free_port); b_admin=$(free_port)
 

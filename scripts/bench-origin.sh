@@ -15,10 +15,11 @@
 # The side-by-side comparison with nginx proxy_cache and Varnish is issue #4.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/common.sh
+. scripts/bench/common.sh
 secs=${1:-10}
 conns=${2:-64}
 
-need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
 need nginx nginx
 need wrk wrk
 
@@ -33,7 +34,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 origin_port=$(free_port); pg_port=$(free_port); admin_port=$(free_port); px_port=$(free_port)
 
 python3 - "$dir" <<'PY'

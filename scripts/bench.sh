@@ -26,8 +26,15 @@
 # on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/common.sh
+. scripts/bench/common.sh
 quick=false
-[ "${1:-}" = "--quick" ] && quick=true
+case "${1:-}" in
+  --quick) quick=true ;;
+  -h|--help) sed -n '2,/^# Usage/p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  "") ;;
+  *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+esac
 out=${BENCH_OUT:-target/bench.json}
 svg=${BENCH_SVG:-docs/bench-plot.svg}
 
@@ -68,7 +75,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 origin_port=$(free_port); slow_port=$(free_port)
 ngx_port=$(free_port); ngx_h2_port=$(free_port); pass_port=$(free_port)
 vc_port=$(free_port); pg_port=$(free_port); pg_admin=$(free_port)
