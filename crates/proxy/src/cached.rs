@@ -26,7 +26,7 @@ use crate::body::{Body, Watched};
 use crate::coalesce::Join;
 use crate::compressing::{add_vary_accept_encoding, weaken_etag};
 use crate::error::{ErrorKind, GatewayError};
-use crate::gateway::{CACHE_STATUS, Conn, Cx, Gateway, Outgoing};
+use crate::gateway::{CACHE_STATUS, Conn, Cx, Gateway, Outgoing, request_host};
 use crate::headers::{append_via, strip_hop_by_hop, strip_tag_headers};
 use crate::invalidate::response_tags;
 use crate::route::Route;
@@ -112,11 +112,7 @@ impl Gateway {
         let now = Instant::now();
         self.warmups.record(
             &key,
-            req.headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .or_else(|| req.uri().authority().map(|a| a.as_str()))
-                .unwrap_or(""),
+            request_host(req.uri(), req.headers()),
             req.uri().path_and_query().map_or("/", |p| p.as_str()),
         );
         if let Some(entry) = &found {
@@ -212,7 +208,7 @@ impl Gateway {
                 let task = tokio::spawn(async move {
                     let mut upstream = Duration::ZERO;
                     // L2 first: another instance may have fetched it already.
-                    let found = match gw.l2_lookup(&route2, &key2, &creq2, auth_rfc).await {
+                    let found = match gw.l2_lookup(&key2, &creq2, auth_rfc).await {
                         L2Lookup::Fresh(entry) => {
                             gw.saved_upstream_call(&route2, &entry);
                             let out = Ok(Fetched::Entry {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{AUTHORIZATION, HOST};
-use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body_util::Limited;
 use hyper::body::Incoming;
@@ -107,6 +106,16 @@ fn instance_id() -> String {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(std::process::id());
     format!("{:016x}", h.finish())
+}
+
+/// The host a client asked for: `Host` (HTTP/1), else the URI's authority
+/// (HTTP/2 `:authority`), else empty.
+pub(crate) fn request_host<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> &'a str {
+    headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+        .unwrap_or("")
 }
 
 /// The request line and headers of a request about to go upstream.
@@ -220,8 +229,8 @@ impl Gateway {
             None => (0, 0),
         };
         self.metrics.set_cache_size(entries, bytes);
-        let mut stats = self.stats.snapshot(entries, bytes);
-        stats.layers.l2.writes = self.l2_writes.load(std::sync::atomic::Ordering::Relaxed);
+        let l2_writes = self.l2_writes.load(std::sync::atomic::Ordering::Relaxed);
+        let mut stats = self.stats.snapshot(entries, bytes, l2_writes);
         stats.layers.l2.state = match self.l2_health() {
             None => "disabled",
             Some(h) => h.state,
@@ -340,11 +349,7 @@ impl Gateway {
         headers: &HeaderMap,
         conn: &Conn,
     ) -> String {
-        let host = headers
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| uri.authority().map(|a| a.as_str()))
-            .unwrap_or("");
+        let host = request_host(uri, headers);
         let scheme = if conn.tls { "https" } else { "http" };
         let pq = uri.path_and_query().map_or("/", |p| p.as_str());
         let mut key = self.keys.primary_key(scheme, host, pq);
@@ -454,7 +459,7 @@ impl Gateway {
             self.compressor
                 .negotiate(parts.headers.get(http::header::ACCEPT_ENCODING))
         };
-        let body = request_body(&parts, body, self.max_body_bytes);
+        let body = request_body(body, self.max_body_bytes);
         let up = self.upstream_request(
             route,
             Outgoing {
@@ -516,12 +521,11 @@ impl Gateway {
 
 /// The client's request body as sent upstream: nothing when it has none,
 /// otherwise streamed under the size limit.
-fn request_body(parts: &Parts, body: Incoming, max: u64) -> Body {
+fn request_body(body: Incoming, max: u64) -> Body {
     use http_body::Body as _;
     if body.is_end_stream() {
         return Body::Empty;
     }
-    let _ = parts;
     Body::stream(Limited::new(
         body,
         usize::try_from(max).unwrap_or(usize::MAX),

@@ -49,26 +49,23 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
 /// anyone else's are replaced.
 pub fn set_forwarded(h: &mut HeaderMap, peer: &HeaderValue, trusted: bool, proto: &'static str) {
     let host = h.get(header::HOST).cloned();
-    let peer_value = Some(peer.clone());
     if trusted {
         let prior: Vec<&str> = h
             .get_all(&X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .collect();
-        if let Some(peer_value) = peer_value {
-            let v = if prior.is_empty() {
-                peer_value
-            } else {
-                let joined = format!(
-                    "{}, {}",
-                    prior.join(", "),
-                    String::from_utf8_lossy(peer.as_bytes())
-                );
-                HeaderValue::from_str(&joined).unwrap_or(peer_value)
-            };
-            h.insert(X_FORWARDED_FOR, v);
-        }
+        let v = if prior.is_empty() {
+            peer.clone()
+        } else {
+            let joined = format!(
+                "{}, {}",
+                prior.join(", "),
+                String::from_utf8_lossy(peer.as_bytes())
+            );
+            HeaderValue::from_str(&joined).unwrap_or_else(|_| peer.clone())
+        };
+        h.insert(X_FORWARDED_FOR, v);
         if !h.contains_key(&X_FORWARDED_PROTO) {
             h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
         }
@@ -78,10 +75,7 @@ pub fn set_forwarded(h: &mut HeaderMap, peer: &HeaderValue, trusted: bool, proto
             h.insert(X_FORWARDED_HOST, host);
         }
     } else {
-        match peer_value {
-            Some(v) => h.insert(X_FORWARDED_FOR, v),
-            None => h.remove(X_FORWARDED_FOR),
-        };
+        h.insert(X_FORWARDED_FOR, peer.clone());
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
         match host {
             Some(v) => h.insert(X_FORWARDED_HOST, v),

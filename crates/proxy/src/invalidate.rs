@@ -11,7 +11,7 @@ use perfgate_cache::memory::Variants;
 use perfgate_observe::InvalidationSource;
 use serde::Serialize;
 
-use crate::gateway::{Conn, Gateway};
+use crate::gateway::{Conn, Gateway, request_host};
 use crate::route::Route;
 
 /// What to purge. Strings starting with `GET ` are primary keys (one host);
@@ -185,11 +185,7 @@ impl Gateway {
         conn: &Conn,
     ) -> Targets {
         let mut keys = vec![self.key_for(route, uri, req_headers, conn)];
-        let own_authority = req_headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| uri.authority().map(|a| a.as_str()))
-            .unwrap_or("");
+        let own_authority = request_host(uri, req_headers);
         for name in [LOCATION, CONTENT_LOCATION] {
             for v in rsp_headers.get_all(&name) {
                 let Some(target) = v.to_str().ok().and_then(|s| s.parse::<Uri>().ok()) else {

@@ -23,7 +23,6 @@ pub struct Stats {
     pub(crate) l2_hits: AtomicU64,
     pub(crate) l2_misses: AtomicU64,
     pub(crate) l2_errors: AtomicU64,
-    pub(crate) l2_writes: AtomicU64,
 }
 
 /// A snapshot of the cache statistics.
@@ -151,7 +150,8 @@ impl Stats {
         c.fetch_add(n, Relaxed);
     }
 
-    pub(crate) fn snapshot(&self, entries: u64, bytes: u64) -> CacheStats {
+    /// `l2_writes` is counted by the spawned L2 writers, outside `Stats`.
+    pub(crate) fn snapshot(&self, entries: u64, bytes: u64, l2_writes: u64) -> CacheStats {
         let hits = self.hits.load(Relaxed);
         let misses = self.misses.load(Relaxed);
         CacheStats {
@@ -186,7 +186,7 @@ impl Stats {
                         hits: h,
                         misses: m,
                         errors: self.l2_errors.load(Relaxed),
-                        writes: self.l2_writes.load(Relaxed),
+                        writes: l2_writes,
                         hit_rate: rate(h, m),
                     }
                 },

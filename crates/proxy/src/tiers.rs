@@ -15,7 +15,6 @@ use perfgate_observe::{CacheEvent, InvalidationSource};
 use crate::cached::CacheReq;
 use crate::gateway::Gateway;
 use crate::invalidate::{InvalidateReport, Targets};
-use crate::route::Route;
 use crate::stats::Stats;
 
 /// What L2 had for a key.
@@ -36,13 +35,7 @@ impl Gateway {
 
     /// Looks `key` up in L2 (under its deadline); a fresh variant usable by
     /// this request is promoted to L1 with its remaining freshness.
-    pub(crate) async fn l2_lookup(
-        &self,
-        _route: &Route,
-        key: &str,
-        creq: &CacheReq,
-        auth_rfc: bool,
-    ) -> L2Lookup {
+    pub(crate) async fn l2_lookup(&self, key: &str, creq: &CacheReq, auth_rfc: bool) -> L2Lookup {
         let Some(l2) = &self.l2 else {
             return L2Lookup::Nothing;
         };
@@ -96,7 +89,7 @@ impl Gateway {
         let (key, entry) = (key.to_string(), entry.clone());
         let retention = entry.retention(self.keep_stale);
         let metrics = self.metrics.clone();
-        let writes = self.l2_counter();
+        let writes = self.l2_writes.clone();
         tokio::spawn(async move {
             match l2.put(&key, &entry, retention).await {
                 Ok(()) => {
@@ -110,10 +103,6 @@ impl Gateway {
                 }
             }
         });
-    }
-
-    fn l2_counter(&self) -> Arc<std::sync::atomic::AtomicU64> {
-        self.l2_writes.clone()
     }
 
     /// Applies an invalidation everywhere: this instance's L1, the L2, and
