@@ -43,6 +43,23 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Two members of one cache (same upstream, Redis and key prefix), each
+    /// built by `configure` and started with [`GatewayBuilder::spawn_connected`].
+    pub async fn members(
+        upstream: std::net::SocketAddr,
+        redis_url: &str,
+        key_prefix: &str,
+        configure: impl Fn(GatewayBuilder) -> GatewayBuilder,
+    ) -> (RunningGateway, RunningGateway) {
+        let start =
+            || configure(Gateway::member(upstream, redis_url, key_prefix)).spawn_connected();
+        let a = start().await;
+        let b = start().await;
+        (a, b)
+    }
+}
+
 impl GatewayBuilder {
     /// Starts the gateway and waits until its L2 reports `up`: perfgate
     /// connects to Redis in the background and skips L2 (`connecting`)

@@ -230,14 +230,8 @@ async fn tag_purge_uses_surrogate_key_cache_tag_and_route_tags() {
             },
         )
     };
-    let a = Gateway::member(origin.addr(), &redis.url(), &prefix)
-        .route(venues())
-        .spawn_connected()
-        .await;
-    let b = Gateway::member(origin.addr(), &redis.url(), &prefix)
-        .route(venues())
-        .spawn_connected()
-        .await;
+    let (a, b) =
+        Gateway::members(origin.addr(), &redis.url(), &prefix, |g| g.route(venues())).await;
     for p in ["/events", "/events/42", "/news", "/venues", "/other"] {
         share(&a, &b, p).await;
     }
@@ -422,14 +416,10 @@ async fn successful_unsafe_requests_invalidate_everywhere() {
             },
         )
     };
-    let a = Gateway::member(origin.addr(), &redis.url(), &prefix)
-        .route(bookings())
-        .spawn_connected()
-        .await;
-    let b = Gateway::member(origin.addr(), &redis.url(), &prefix)
-        .route(bookings())
-        .spawn_connected()
-        .await;
+    let (a, b) = Gateway::members(origin.addr(), &redis.url(), &prefix, |g| {
+        g.route(bookings())
+    })
+    .await;
     for p in ["/events", "/events/7", "/events/8", "/events/9"] {
         share(&a, &b, p).await;
     }

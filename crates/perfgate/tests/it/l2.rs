@@ -17,14 +17,7 @@ pub async fn pair(
     redis: &RedisServer,
     tag: &str,
 ) -> (RunningGateway, RunningGateway) {
-    let prefix = unique_name(tag);
-    let a = Gateway::member(origin, &redis.url(), &prefix)
-        .spawn_connected()
-        .await;
-    let b = Gateway::member(origin, &redis.url(), &prefix)
-        .spawn_connected()
-        .await;
-    (a, b)
+    Gateway::members(origin, &redis.url(), &unique_name(tag), |g| g).await
 }
 
 #[tokio::test]
@@ -80,23 +73,14 @@ async fn stats_metrics_and_health_report_the_l2() {
         .route("/events", Rsp::json(events_json()).max_age(60))
         .run()
         .await;
-    let prefix = unique_name("l2-stats");
-    let a = Gateway::member(origin.addr(), &redis.url(), &prefix)
-        .route(perfgate_config::RouteConfig {
+    let (a, b) = Gateway::members(origin.addr(), &redis.url(), &unique_name("l2-stats"), |g| {
+        g.route(perfgate_config::RouteConfig {
             name: Some("events".into()),
             path: Some("/events".into()),
             ..Default::default()
         })
-        .spawn_connected()
-        .await;
-    let b = Gateway::member(origin.addr(), &redis.url(), &prefix)
-        .route(perfgate_config::RouteConfig {
-            name: Some("events".into()),
-            path: Some("/events".into()),
-            ..Default::default()
-        })
-        .spawn_connected()
-        .await;
+    })
+    .await;
     a.fetch_into_l2("/events").await;
     assert_eq!(cache_status(&b.get("/events").await), L2_HIT);
     assert_eq!(cache_status(&b.get("/events").await), L1_HIT);
@@ -165,18 +149,13 @@ async fn large_bodies_stay_in_l1() {
         .route("/small", Rsp::text("small").max_age(60))
         .run()
         .await;
-    let prefix = unique_name("l2-big");
     let limit = |c: &mut perfgate_config::Config| {
         c.redis.max_object_bytes = perfgate_config::ByteSize(64 * 1024);
     };
-    let a = Gateway::member(origin.addr(), &redis.url(), &prefix)
-        .config(limit)
-        .spawn_connected()
-        .await;
-    let b = Gateway::member(origin.addr(), &redis.url(), &prefix)
-        .config(limit)
-        .spawn_connected()
-        .await;
+    let (a, b) = Gateway::members(origin.addr(), &redis.url(), &unique_name("l2-big"), |g| {
+        g.config(limit)
+    })
+    .await;
 
     let r = a.get("/big").await;
     assert_eq!(cache_status(&r), STORED, "stored in L1");
