@@ -244,11 +244,6 @@ impl Gateway {
         stats
     }
 
-    /// The L1 cache, when caching is enabled (for the admin API).
-    pub fn memory_cache(&self) -> Option<&MemoryCache> {
-        self.cache.as_ref()
-    }
-
     /// The life of a proxied request. Never fails: errors become responses here.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: Conn) -> Response<Body> {
         let start = Instant::now();
