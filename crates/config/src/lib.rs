@@ -17,4 +17,4 @@ pub use load::{from_env_only, load_file, load_file_with_env, load_str};
 pub use model::*;
 pub use problem::{ConfigErrors, Origin, Problem};
 pub use units::{ByteSize, Duration, parse_byte_size, parse_duration};
-pub use validate::{UpstreamUrl, parse_upstream_url, validate};
+pub use validate::{UpstreamUrl, parse_upstream_url, route_name, validate};

@@ -365,10 +365,17 @@ enum Kind {
     Bool,
     U32,
     I32,
+    U64,
     Usize,
     Duration,
     ByteSize,
     StrList,
+    /// A list of integers from 0 to `u32::MAX`.
+    U32List,
+    /// A floating-point number (an integer is accepted too).
+    F64,
+    /// A table of string values under names of the user's choosing.
+    StrMap,
     Enum(&'static [&'static str]),
     Table(&'static [Field]),
     /// An array of tables (`[[routes]]`).
@@ -394,7 +401,88 @@ const CONFIG: &[Field] = &[
     f("cache", Table(CACHE)),
     f("redis", Table(REDIS)),
     f("compression", Table(COMPRESSION)),
+    f("pools", Tables(POOL)),
+    f("rate_limits", Tables(RATE_LIMIT)),
+    f("jwt", Table(JWT)),
+    f("batch", Table(BATCH)),
     f("routes", Tables(ROUTE)),
+];
+const POOL: &[Field] = &[
+    f("name", Str),
+    f("servers", Tables(POOL_SERVER)),
+    f(
+        "balance",
+        Enum(&["round-robin", "least-outstanding", "consistent-hash"]),
+    ),
+    f("hash_key", Str),
+    f("read_pool", Str),
+    f("max_connections", Usize),
+    f("queue_timeout", Duration),
+    f("connect_timeout", Duration),
+    f("health", Table(HEALTH)),
+    f("outlier", Table(OUTLIER)),
+    f("breaker", Table(BREAKER)),
+    f("retry", Table(RETRY)),
+];
+const POOL_SERVER: &[Field] = &[f("url", Str), f("weight", U32)];
+const HEALTH: &[Field] = &[
+    f("path", Str),
+    f("interval", Duration),
+    f("timeout", Duration),
+    f("healthy_threshold", U32),
+    f("unhealthy_threshold", U32),
+];
+const OUTLIER: &[Field] = &[
+    f("consecutive_failures", U32),
+    f("base_ejection", Duration),
+    f("max_ejection", Duration),
+    f("max_ejection_percent", U32),
+];
+const BREAKER: &[Field] = &[
+    f("enabled", Bool),
+    f("failure_rate", F64),
+    f("min_requests", U32),
+    f("window", Duration),
+    f("consecutive_failures", U32),
+    f("open_for", Duration),
+    f("half_open_requests", U32),
+];
+const RETRY: &[Field] = &[
+    f("attempts", U32),
+    f("budget_percent", U32),
+    f("min_per_second", U32),
+    f("backoff_base", Duration),
+    f("backoff_max", Duration),
+    f("on_status", U32List),
+];
+const RATE_LIMIT: &[Field] = &[
+    f("name", Str),
+    f("key", Str),
+    f("rate", U32),
+    f("per", Duration),
+    f("burst", U32),
+    f("routes", StrList),
+    f("methods", StrList),
+    f("shared", Bool),
+];
+const JWT: &[Field] = &[
+    f("mode", Enum(JWT_MODES)),
+    f("algorithms", StrList),
+    f("secret_file", Str),
+    f("public_key_files", StrList),
+    f("jwks_file", Str),
+    f("issuers", StrList),
+    f("audiences", StrList),
+    f("leeway", Duration),
+    f("user_claim", Str),
+    f("forward_claims", StrMap),
+];
+const JWT_MODES: &[&str] = &["off", "optional", "required"];
+const BATCH: &[Field] = &[
+    f("enabled", Bool),
+    f("path", Str),
+    f("max_requests", Usize),
+    f("concurrency", Usize),
 ];
 const REDIS: &[Field] = &[
     f("url", Str),
@@ -409,7 +497,11 @@ const SERVER: &[Field] = &[
     f("tls", Table(TLS)),
     f("http2", Bool),
     f("max_header_bytes", ByteSize),
+    f("max_header_count", Usize),
+    f("max_uri_bytes", ByteSize),
     f("max_body_bytes", ByteSize),
+    f("max_concurrent_requests", Usize),
+    f("slow_request_threshold", Duration),
     f("header_read_timeout", Duration),
     f("drain_timeout", Duration),
     f("via_name", Str),
@@ -428,6 +520,10 @@ const UPSTREAM: &[Field] = &[
     f("pool_idle_timeout", Duration),
     f("pool_max_idle", Usize),
     f("preserve_host", Bool),
+    f("health", Table(HEALTH)),
+    f("outlier", Table(OUTLIER)),
+    f("breaker", Table(BREAKER)),
+    f("retry", Table(RETRY)),
 ];
 const FORWARDED: &[Field] = &[f("trusted_proxies", StrList)];
 const CACHE: &[Field] = &[
@@ -456,7 +552,22 @@ const ROUTE: &[Field] = &[
     f("pattern", Str),
     f("methods", StrList),
     f("upstream", Str),
+    f("pool", Str),
+    f("jwt", Enum(JWT_MODES)),
+    f("timeouts", Table(ROUTE_TIMEOUTS)),
+    f("query_clamps", Tables(QUERY_CLAMP)),
     f("cache", Table(ROUTE_CACHE)),
+];
+const ROUTE_TIMEOUTS: &[Field] = &[
+    f("connect", Duration),
+    f("response", Duration),
+    f("total", Duration),
+];
+const QUERY_CLAMP: &[Field] = &[
+    f("param", Str),
+    f("min", U64),
+    f("max", U64),
+    f("default", U64),
 ];
 const ROUTE_CACHE: &[Field] = &[
     f("bypass", Bool),
@@ -576,6 +687,62 @@ fn check_value(v: &mut Value, kind: Kind, path: &str, f: &mut Findings) -> bool 
             integer_in(v, i64::from(i32::MIN), i64::from(i32::MAX))
                 || reject(f, path, format!("expected an integer, found {}", found(v)))
         }
+        U64 => {
+            integer_in(v, 0, i64::MAX)
+                || reject(
+                    f,
+                    path,
+                    format!("expected a non-negative integer, found {}", found(v)),
+                )
+        }
+        F64 => {
+            if let Value::Integer(n) = v {
+                // Written as `1`: the model wants a float.
+                *v = Value::Float(*n as f64);
+            }
+            matches!(v, Value::Float(x) if x.is_finite())
+                || reject(f, path, format!("expected a number, found {}", found(v)))
+        }
+        U32List => match v {
+            Value::Array(items) => {
+                let mut ok = true;
+                for (i, item) in items.iter().enumerate() {
+                    if !integer_in(item, 0, i64::from(u32::MAX)) {
+                        f.problems.push(Problem::new(
+                            format!("{path}[{i}]"),
+                            format!("expected a non-negative integer, found {}", found(item)),
+                        ));
+                        ok = false;
+                    }
+                }
+                ok
+            }
+            other => reject(
+                f,
+                path,
+                format!("expected a list of integers, found {}", found(other)),
+            ),
+        },
+        StrMap => match v {
+            Value::Table(t) => {
+                let mut ok = true;
+                for (k, item) in t.iter() {
+                    if !item.is_str() {
+                        f.problems.push(Problem::new(
+                            child(path, k),
+                            format!("expected a string, found {}", found(item)),
+                        ));
+                        ok = false;
+                    }
+                }
+                ok
+            }
+            other => reject(
+                f,
+                path,
+                format!("expected a table of strings, found {}", found(other)),
+            ),
+        },
         Usize => {
             let max = i64::try_from(usize::MAX).unwrap_or(i64::MAX);
             integer_in(v, 0, max)
@@ -897,6 +1064,24 @@ fn typed(kind: Kind, value: &str) -> Result<Value, String> {
         U32 => int(0, i64::from(u32::MAX)),
         I32 => int(i64::from(i32::MIN), i64::from(i32::MAX)),
         Usize => int(0, i64::try_from(usize::MAX).unwrap_or(i64::MAX)),
+        U64 => int(0, i64::MAX),
+        F64 => match v.parse::<f64>() {
+            Ok(x) if x.is_finite() => Ok(Value::Float(x)),
+            _ => Err(format!("expected a number, found {value:?}")),
+        },
+        U32List => v
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| match s.parse::<u32>() {
+                Ok(n) => Ok(Value::Integer(i64::from(n))),
+                Err(_) => Err(format!(
+                    "expected integers separated by commas, found {value:?}"
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
+        StrMap => Err("a table of names: set it in the configuration file".into()),
         StrList => Ok(Value::Array(
             v.split(',')
                 .map(str::trim)

@@ -5,6 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::units::{ByteSize, Duration};
 
+mod traffic;
+pub use traffic::*;
+
 /// The whole configuration of one perfgate instance.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -23,6 +26,15 @@ pub struct Config {
     pub redis: RedisConfig,
     /// Response compression.
     pub compression: CompressionConfig,
+    /// Named upstream pools (several servers, balancing, health, breaker,
+    /// retries) that routes target with `pool`.
+    pub pools: Vec<PoolConfig>,
+    /// Rate-limit rules, checked in order; the first that refuses answers 429.
+    pub rate_limits: Vec<RateLimitConfig>,
+    /// JWT validation.
+    pub jwt: JwtConfig,
+    /// The batch endpoint.
+    pub batch: BatchConfig,
     /// Routes, matched by longest path prefix (or pattern) first; a request
     /// that matches none goes to the default upstream with the default policy.
     pub routes: Vec<RouteConfig>,
@@ -40,8 +52,17 @@ pub struct ServerConfig {
     pub http2: bool,
     /// Largest request head (request line plus headers) accepted; larger → 431.
     pub max_header_bytes: ByteSize,
+    /// Most header fields in a request head; more → 431.
+    pub max_header_count: usize,
+    /// Longest request target (path and query); longer → 414.
+    pub max_uri_bytes: ByteSize,
     /// Largest request body accepted; larger → 413.
     pub max_body_bytes: ByteSize,
+    /// Requests handled at once; more are refused at once with 503 (load
+    /// shedding) so that overload degrades gracefully. 0 = unlimited.
+    pub max_concurrent_requests: usize,
+    /// Requests slower than this are logged with their timing breakdown.
+    pub slow_request_threshold: Duration,
     /// How long a client may take to send a request head.
     pub header_read_timeout: Duration,
     /// On SIGTERM/Ctrl-C, how long in-flight requests may take to finish.
@@ -57,7 +78,11 @@ impl Default for ServerConfig {
             tls: None,
             http2: true,
             max_header_bytes: ByteSize(16 * 1024),
+            max_header_count: 100,
+            max_uri_bytes: ByteSize(8 * 1024),
             max_body_bytes: ByteSize(10 * 1024 * 1024),
+            max_concurrent_requests: 10_000,
+            slow_request_threshold: Duration::from_secs(1),
             header_read_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
             via_name: "perfgate".into(),
@@ -117,6 +142,14 @@ pub struct UpstreamConfig {
     pub pool_max_idle: usize,
     /// Forward the client's `Host` instead of the upstream's authority.
     pub preserve_host: bool,
+    /// Active health probes of the default upstream and of route `upstream` URLs.
+    pub health: HealthConfig,
+    /// Passive outlier detection (for those upstreams).
+    pub outlier: OutlierConfig,
+    /// Circuit breaker (for those upstreams).
+    pub breaker: BreakerConfig,
+    /// Retries (for those upstreams).
+    pub retry: RetryConfig,
 }
 
 impl Default for UpstreamConfig {
@@ -129,6 +162,10 @@ impl Default for UpstreamConfig {
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle: 256,
             preserve_host: false,
+            health: HealthConfig::default(),
+            outlier: OutlierConfig::default(),
+            breaker: BreakerConfig::default(),
+            retry: RetryConfig::default(),
         }
     }
 }
@@ -291,8 +328,17 @@ pub struct RouteConfig {
     pub pattern: Option<String>,
     /// Methods matched; empty matches every method.
     pub methods: Vec<String>,
-    /// Upstream base URL for this route; the default upstream when absent.
+    /// Upstream base URL for this route; the default upstream when neither
+    /// this nor `pool` is set.
     pub upstream: Option<String>,
+    /// Name of the pool this route targets (instead of `upstream`).
+    pub pool: Option<String>,
+    /// JWT validation on this route (default: `jwt.mode`).
+    pub jwt: Option<JwtMode>,
+    /// Deadlines of this route's upstream requests.
+    pub timeouts: RouteTimeouts,
+    /// Query parameters clamped before routing on and caching.
+    pub query_clamps: Vec<QueryClamp>,
     /// Cache policy of this route.
     pub cache: RouteCachePolicy,
 }

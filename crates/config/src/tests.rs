@@ -407,11 +407,44 @@ fn schema_matches_model() {
     let mut c = Config::default();
     c.server.tls = Some(TlsConfig::default());
     c.admin.token_file = Some(String::new());
+    c.upstream.health.path = Some(String::new());
+    c.jwt.secret_file = Some(String::new());
+    c.jwt.jwks_file = Some(String::new());
+    c.jwt
+        .forward_claims
+        .insert("sub".into(), "X-User-Id".into());
+    c.pools.push(PoolConfig {
+        servers: vec![PoolServer {
+            url: "http://127.0.0.1:1".into(),
+            weight: 1,
+        }],
+        read_pool: Some(String::new()),
+        connect_timeout: Some(Duration::from_secs(1)),
+        health: c.upstream.health.clone(),
+        ..PoolConfig::default()
+    });
+    c.rate_limits.push(RateLimitConfig {
+        burst: Some(1),
+        ..RateLimitConfig::default()
+    });
     c.routes.push(RouteConfig {
         name: Some(String::new()),
         path: Some(String::new()),
         pattern: Some(String::new()),
         upstream: Some(String::new()),
+        pool: Some(String::new()),
+        jwt: Some(JwtMode::Required),
+        timeouts: RouteTimeouts {
+            connect: Some(Duration::from_secs(1)),
+            response: Some(Duration::from_secs(1)),
+            total: Some(Duration::from_secs(1)),
+        },
+        query_clamps: vec![QueryClamp {
+            param: "page_size".into(),
+            min: Some(1),
+            max: Some(100),
+            default: Some(20),
+        }],
         cache: RouteCachePolicy {
             default_ttl: Some(Duration::from_secs(1)),
             stale_while_revalidate: Some(Duration::from_secs(1)),
@@ -438,6 +471,11 @@ fn schema_matches_model() {
 
 fn leaves(v: &toml::Value, path: &str, out: &mut BTreeSet<String>) {
     match v {
+        // A table of the user's names (`jwt.forward_claims`) is one setting.
+        toml::Value::Table(t) if path.ends_with("forward_claims") => {
+            debug_assert!(!t.is_empty());
+            out.insert(path.to_string());
+        }
         toml::Value::Table(t) => {
             for (k, v) in t {
                 let p = if path.is_empty() {
@@ -645,4 +683,71 @@ invalidate_tags = ["ok", "tab	x"]
         "[upstream]\nurl = \"http://u\"\n[cache]\nwarmup_concurrency = 64\n[[routes]]\npath = \"/e\"\n[routes.cache]\ntags = [\"events\", \"e:42\"]\ninvalidate_tags = [\"events\"]\n",
         &[],
     );
+}
+
+/// Traffic settings: every mistake is reported with its path, and a good
+/// pool/limit/JWT setup loads.
+#[test]
+fn traffic_settings_report_every_problem() {
+    let e = errors(
+        r#"
+[upstream]
+url = "http://127.0.0.1:8000"
+[upstream.breaker]
+failure_rate = 1.5
+[[pools]]
+name = "api"
+servers = [{ url = "ftp://x" , weight = 0 }]
+hash_key = "body"
+read_pool = "nope"
+[[rate_limits]]
+name = "login"
+key = "cookie:x"
+rate = 0
+routes = ["missing"]
+[[routes]]
+path = "/login"
+pool = "other"
+query_clamps = [{ param = "page_size", min = 10, max = 5 }]
+"#,
+    );
+    let text = e.to_string();
+    for needle in [
+        "upstream.breaker.failure_rate",
+        "pools[0].servers[0].url",
+        "pools[0].servers[0].weight",
+        "pools[0].hash_key",
+        "pools[0].read_pool",
+        "rate_limits[0].key",
+        "rate_limits[0].rate",
+        "rate_limits[0].routes[0]",
+        "routes[0].pool",
+        "routes[0].query_clamps[0].min",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+    let c = load_ok(
+        r#"
+[[pools]]
+name = "api"
+servers = [{ url = "http://127.0.0.1:8001", weight = 2 }, { url = "http://127.0.0.1:8002" }]
+balance = "least-outstanding"
+[pools.breaker]
+failure_rate = 1
+[[rate_limits]]
+name = "login-ip"
+rate = 5
+per = "1m"
+routes = ["login"]
+[[routes]]
+name = "login"
+path = "/login"
+pool = "api"
+"#,
+        &[],
+    );
+    assert_eq!(c.pools[0].servers[1].weight, 1);
+    assert_eq!(c.pools[0].balance, Balance::LeastOutstanding);
+    assert!((c.pools[0].breaker.failure_rate - 1.0).abs() < f64::EPSILON);
+    assert_eq!(c.rate_limits[0].per, Duration::from_secs(60));
 }

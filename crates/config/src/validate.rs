@@ -10,6 +10,9 @@ use crate::model::{Config, RouteConfig};
 use crate::problem::Problem;
 use crate::units::Duration;
 
+mod traffic;
+pub use traffic::route_name;
+
 /// Encodings perfgate can produce.
 const ALGORITHMS: [&str; 3] = ["br", "zstd", "gzip"];
 
@@ -185,6 +188,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     for (i, route) in config.routes.iter().enumerate() {
         check_route(route, i, up.url.is_empty(), &mut names, &mut p);
     }
+    traffic::check(config, &mut p);
     out
 }
 
@@ -263,7 +267,7 @@ fn check_route(
                 p(at("upstream"), e);
             }
         }
-        None if no_default_upstream => p(
+        None if no_default_upstream && route.pool.is_none() => p(
             at("upstream"),
             "this route has no upstream and upstream.url is not set: set one of them or pass --upstream"
                 .into(),
