@@ -3,5 +3,7 @@
 //! literals scattered across the code.
 
 mod metrics;
+mod traffic;
 
 pub use metrics::{CacheEvent, InvalidationSource, Metrics, RouteMetrics, UpstreamErrorKind};
+pub use traffic::{CircuitState, LimitResult, TrafficMetrics};

@@ -13,6 +13,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::traffic::TrafficMetrics;
+
 /// Latency buckets in seconds: 100 µs to ~30 s.
 const LATENCY_BUCKETS: [f64; 16] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -122,6 +124,8 @@ pub struct Metrics {
     l2_up: Gauge,
     l2_errors: Counter,
     l2_writes: Counter,
+    /// Traffic control: shedding, limits, JWT, upstream health, breakers.
+    pub traffic: TrafficMetrics,
 }
 
 impl Default for Metrics {
@@ -226,7 +230,9 @@ impl Metrics {
             "Entries written to the Redis L2",
             l2_writes.clone(),
         );
+        let traffic = TrafficMetrics::register(&mut registry);
         Self {
+            traffic,
             registry,
             invalidations,
             l2_up,

@@ -10,7 +10,6 @@ use http::header::{
     IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE, SET_COOKIE,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 use perfgate_cache::cache_control::CacheControl;
 use perfgate_cache::compress::Encoding;
 use perfgate_cache::conditional::{
@@ -97,7 +96,7 @@ impl Gateway {
     pub(crate) async fn cached(
         self: &Arc<Self>,
         route: Arc<Route>,
-        req: Request<Incoming>,
+        req: Request<Body>,
         conn: Conn,
         cx: &mut Cx,
     ) -> Result<Response<Body>, GatewayError> {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Response, StatusCode};
 
 use crate::body::Body;
 
@@ -13,8 +13,16 @@ use crate::body::Body;
 pub enum ErrorKind {
     /// The request is malformed or conflicts with itself → 400.
     BadRequest,
+    /// A missing or invalid bearer token where one is required → 401.
+    Unauthorized,
     /// The request body exceeds the configured limit → 413.
     PayloadTooLarge,
+    /// The request target is longer than `server.max_uri_bytes` → 414.
+    UriTooLong,
+    /// A rate limit refused the request → 429.
+    TooManyRequests,
+    /// More header fields than `server.max_header_count` → 431.
+    HeadersTooLarge,
     /// No route and no default upstream → 404.
     NoRoute,
     /// The upstream could not be reached or broke the exchange → 502.
@@ -23,6 +31,13 @@ pub enum ErrorKind {
     UpstreamTimeout,
     /// `Cache-Control: only-if-cached` and nothing usable is stored → 504.
     NotCached,
+    /// Too many requests in flight (`server.max_concurrent_requests`), or
+    /// no slot in the pool's `max_connections` in time → 503.
+    Overloaded,
+    /// The upstream's circuit breaker is open → 503.
+    CircuitOpen,
+    /// Every server of the pool is down or ejected → 503.
+    NoHealthyUpstream,
     /// A bug or an unexpected failure inside perfgate → 500.
     Internal,
 }
@@ -32,7 +47,14 @@ impl ErrorKind {
     pub fn status(self) -> StatusCode {
         match self {
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
+            ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorKind::Overloaded | ErrorKind::CircuitOpen | ErrorKind::NoHealthyUpstream => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ErrorKind::NoRoute => StatusCode::NOT_FOUND,
             ErrorKind::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             ErrorKind::UpstreamTimeout | ErrorKind::NotCached => StatusCode::GATEWAY_TIMEOUT,
@@ -44,7 +66,14 @@ impl ErrorKind {
     pub fn code(self) -> &'static str {
         match self {
             ErrorKind::BadRequest => "bad_request",
+            ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::PayloadTooLarge => "payload_too_large",
+            ErrorKind::UriTooLong => "uri_too_long",
+            ErrorKind::TooManyRequests => "rate_limited",
+            ErrorKind::HeadersTooLarge => "headers_too_large",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::CircuitOpen => "circuit_open",
+            ErrorKind::NoHealthyUpstream => "no_healthy_upstream",
             ErrorKind::NoRoute => "no_route",
             ErrorKind::UpstreamUnavailable => "upstream_unavailable",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
@@ -63,6 +92,8 @@ pub struct GatewayError {
     pub message: String,
     /// Sent as `Retry-After` when set.
     pub retry_after: Option<Duration>,
+    /// Extra response headers.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl GatewayError {
@@ -72,7 +103,20 @@ impl GatewayError {
             kind,
             message: message.into(),
             retry_after: None,
+            headers: Vec::new(),
         }
+    }
+
+    /// Adds `Retry-After` (whole seconds, at least 1).
+    pub fn retry_after(mut self, d: Duration) -> Self {
+        self.retry_after = Some(d);
+        self
+    }
+
+    /// Adds a header to the error response (e.g. `RateLimit`, `WWW-Authenticate`).
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
     }
 
     /// The response: status, envelope, never cached.
@@ -87,7 +131,12 @@ impl GatewayError {
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(d) = self.retry_after {
-            h.insert(RETRY_AFTER, HeaderValue::from(d.as_secs().max(1)));
+            // Rounded up: a client retrying at the given second must not be early.
+            let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+            h.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        for (name, value) in self.headers {
+            h.append(name, value);
         }
         rsp
     }

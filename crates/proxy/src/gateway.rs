@@ -1,10 +1,12 @@
 //! The gateway: configuration compiled once, and the life of a request.
 //! See ARCHITECTURE.md, "Life of a request".
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use http::header::{AUTHORIZATION, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body_util::Limited;
@@ -13,7 +15,7 @@ use perfgate_cache::compress::{Compressor, Encoding};
 use perfgate_cache::key::{KeyNormalizer, url_hash};
 use perfgate_cache::memory::MemoryCache;
 use perfgate_cache::redis::L2;
-use perfgate_config::{AuthorizedPolicy, Config, IpNet};
+use perfgate_config::{AuthorizedPolicy, Config};
 use perfgate_observe::{InvalidationSource, Metrics, UpstreamErrorKind};
 
 use crate::body::{Body, Watched};
@@ -23,7 +25,8 @@ use crate::compressing::{self, Compressing};
 use crate::error::{ErrorKind, GatewayError};
 use crate::guard;
 use crate::headers::{append_via, set_forwarded, strip_hop_by_hop, strip_tag_headers};
-use crate::route::{Route, Routes};
+use crate::policy::Policy;
+use crate::route::Route;
 use crate::stats::{CacheStats, Stats};
 use crate::upstream::Upstream;
 use crate::warmup::Warmups;
@@ -54,11 +57,17 @@ impl Conn {
     }
 }
 
-/// Per-request facts gathered on the way, for the response headers and metrics.
+/// Per-request facts gathered on the way, for the response headers, the
+/// slow-request log and metrics.
 #[derive(Default)]
 pub(crate) struct Cx {
     pub(crate) route: Option<Arc<Route>>,
+    /// Time spent waiting for the upstream (every attempt and backoff).
     pub(crate) upstream: Duration,
+    /// Time spent waiting for a pool slot (`max_connections`).
+    pub(crate) queue: Duration,
+    /// Upstream attempts made (retries included).
+    pub(crate) attempts: u32,
 }
 
 /// `Server-Timing: gateway;dur=0.123[, upstream;dur=45.678]` (milliseconds,
@@ -128,7 +137,10 @@ pub(crate) struct Outgoing<'a> {
 
 /// Everything the request path needs, built once from the configuration.
 pub struct Gateway {
-    pub(crate) routes: Routes,
+    /// The reloadable part: routes, pools, guards, limits, JWT.
+    policy: ArcSwap<Policy>,
+    /// Requests in flight, for load shedding.
+    in_flight: AtomicUsize,
     pub(crate) upstream: Upstream,
     pub(crate) cache: Option<MemoryCache>,
     pub(crate) keys: KeyNormalizer,
@@ -138,7 +150,6 @@ pub struct Gateway {
     pub(crate) stats: Stats,
     pub(crate) coalesce_timeout: Duration,
     pub(crate) max_object_bytes: usize,
-    max_body_bytes: u64,
     pub(crate) expose_tag_headers: bool,
     pub(crate) warmups: Warmups,
     pub(crate) l2: Option<L2>,
@@ -149,7 +160,6 @@ pub struct Gateway {
     pub(crate) flush_pending: std::sync::atomic::AtomicBool,
     /// Some route keys entries per credential (`key\nuser=…`).
     pub(crate) per_user_routes: bool,
-    trusted: Vec<IpNet>,
     pub(crate) via_h1: HeaderValue,
     via_h2: HeaderValue,
 }
@@ -157,20 +167,11 @@ pub struct Gateway {
 impl Gateway {
     /// Compiles a validated configuration.
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Self>, String> {
-        let routes = Routes::build(config, &metrics)?;
+        let policy = Policy::build(config, &metrics, None)?;
         let cache = config
             .cache
             .enabled
             .then(|| MemoryCache::new(config.cache.max_bytes.get(), config.cache.keep_stale.get()));
-        let trusted = config
-            .forwarded
-            .trusted_proxies
-            .iter()
-            .map(|s| {
-                s.parse::<IpNet>()
-                    .map_err(|e| format!("forwarded.trusted_proxies: {e}"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         let via = |v: &str| {
             HeaderValue::from_str(&format!("{v} {}", config.server.via_name))
                 .map_err(|_| "server.via_name is not a valid header value".to_string())
@@ -191,7 +192,8 @@ impl Gateway {
                 .routes
                 .iter()
                 .any(|r| r.cache.authorized == AuthorizedPolicy::PerUser),
-            routes,
+            policy: ArcSwap::from_pointee(policy),
+            in_flight: AtomicUsize::new(0),
             upstream: Upstream::new(&config.upstream),
             cache,
             keys: KeyNormalizer::new(&config.cache.drop_query_params),
@@ -202,13 +204,11 @@ impl Gateway {
             coalesce_timeout: config.cache.coalesce_timeout.get(),
             max_object_bytes: usize::try_from(config.cache.max_object_bytes.get())
                 .unwrap_or(usize::MAX),
-            max_body_bytes: config.server.max_body_bytes.get(),
             expose_tag_headers: config.cache.expose_tag_headers,
             warmups: Warmups::new(
                 config.server.listen.clone(),
                 config.cache.warmup_concurrency,
             ),
-            trusted,
             via_h1: via("1.1")?,
             via_h2: via("2")?,
         }))
@@ -237,6 +237,7 @@ impl Gateway {
         };
         self.metrics.set_l2_up(stats.layers.l2.state == "up");
         stats.routes = self
+            .policy()
             .routes
             .iter()
             .map(|r| r.stats.route_snapshot(&r.name))
@@ -244,13 +245,58 @@ impl Gateway {
         stats
     }
 
+    /// The current generation of the reloadable configuration.
+    pub(crate) fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
     /// The life of a proxied request. Never fails: errors become responses here.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: Conn) -> Response<Body> {
+        let policy = self.policy();
+        let req = req.map(|b| request_body(b, policy.guards.max_body_bytes));
+        self.handle_with(policy, req, conn).await
+    }
+
+    /// [`handle`](Self::handle) for a request whose body is already ours
+    /// (the batch endpoint's sub-requests).
+    pub(crate) async fn handle_with(
+        self: Arc<Self>,
+        policy: Arc<Policy>,
+        req: Request<Body>,
+        conn: Conn,
+    ) -> Response<Body> {
         let start = Instant::now();
         let mut cx = Cx::default();
-        let mut rsp = match self.proxy(req, conn, &mut cx).await {
-            Ok(rsp) => rsp,
-            Err(e) => e.into_response(),
+        // Load shedding: past the limit, answer at once rather than queue.
+        let _in_flight = InFlight::enter(&self.in_flight);
+        let mut rsp = if policy.max_concurrent > 0 && _in_flight.count > policy.max_concurrent {
+            self.metrics.traffic.shed();
+            GatewayError::new(ErrorKind::Overloaded, "too many requests in flight")
+                .retry_after(Duration::from_secs(1))
+                .into_response()
+        } else {
+            let method = req.method().clone();
+            let path = req.uri().path().to_string();
+            let rsp = match self.proxy(&policy, req, conn, &mut cx).await {
+                Ok(rsp) => rsp,
+                Err(e) => e.into_response(),
+            };
+            let total = start.elapsed();
+            if total >= policy.slow_request {
+                tracing::warn!(
+                    method = %method,
+                    path = %path,
+                    route = cx.route.as_ref().map_or("-", |r| &*r.name),
+                    status = rsp.status().as_u16(),
+                    total_ms = total.as_millis() as u64,
+                    gateway_ms = total.saturating_sub(cx.upstream + cx.queue).as_millis() as u64,
+                    queue_ms = cx.queue.as_millis() as u64,
+                    upstream_ms = cx.upstream.as_millis() as u64,
+                    attempts = cx.attempts,
+                    "slow request"
+                );
+            }
+            rsp
         };
         let total = start.elapsed();
         let timing = server_timing(total.saturating_sub(cx.upstream), cx.upstream);
@@ -265,17 +311,22 @@ impl Gateway {
 
     async fn proxy(
         self: &Arc<Self>,
-        req: Request<Incoming>,
+        policy: &Policy,
+        req: Request<Body>,
         conn: Conn,
         cx: &mut Cx,
     ) -> Result<Response<Body>, GatewayError> {
-        guard::check(&req, self.max_body_bytes)?;
-        let route = self
+        guard::check(&req, &policy.guards)?;
+        let route = policy
             .routes
             .select(req.method(), req.uri().path())
             .ok_or_else(|| GatewayError::new(ErrorKind::NoRoute, "no route for this path"))?
             .clone();
         cx.route = Some(route.clone());
+        let mut req = req;
+        if let Some(uri) = crate::clamp::apply(&route.clamps, req.uri())? {
+            *req.uri_mut() = uri;
+        }
         match self.cache_eligibility(&route, &req) {
             Ok(()) => self.cached(route, req, conn, cx).await,
             Err(label) => {
@@ -357,10 +408,6 @@ impl Gateway {
         key
     }
 
-    fn is_trusted(&self, ip: IpAddr) -> bool {
-        self.trusted.iter().any(|n| n.contains(ip))
-    }
-
     /// Builds the request sent upstream: target URI, hop-by-hop fields
     /// removed, forwarding headers, `Via`, `Host`.
     pub(crate) fn upstream_request(
@@ -389,7 +436,7 @@ impl Gateway {
         set_forwarded(
             &mut headers,
             &conn.peer_ip,
-            self.is_trusted(conn.peer.ip()),
+            route.trusted.iter().any(|n| n.contains(conn.peer.ip())),
             proto,
         );
         let via = if version == Version::HTTP_2 {
@@ -442,7 +489,7 @@ impl Gateway {
     pub(crate) async fn pass(
         &self,
         route: &Route,
-        req: Request<Incoming>,
+        req: Request<Body>,
         conn: &Conn,
         cx: &mut Cx,
         label: HeaderValue,
@@ -454,7 +501,6 @@ impl Gateway {
             self.compressor
                 .negotiate(parts.headers.get(http::header::ACCEPT_ENCODING))
         };
-        let body = request_body(body, self.max_body_bytes);
         let up = self.upstream_request(
             route,
             Outgoing {
@@ -511,6 +557,26 @@ impl Gateway {
                 None => body,
             };
         Response::from_parts(parts, body)
+    }
+}
+
+/// Counts a request in flight for as long as it lives.
+struct InFlight<'a> {
+    counter: &'a AtomicUsize,
+    /// Requests in flight including this one.
+    count: usize,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a AtomicUsize) -> Self {
+        let count = counter.fetch_add(1, Ordering::Relaxed) + 1;
+        Self { counter, count }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

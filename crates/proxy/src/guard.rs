@@ -1,16 +1,39 @@
 //! Request guards run before anything else: framing conflicts (found by
-//! `framing.rs` below hyper), missing `Host`, and body size limits (hyper
-//! already rejects malformed request lines and oversized heads with 400/431).
+//! `framing.rs` below hyper), missing `Host`, header count, target length
+//! and body size limits (hyper already rejects malformed request lines and
+//! oversized heads with 400/431).
 
-use http::header::{CONTENT_LENGTH, HOST};
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{Request, Version};
 
 use crate::error::{ErrorKind, GatewayError};
 use crate::framing::{CONFLICT_HEADER, conflict_marker};
+use crate::policy::Guards;
 
 /// Checks a request head; the error says what the client got wrong.
-pub fn check<B>(req: &Request<B>, max_body: u64) -> Result<(), GatewayError> {
+pub(crate) fn check<B>(req: &Request<B>, guards: &Guards) -> Result<(), GatewayError> {
+    let max_body = guards.max_body_bytes;
     let h = req.headers();
+    if h.len() > guards.max_header_count {
+        return Err(GatewayError::new(
+            ErrorKind::HeadersTooLarge,
+            format!(
+                "{} header fields exceed the limit of {}",
+                h.len(),
+                guards.max_header_count
+            ),
+        ));
+    }
+    let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target > guards.max_uri_bytes {
+        return Err(GatewayError::new(
+            ErrorKind::UriTooLong,
+            format!(
+                "the request target of {target} bytes exceeds the limit of {} bytes",
+                guards.max_uri_bytes
+            ),
+        ));
+    }
     // The framing check below hyper replaced a head that had both
     // Content-Length and Transfer-Encoding (see `framing.rs`).
     if h.get(CONFLICT_HEADER) == Some(conflict_marker()) {
@@ -19,12 +42,40 @@ pub fn check<B>(req: &Request<B>, max_body: u64) -> Result<(), GatewayError> {
             "both Content-Length and Transfer-Encoding are present",
         ));
     }
-    // RFC 9112 §3.2: an HTTP/1.1 request without Host gets a 400.
-    if req.version() == Version::HTTP_11 && !h.contains_key(HOST) {
+    // RFC 9112 §3.2: an HTTP/1.1 request without Host, or with several,
+    // gets a 400 (two Hosts let a cache and an origin disagree on the target).
+    let mut hosts = h.get_all(HOST).iter();
+    if req.version() == Version::HTTP_11 && hosts.next().is_none() {
         return Err(GatewayError::new(
             ErrorKind::BadRequest,
             "missing Host header",
         ));
+    }
+    if hosts.next().is_some() {
+        return Err(GatewayError::new(
+            ErrorKind::BadRequest,
+            "more than one Host header",
+        ));
+    }
+    // RFC 9112 §6.1: a request's framing is chunked or Content-Length;
+    // a Transfer-Encoding whose last coding is not chunked cannot be
+    // framed, and HTTP/1.0 has no Transfer-Encoding at all.
+    if h.contains_key(TRANSFER_ENCODING) {
+        let last = h
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map(str::trim);
+        if req.version() == Version::HTTP_10
+            || !last.is_some_and(|c| c.eq_ignore_ascii_case("chunked"))
+        {
+            return Err(GatewayError::new(
+                ErrorKind::BadRequest,
+                "unsupported Transfer-Encoding",
+            ));
+        }
     }
     if let Some(len) = h.get(CONTENT_LENGTH) {
         let len: u64 = len

@@ -4,6 +4,7 @@
 
 mod body;
 mod cached;
+mod clamp;
 mod coalesce;
 mod compressing;
 mod error;
@@ -12,6 +13,7 @@ mod gateway;
 mod guard;
 mod headers;
 mod invalidate;
+mod policy;
 mod route;
 mod server;
 mod stats;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::Method;
 use http::uri::{Authority, Scheme};
 use perfgate_cache::policy::RoutePolicy;
-use perfgate_config::{Config, RouteConfig};
+use perfgate_config::{Config, IpNet, QueryClamp, RouteConfig};
 use perfgate_observe::{Metrics, RouteMetrics};
 
 use crate::stats::Stats;
@@ -138,6 +138,10 @@ pub struct Route {
     pub invalidate_tags: Vec<Arc<str>>,
     /// Pre-resolved metric handles.
     pub metrics: RouteMetrics,
+    /// Peers whose `X-Forwarded-*` headers are trusted.
+    pub(crate) trusted: Arc<[IpNet]>,
+    /// Query parameters clamped before routing and caching.
+    pub(crate) clamps: Vec<QueryClamp>,
     /// Cache statistics of this route.
     pub(crate) stats: Stats,
 }
@@ -156,6 +160,16 @@ impl Routes {
         } else {
             Some(Arc::new(Target::parse(&config.upstream.url)?))
         };
+        let trusted: Arc<[IpNet]> = config
+            .forwarded
+            .trusted_proxies
+            .iter()
+            .map(|s| {
+                s.parse::<IpNet>()
+                    .map_err(|e| format!("forwarded.trusted_proxies: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?
+            .into();
         let mut routes = Vec::with_capacity(config.routes.len());
         for rc in &config.routes {
             routes.push(Arc::new(compile(
@@ -163,6 +177,7 @@ impl Routes {
                 config,
                 default_target.as_ref(),
                 metrics,
+                &trusted,
             )?));
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.matcher.specificity()));
@@ -178,6 +193,8 @@ impl Routes {
                 invalidate_tags: Vec::new(),
                 metrics: metrics.route("default"),
                 stats: Stats::default(),
+                trusted: trusted.clone(),
+                clamps: Vec::new(),
             })
         });
         Ok(Self { routes, fallback })
@@ -212,6 +229,7 @@ fn compile(
     config: &Config,
     default_target: Option<&Arc<Target>>,
     metrics: &Metrics,
+    trusted: &Arc<[IpNet]>,
 ) -> Result<Route, String> {
     let matcher = match (&rc.path, &rc.pattern) {
         (Some(p), None) => Matcher::Prefix(p.clone()),
@@ -249,6 +267,8 @@ fn compile(
     Ok(Route {
         metrics: metrics.route(&name),
         stats: Stats::default(),
+        trusted: trusted.clone(),
+        clamps: rc.query_clamps.clone(),
         name,
         matcher,
         methods,

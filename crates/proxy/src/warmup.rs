@@ -238,6 +238,7 @@ impl Gateway {
     async fn warm_one(self: &Arc<Self>, host: &str, path: &str) -> Result<(), String> {
         let uri: Uri = path.parse().map_err(|_| "not a valid path".to_string())?;
         let route = self
+            .policy()
             .routes
             .select(&Method::GET, uri.path())
             .ok_or("no route for this path")?

