@@ -40,6 +40,7 @@ pub async fn require(
             message: "no admin token is configured: the admin API answers only loopback clients"
                 .into(),
             field: None,
+            details: None,
         }
         .into_response();
     }
@@ -48,6 +49,7 @@ pub async fn require(
         code: "unauthorized",
         message: "a valid bearer token is required".into(),
         field: None,
+        details: None,
     }
     .into_response();
     rsp.headers_mut().insert(

@@ -24,6 +24,8 @@ pub struct ApiError {
     pub message: String,
     /// The request field at fault, for 400s.
     pub field: Option<String>,
+    /// More about the failure (e.g. every problem of a rejected config).
+    pub details: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -34,6 +36,7 @@ impl ApiError {
             code: "bad_request",
             message: message.into(),
             field: Some(field.into()),
+            details: None,
         }
     }
 
@@ -44,6 +47,7 @@ impl ApiError {
             code: "not_found",
             message: message.into(),
             field: None,
+            details: None,
         }
     }
 }
@@ -53,6 +57,9 @@ impl IntoResponse for ApiError {
         let mut error = json!({ "code": self.code, "message": self.message });
         if let Some(f) = self.field {
             error["field"] = json!(f);
+        }
+        if let Some(d) = self.details {
+            error["details"] = d;
         }
         (
             self.status,

@@ -65,6 +65,7 @@ pub async fn read_object(
                 "the body is larger than {MAX_BODY_BYTES} bytes (or could not be read)"
             ),
             field: Some("body".into()),
+            details: None,
         })?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request(

@@ -5,6 +5,7 @@
 
 mod auth;
 mod cache;
+mod config;
 mod envelope;
 mod health;
 mod invalidate;
@@ -22,6 +23,7 @@ use axum::Router;
 use perfgate_proxy::Gateway;
 use tokio::net::TcpListener;
 
+pub use config::{ReloadError, ReloadReport, Reloader};
 pub use envelope::{ApiError, ok};
 
 /// What the admin handlers share.
@@ -33,6 +35,8 @@ pub struct AdminState {
     pub token: Option<Arc<str>>,
     /// Serve `/metrics` without the token.
     pub metrics_public: bool,
+    /// Reloads the configuration (`POST /admin/config/reload`).
+    pub reloader: Option<Reloader>,
 }
 
 /// The admin router. New resources add a module and a `merge` here.
@@ -41,6 +45,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(cache::routes())
         .merge(invalidate::routes())
         .merge(warmup::routes())
+        .merge(config::routes())
         .merge(metrics::routes(!state.metrics_public))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

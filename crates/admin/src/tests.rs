@@ -28,6 +28,7 @@ fn state(token: Option<&str>) -> AdminState {
         gateway,
         token: token.map(Arc::from),
         metrics_public: false,
+        reloader: None,
     }
 }
 

@@ -1,11 +1,14 @@
 //! Starting and stopping one perfgate instance: the proxy listener and the
 //! admin listener, built from one validated configuration.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::Context as _;
-use perfgate_admin::AdminState;
+use perfgate_admin::{AdminState, ReloadError, ReloadReport};
 use perfgate_config::Config;
 use perfgate_observe::Metrics;
 use perfgate_proxy::{Gateway, ServerOptions};
@@ -21,6 +24,7 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     /// The gateway (stats, metrics).
     pub gateway: Arc<Gateway>,
+    reloader: Arc<Reload>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -33,6 +37,26 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
+    }
+
+    /// Where [`reload`](Self::reload) reads the configuration from.
+    pub fn set_config_source(&self, source: ConfigSource) {
+        *self
+            .reloader
+            .source
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(source);
+    }
+
+    /// Reloads the configuration from its source (`SIGHUP`,
+    /// `POST /admin/config/reload`).
+    pub fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        self.reloader.reload()
+    }
+
+    /// Applies a configuration built in code (tests), through the same path.
+    pub fn apply(&self, config: Config) -> Result<ReloadReport, ReloadError> {
+        self.reloader.apply(config)
     }
 
     /// Base URL of the proxy.
@@ -110,10 +134,20 @@ pub async fn start_on(
         opts,
         wait(stopped.clone()),
     ));
+    let reloader = Arc::new(Reload {
+        gateway: gateway.clone(),
+        source: Mutex::new(None),
+        current: Mutex::new(config.clone()),
+        generation: AtomicU64::new(0),
+    });
     let state = AdminState {
         gateway: gateway.clone(),
         token,
         metrics_public: config.admin.metrics_public,
+        reloader: Some({
+            let r = reloader.clone();
+            Arc::new(move || r.reload())
+        }),
     };
     let admin_task = tokio::spawn({
         let shutdown = wait(stopped);
@@ -128,7 +162,131 @@ pub async fn start_on(
         proxy_addr,
         admin_addr,
         gateway,
+        reloader,
         stop,
         tasks: vec![proxy_task, admin_task],
     })
+}
+
+/// Where the configuration comes from: the file (if any) and the
+/// environment, with the command-line flags already turned into overrides.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    /// The TOML file.
+    pub path: Option<PathBuf>,
+    /// The environment (`PERFGATE_…` overrides).
+    pub env: Vec<(OsString, OsString)>,
+}
+
+impl ConfigSource {
+    /// Loads and validates the configuration.
+    pub fn load(&self) -> Result<Config, perfgate_config::ConfigErrors> {
+        match &self.path {
+            Some(path) => perfgate_config::load_file_with_env(path, self.env.clone()),
+            None => perfgate_config::from_env_only(self.env.clone()),
+        }
+    }
+}
+
+/// Reloads: one at a time, through `Gateway::reload`.
+struct Reload {
+    gateway: Arc<Gateway>,
+    source: Mutex<Option<ConfigSource>>,
+    /// The configuration running now (to tell which changes need a restart).
+    current: Mutex<Config>,
+    generation: AtomicU64,
+}
+
+impl Reload {
+    fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        let source = self
+            .source
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| {
+                ReloadError::Unavailable(
+                    "this instance was not started from a configuration source".into(),
+                )
+            })?;
+        let config = source.load().map_err(|e| {
+            ReloadError::Invalid(e.problems.iter().map(ToString::to_string).collect())
+        })?;
+        self.apply(config)
+    }
+
+    fn apply(&self, mut config: Config) -> Result<ReloadReport, ReloadError> {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        // The listener stays where it is; a new address needs a restart.
+        let wanted_listen =
+            std::mem::replace(&mut config.server.listen, current.server.listen.clone());
+        let problems = perfgate_config::validate(&config);
+        if !problems.is_empty() {
+            self.gateway.metrics().traffic.reload(false);
+            return Err(ReloadError::Invalid(
+                problems.iter().map(ToString::to_string).collect(),
+            ));
+        }
+        if let Err(e) = self.gateway.reload(&config) {
+            self.gateway.metrics().traffic.reload(false);
+            tracing::error!(error = %e, "configuration reload rejected; the running configuration is unchanged");
+            return Err(ReloadError::Invalid(vec![e]));
+        }
+        let mut restart_required = restart_required(&current, &config);
+        if wanted_listen != current.server.listen
+            && !listen_matches(&current.server.listen, &wanted_listen)
+        {
+            restart_required.insert(0, "server.listen".into());
+        }
+        *current = config;
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        self.gateway.metrics().traffic.reload(true);
+        if restart_required.is_empty() {
+            tracing::info!(generation, "configuration reloaded");
+        } else {
+            tracing::warn!(generation, restart_required = ?restart_required, "configuration reloaded; some changed settings only take effect after a restart");
+        }
+        Ok(ReloadReport {
+            generation,
+            restart_required,
+        })
+    }
+}
+
+/// True when `wanted` names the port-0 address the listener was bound from.
+fn listen_matches(actual: &str, wanted: &str) -> bool {
+    wanted.ends_with(":0")
+        && actual.rsplit_once(':').map(|(h, _)| h) == wanted.rsplit_once(':').map(|(h, _)| h)
+}
+
+/// Sections that are built once at start-up and changed in `new`.
+fn restart_required(old: &Config, new: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let server = |c: &Config| {
+        let mut s = c.server.clone();
+        // Reloadable.
+        s.listen = String::new();
+        s.max_body_bytes = Default::default();
+        s.max_header_count = 0;
+        s.max_uri_bytes = Default::default();
+        s.max_concurrent_requests = 0;
+        s.slow_request_threshold = Default::default();
+        s
+    };
+    if server(old) != server(new) {
+        out.push("server".into());
+    }
+    if old.admin != new.admin {
+        out.push("admin".into());
+    }
+    if old.cache != new.cache {
+        out.push("cache".into());
+    }
+    if old.redis != new.redis {
+        out.push("redis".into());
+    }
+    if old.compression != new.compression {
+        out.push("compression".into());
+    }
+    out
 }

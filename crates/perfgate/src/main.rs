@@ -178,27 +178,73 @@ fn config_env(args: &ServeArgs) -> Vec<(std::ffi::OsString, std::ffi::OsString)>
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let env = config_env(&args);
-    let config = match &args.config {
-        Some(path) => perfgate_config::load_file_with_env(path, env),
-        None => perfgate_config::from_env_only(env),
-    }
-    .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+    let source = perfgate::app::ConfigSource {
+        path: args.config.clone(),
+        env: config_env(&args),
+    };
+    let config = source
+        .load()
+        .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
     let token = cli::admin_token(
         args.admin_token_file.as_deref(),
         config.admin.token_file.as_deref(),
     )?;
     let running = perfgate::app::start(config, token).await?;
+    running.set_config_source(source);
     eprintln!(
-        "perfgate: proxy on {}  admin on {}  (Ctrl-C to stop)",
+        "perfgate: proxy on {}  admin on {}  (Ctrl-C to stop, SIGHUP to reload the configuration)",
         running.proxy_url(),
         running.admin_url()
     );
-    shutdown_signal().await;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = hangup() => {
+                // Reading files and compiling keys blocks: not on a runtime thread.
+                let r = tokio::task::block_in_place(|| running.reload());
+                if let Err(e) = r {
+                    match e {
+                        perfgate_admin::ReloadError::Invalid(problems) => {
+                            for p in &problems {
+                                tracing::error!(problem = %p, "configuration reload rejected");
+                            }
+                            tracing::error!(problems = problems.len(), "the running configuration is unchanged");
+                        }
+                        perfgate_admin::ReloadError::Unavailable(why) => tracing::error!(%why, "configuration reload unavailable"),
+                    }
+                }
+            }
+        }
+    }
     tracing::info!("shutdown requested: draining");
     running.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Resolves at each `SIGHUP` (never on other platforms).
+async fn hangup() {
+    #[cfg(unix)]
+    {
+        use std::sync::OnceLock;
+        use tokio::sync::Mutex;
+        static HUP: OnceLock<Option<Mutex<tokio::signal::unix::Signal>>> = OnceLock::new();
+        let sig = HUP.get_or_init(|| {
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .ok()
+                .map(Mutex::new)
+        });
+        match sig {
+            Some(s) => {
+                s.lock().await.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    }
+    #[cfg(not(unix))]
+    std::future::pending::<()>().await;
 }
 
 async fn shutdown_signal() {

@@ -250,6 +250,10 @@ impl Gateway {
         self.policy.load_full()
     }
 
+    pub(crate) fn swap_policy(&self, new: Policy) {
+        self.policy.store(Arc::new(new));
+    }
+
     /// The life of a proxied request. Never fails: errors become responses here.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: Conn) -> Response<Body> {
         let policy = self.policy();

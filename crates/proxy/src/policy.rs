@@ -51,3 +51,16 @@ impl Policy {
         })
     }
 }
+
+impl crate::Gateway {
+    /// Replaces the reloadable configuration (routes, pools, guards, limits,
+    /// JWT) with one compiled from `config`, which must be validated. In
+    /// flight requests finish with the generation they started with; the
+    /// cache and the statistics are kept. Err leaves the running one.
+    pub fn reload(&self, config: &Config) -> Result<(), String> {
+        let old = self.policy();
+        let new = Policy::build(config, self.metrics(), Some(&old))?;
+        self.swap_policy(new);
+        Ok(())
+    }
+}
