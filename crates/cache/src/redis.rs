@@ -21,6 +21,7 @@
 
 pub mod codec;
 mod conn;
+mod gcra;
 mod pubsub;
 
 use std::future::Future;
@@ -37,6 +38,7 @@ use perfgate_config::RedisConfig;
 use crate::entry::Entry;
 use crate::key::url_hash;
 use conn::{Breaker, Conn, is_outage};
+pub use gcra::RateReply;
 
 /// Why an L2 call returned nothing.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -2,7 +2,7 @@
 //! fetch or revalidation, storing, and answering from a stored entry.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{
@@ -25,7 +25,7 @@ use crate::body::{Body, Watched};
 use crate::coalesce::Join;
 use crate::compressing::{add_vary_accept_encoding, weaken_etag};
 use crate::error::{ErrorKind, GatewayError};
-use crate::gateway::{CACHE_STATUS, Conn, Cx, Gateway, Outgoing, request_host};
+use crate::gateway::{CACHE_STATUS, Conn, Cx, Gateway, Outgoing, Waits, request_host};
 use crate::headers::{append_via, strip_hop_by_hop, strip_tag_headers};
 use crate::invalidate::response_tags;
 use crate::route::Route;
@@ -145,20 +145,20 @@ impl Gateway {
             // no body to store.
             self.count(&route, CacheEvent::miss);
             let (parts, body) = req.into_parts();
-            let up = self.upstream_request(
-                &route,
-                Outgoing {
-                    method: Method::HEAD,
-                    uri: &parts.uri,
-                    headers: cleaned_for_fetch(parts.headers),
-                    version: parts.version,
-                },
-                &conn,
-                Body::Empty,
-            )?;
             drop(body);
             let rsp = self
-                .send(&route, up, &mut cx.upstream)
+                .forward(
+                    &route,
+                    Outgoing {
+                        method: Method::HEAD,
+                        uri: &parts.uri,
+                        headers: cleaned_for_fetch(parts.headers),
+                        version: parts.version,
+                    },
+                    &conn,
+                    Body::Empty,
+                    &mut cx.timing,
+                )
                 .await
                 .map_err(|e| e.to_gateway())?;
             return Ok(self.stream_response(rsp, MISS_HEAD, Encoding::Identity));
@@ -177,7 +177,7 @@ impl Gateway {
             (parts.method, parts.headers)
         };
         let fetched = self
-            .fill(&route, &key, &creq, found, auth_rfc, &mut cx.upstream)
+            .fill(&route, &key, &creq, found, auth_rfc, &mut cx.timing)
             .await?;
         Ok(self.answer(&key, fetched, &method, &headers))
     }
@@ -191,7 +191,7 @@ impl Gateway {
         creq: &Arc<CacheReq>,
         found: Option<Arc<Entry>>,
         auth_rfc: bool,
-        upstream: &mut Duration,
+        upstream: &mut Waits,
     ) -> Result<Fetched, GatewayError> {
         if self.cache.as_ref().is_some_and(|c| c.is_unshareable(key)) {
             // Recent responses for this key could not be shared: waiting for
@@ -205,7 +205,7 @@ impl Gateway {
                 let gw = self.clone();
                 let (route2, key2, creq2) = (route.clone(), key.to_string(), creq.clone());
                 let task = tokio::spawn(async move {
-                    let mut upstream = Duration::ZERO;
+                    let mut upstream = Waits::default();
                     // L2 first: another instance may have fetched it already.
                     let found = match gw.l2_lookup(&key2, &creq2, auth_rfc).await {
                         L2Lookup::Fresh(entry) => {
@@ -325,7 +325,7 @@ impl Gateway {
         let gw = self.clone();
         tokio::spawn(async move {
             if let Join::Leader(leader) = gw.flights.join(&key) {
-                let mut upstream = Duration::ZERO;
+                let mut upstream = Waits::default();
                 let out = gw
                     .fetch(&route, &key, &creq, Some(entry), &mut upstream)
                     .await;
@@ -344,7 +344,7 @@ impl Gateway {
         key: &str,
         creq: &CacheReq,
         stale: Option<Arc<Entry>>,
-        upstream: &mut Duration,
+        upstream: &mut Waits,
     ) -> Result<Fetched, GatewayError> {
         let cache = self
             .cache
@@ -359,21 +359,24 @@ impl Gateway {
                 s.last_modified.as_ref(),
             ));
         }
-        let req = self.upstream_request(
-            route,
-            Outgoing {
-                method: Method::GET,
-                uri: &creq.uri,
-                headers,
-                version: creq.version,
-            },
-            &creq.conn,
-            Body::Empty,
-        )?;
         // What this client accepts, should the response have to be streamed.
         let enc = self.compressor.negotiate(creq.headers.get(ACCEPT_ENCODING));
         let request_time = SystemTime::now();
-        let rsp = match self.send(route, req, upstream).await {
+        let sent = self
+            .forward(
+                route,
+                Outgoing {
+                    method: Method::GET,
+                    uri: &creq.uri,
+                    headers,
+                    version: creq.version,
+                },
+                &creq.conn,
+                Body::Empty,
+                upstream,
+            )
+            .await;
+        let rsp = match sent {
             Ok(rsp) => rsp,
             Err(e) => {
                 return match stale.filter(|s| s.usable_if_error(Instant::now())) {

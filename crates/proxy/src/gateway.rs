@@ -16,7 +16,7 @@ use perfgate_cache::key::{KeyNormalizer, url_hash};
 use perfgate_cache::memory::MemoryCache;
 use perfgate_cache::redis::L2;
 use perfgate_config::{AuthorizedPolicy, Config};
-use perfgate_observe::{InvalidationSource, Metrics, UpstreamErrorKind};
+use perfgate_observe::{InvalidationSource, Metrics};
 
 use crate::body::{Body, Watched};
 use crate::cached::Shared;
@@ -24,7 +24,7 @@ use crate::coalesce::Flights;
 use crate::compressing::{self, Compressing};
 use crate::error::{ErrorKind, GatewayError};
 use crate::guard;
-use crate::headers::{append_via, set_forwarded, strip_hop_by_hop, strip_tag_headers};
+use crate::headers::{append_via, strip_hop_by_hop, strip_tag_headers};
 use crate::policy::Policy;
 use crate::route::Route;
 use crate::stats::{CacheStats, Stats};
@@ -46,6 +46,8 @@ pub struct Conn {
     /// The client's IP as a header value, formatted once per connection
     /// (for `X-Forwarded-For`).
     pub peer_ip: HeaderValue,
+    /// The user of this request (JWT), set per request once validated.
+    pub user: Option<Arc<str>>,
 }
 
 impl Conn {
@@ -53,7 +55,12 @@ impl Conn {
     pub fn new(peer: SocketAddr, tls: bool) -> Self {
         let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
             .unwrap_or(HeaderValue::from_static("unknown"));
-        Self { peer, tls, peer_ip }
+        Self {
+            peer,
+            tls,
+            peer_ip,
+            user: None,
+        }
     }
 }
 
@@ -62,12 +69,28 @@ impl Conn {
 #[derive(Default)]
 pub(crate) struct Cx {
     pub(crate) route: Option<Arc<Route>>,
-    /// Time spent waiting for the upstream (every attempt and backoff).
+    pub(crate) timing: Waits,
+    /// Rate-limit headers for the response.
+    pub(crate) limit_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// Where a request's time went outside the gateway itself.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Waits {
+    /// Waiting for the upstream (every attempt and backoff).
     pub(crate) upstream: Duration,
-    /// Time spent waiting for a pool slot (`max_connections`).
+    /// Waiting for a pool slot (`max_connections`).
     pub(crate) queue: Duration,
     /// Upstream attempts made (retries included).
     pub(crate) attempts: u32,
+}
+
+impl std::ops::AddAssign for Waits {
+    fn add_assign(&mut self, o: Waits) {
+        self.upstream += o.upstream;
+        self.queue += o.queue;
+        self.attempts += o.attempts;
+    }
 }
 
 /// `Server-Timing: gateway;dur=0.123[, upstream;dur=45.678]` (milliseconds,
@@ -293,18 +316,23 @@ impl Gateway {
                     route = cx.route.as_ref().map_or("-", |r| &*r.name),
                     status = rsp.status().as_u16(),
                     total_ms = total.as_millis() as u64,
-                    gateway_ms = total.saturating_sub(cx.upstream + cx.queue).as_millis() as u64,
-                    queue_ms = cx.queue.as_millis() as u64,
-                    upstream_ms = cx.upstream.as_millis() as u64,
-                    attempts = cx.attempts,
+                    gateway_ms = total.saturating_sub(cx.timing.upstream + cx.timing.queue).as_millis() as u64,
+                    queue_ms = cx.timing.queue.as_millis() as u64,
+                    upstream_ms = cx.timing.upstream.as_millis() as u64,
+                    attempts = cx.timing.attempts,
                     "slow request"
                 );
             }
             rsp
         };
         let total = start.elapsed();
-        let timing = server_timing(total.saturating_sub(cx.upstream), cx.upstream);
-        rsp.headers_mut().insert(SERVER_TIMING, timing);
+        let waited = cx.timing.upstream + cx.timing.queue;
+        let timing = server_timing(total.saturating_sub(waited), cx.timing.upstream);
+        let h = rsp.headers_mut();
+        h.insert(SERVER_TIMING, timing);
+        for (name, value) in cx.limit_headers.drain(..) {
+            h.append(name, value);
+        }
         if let Some(route) = &cx.route {
             route
                 .metrics
@@ -328,6 +356,11 @@ impl Gateway {
             .clone();
         cx.route = Some(route.clone());
         let mut req = req;
+        let mut conn = conn;
+        self.identify(policy, &route, &mut req, &mut conn)?; // identity.rs: 401
+        let (method, uri, headers) = (req.method(), req.uri(), req.headers());
+        self.limit(policy, &route, method, uri, headers, &conn, cx)
+            .await?; // limits.rs: 429
         if let Some(uri) = crate::clamp::apply(&route.clamps, req.uri())? {
             *req.uri_mut() = uri;
         }
@@ -412,80 +445,13 @@ impl Gateway {
         key
     }
 
-    /// Builds the request sent upstream: target URI, hop-by-hop fields
-    /// removed, forwarding headers, `Via`, `Host`.
-    pub(crate) fn upstream_request(
-        &self,
-        route: &Route,
-        out: Outgoing<'_>,
-        conn: &Conn,
-        body: Body,
-    ) -> Result<Request<Body>, GatewayError> {
-        let Outgoing {
-            method,
-            uri,
-            mut headers,
-            version,
-        } = out;
-        let pq = uri.path_and_query().map_or("/", |p| p.as_str());
-        let up_uri = Upstream::uri(&route.target, pq)?;
-        if !headers.contains_key(HOST)
-            && let Some(a) = uri.authority()
-            && let Ok(v) = HeaderValue::from_str(a.as_str())
-        {
-            headers.insert(HOST, v);
-        }
-        strip_hop_by_hop(&mut headers);
-        let proto = if conn.tls { "https" } else { "http" };
-        set_forwarded(
-            &mut headers,
-            &conn.peer_ip,
-            route.trusted.iter().any(|n| n.contains(conn.peer.ip())),
-            proto,
-        );
-        let via = if version == Version::HTTP_2 {
+    /// The `Via` value for requests of this version.
+    pub(crate) fn via_for(&self, version: Version) -> &HeaderValue {
+        if version == Version::HTTP_2 {
             &self.via_h2
         } else {
             &self.via_h1
-        };
-        append_via(&mut headers, via);
-        if !self.upstream.preserve_host
-            && let Ok(v) = HeaderValue::from_str(route.target.authority.as_str())
-        {
-            headers.insert(HOST, v);
         }
-        let mut req = Request::new(body);
-        *req.method_mut() = method;
-        *req.uri_mut() = up_uri;
-        *req.headers_mut() = headers;
-        Ok(req)
-    }
-
-    /// Sends a request upstream, counting it and logging failures.
-    pub(crate) async fn send(
-        &self,
-        route: &Route,
-        req: Request<Body>,
-        cx_upstream: &mut Duration,
-    ) -> Result<Response<Incoming>, crate::upstream::UpstreamError> {
-        Stats::inc(&self.stats.upstream_requests);
-        Stats::inc(&route.stats.upstream_requests);
-        self.metrics.upstream_request();
-        let t0 = Instant::now();
-        let result = self.upstream.send(req).await;
-        *cx_upstream += t0.elapsed();
-        match &result {
-            Ok(rsp) if rsp.status().is_server_error() => {
-                self.metrics.upstream_error(UpstreamErrorKind::status_5xx);
-            }
-            Ok(_) => {}
-            Err(e) if e.body_too_large => {}
-            Err(e) => {
-                self.metrics.upstream_error(e.kind);
-                tracing::warn!(route = %route.name, upstream = %route.target.authority, error = %e.detail, "upstream request failed");
-            }
-        }
-        result
     }
 
     /// Streams a request to the upstream and the response back, untouched
@@ -505,19 +471,19 @@ impl Gateway {
             self.compressor
                 .negotiate(parts.headers.get(http::header::ACCEPT_ENCODING))
         };
-        let up = self.upstream_request(
-            route,
-            Outgoing {
-                method: parts.method,
-                uri: &parts.uri,
-                headers: parts.headers,
-                version: parts.version,
-            },
-            conn,
-            body,
-        )?;
         let rsp = self
-            .send(route, up, &mut cx.upstream)
+            .forward(
+                route,
+                Outgoing {
+                    method: parts.method,
+                    uri: &parts.uri,
+                    headers: parts.headers,
+                    version: parts.version,
+                },
+                conn,
+                body,
+                &mut cx.timing,
+            )
             .await
             .map_err(|e| e.to_gateway())?;
         Ok(self.stream_response(rsp, label, enc))

@@ -9,6 +9,9 @@ use std::time::Duration;
 use perfgate_config::Config;
 use perfgate_observe::Metrics;
 
+use crate::identity::Identity;
+use crate::limits::Limits;
+use crate::pool::Pools;
 use crate::route::Routes;
 
 /// Request-head limits (guard.rs).
@@ -22,6 +25,11 @@ pub(crate) struct Guards {
 /// One generation of the reloadable configuration.
 pub(crate) struct Policy {
     pub(crate) routes: Routes,
+    pub(crate) pools: Pools,
+    /// JWT validation; `None` when no route uses it.
+    pub(crate) identity: Option<Identity>,
+    /// Rate-limit rules.
+    pub(crate) limits: Limits,
     pub(crate) guards: Guards,
     /// Requests slower than this are logged with their timing breakdown.
     pub(crate) slow_request: Duration,
@@ -36,11 +44,15 @@ impl Policy {
     pub(crate) fn build(
         config: &Config,
         metrics: &Arc<Metrics>,
-        _previous: Option<&Policy>,
+        previous: Option<&Policy>,
     ) -> Result<Self, String> {
         let s = &config.server;
+        let pools = Pools::build(config, metrics, previous.map(|p| &p.pools))?;
         Ok(Self {
-            routes: Routes::build(config, metrics)?,
+            routes: Routes::build(config, metrics, &pools)?,
+            pools,
+            identity: Identity::build(config)?,
+            limits: Limits::build(config, previous.map(|p| &p.limits))?,
             guards: Guards {
                 max_body_bytes: s.max_body_bytes.get(),
                 max_header_count: s.max_header_count,

@@ -2,14 +2,17 @@
 //! request belongs to. Built once from the config; selecting allocates nothing.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::Method;
 use http::uri::{Authority, Scheme};
 use perfgate_cache::policy::RoutePolicy;
-use perfgate_config::{Config, IpNet, QueryClamp, RouteConfig};
+use perfgate_config::{Config, IpNet, JwtMode, QueryClamp, RouteConfig};
 use perfgate_observe::{Metrics, RouteMetrics};
 
+use crate::pool::{Pool, Pools};
 use crate::stats::Stats;
+use crate::upstream::Upstream;
 
 /// Where a route's requests go.
 #[derive(Debug, Clone)]
@@ -127,7 +130,15 @@ pub struct Route {
     matcher: Matcher,
     methods: Vec<Method>,
     /// Where requests go.
-    pub target: Arc<Target>,
+    pub(crate) pool: Arc<Pool>,
+    /// Where safe requests (GET, HEAD, OPTIONS) go, when the pool has a read pool.
+    pub(crate) read_pool: Option<Arc<Pool>>,
+    /// Deadline of one attempt's response head (default: the pool's).
+    pub(crate) response_timeout: Option<Duration>,
+    /// Deadline of the whole exchange, retries included.
+    pub(crate) total_timeout: Option<Duration>,
+    /// A client with this route's own connect timeout, when it sets one.
+    pub(crate) client: Option<Upstream>,
     /// Never use the cache.
     pub bypass: bool,
     /// Caching policy.
@@ -142,6 +153,8 @@ pub struct Route {
     pub(crate) trusted: Arc<[IpNet]>,
     /// Query parameters clamped before routing and caching.
     pub(crate) clamps: Vec<QueryClamp>,
+    /// JWT validation on this route.
+    pub(crate) jwt: JwtMode,
     /// Cache statistics of this route.
     pub(crate) stats: Stats,
 }
@@ -153,12 +166,17 @@ pub struct Routes {
 }
 
 impl Routes {
-    /// Compiles the routes of `config` (already validated).
-    pub fn build(config: &Config, metrics: &Metrics) -> Result<Self, String> {
+    /// Compiles the routes of `config` (already validated) onto `pools`.
+    pub(crate) fn build(config: &Config, metrics: &Metrics, pools: &Pools) -> Result<Self, String> {
         let default_target = if config.upstream.url.is_empty() {
             None
         } else {
-            Some(Arc::new(Target::parse(&config.upstream.url)?))
+            Some(
+                pools
+                    .get(&config.upstream.url)
+                    .cloned()
+                    .ok_or("the default upstream has no pool")?,
+            )
         };
         let trusted: Arc<[IpNet]> = config
             .forwarded
@@ -178,6 +196,7 @@ impl Routes {
                 default_target.as_ref(),
                 metrics,
                 &trusted,
+                pools,
             )?));
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.matcher.specificity()));
@@ -186,7 +205,11 @@ impl Routes {
                 name: Arc::from("default"),
                 matcher: Matcher::Prefix("/".into()),
                 methods: Vec::new(),
-                target: t,
+                pool: t,
+                read_pool: None,
+                response_timeout: None,
+                total_timeout: None,
+                client: None,
                 bypass: false,
                 policy: base_policy(config),
                 tags: Vec::new(),
@@ -195,6 +218,7 @@ impl Routes {
                 stats: Stats::default(),
                 trusted: trusted.clone(),
                 clamps: Vec::new(),
+                jwt: config.jwt.mode,
             })
         });
         Ok(Self { routes, fallback })
@@ -227,9 +251,10 @@ fn base_policy(config: &Config) -> RoutePolicy {
 fn compile(
     rc: &RouteConfig,
     config: &Config,
-    default_target: Option<&Arc<Target>>,
+    default_target: Option<&Arc<Pool>>,
     metrics: &Metrics,
     trusted: &Arc<[IpNet]>,
+    pools: &Pools,
 ) -> Result<Route, String> {
     let matcher = match (&rc.path, &rc.pattern) {
         (Some(p), None) => Matcher::Prefix(p.clone()),
@@ -243,12 +268,34 @@ fn compile(
             .or_else(|| rc.pattern.clone())
             .unwrap_or_default(),
     );
-    let target = match &rc.upstream {
-        Some(u) => Arc::new(Target::parse(u)?),
-        None => default_target
-            .cloned()
-            .ok_or_else(|| format!("route {name}: no upstream and no default upstream"))?,
+    let (pool, read_pool) = match (&rc.pool, &rc.upstream) {
+        (Some(p), _) => (
+            pools
+                .get(p)
+                .cloned()
+                .ok_or_else(|| format!("route {name}: no pool named {p:?}"))?,
+            pools.read_pool_of(config, p),
+        ),
+        (None, Some(u)) => (
+            pools
+                .get(u)
+                .cloned()
+                .ok_or_else(|| format!("route {name}: no pool for {u}"))?,
+            None,
+        ),
+        (None, None) => (
+            default_target
+                .cloned()
+                .ok_or_else(|| format!("route {name}: no upstream and no default upstream"))?,
+            None,
+        ),
     };
+    let client = rc.timeouts.connect.map(|d| {
+        Upstream::new(&perfgate_config::UpstreamConfig {
+            connect_timeout: d,
+            ..config.upstream.clone()
+        })
+    });
     let methods = rc
         .methods
         .iter()
@@ -269,10 +316,15 @@ fn compile(
         stats: Stats::default(),
         trusted: trusted.clone(),
         clamps: rc.query_clamps.clone(),
+        jwt: rc.jwt.unwrap_or(config.jwt.mode),
         name,
         matcher,
         methods,
-        target,
+        pool,
+        read_pool,
+        response_timeout: rc.timeouts.response.map(|d| d.get()),
+        total_timeout: rc.timeouts.total.map(|d| d.get()),
+        client,
         bypass: c.bypass,
         policy,
         tags: c.tags.iter().map(|t| Arc::from(t.as_str())).collect(),

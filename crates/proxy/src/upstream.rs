@@ -13,13 +13,13 @@ use perfgate_observe::UpstreamErrorKind;
 
 use crate::body::Body;
 use crate::error::{ErrorKind, GatewayError};
+use crate::pool::Refusal;
 use crate::route::Target;
 
 /// The upstream client shared by every route.
 #[derive(Clone)]
 pub struct Upstream {
     client: Client<HttpConnector, Body>,
-    response_timeout: Duration,
     /// Longest silence while streaming an upstream body.
     pub body_idle_timeout: Duration,
     /// Forward the client's `Host`.
@@ -35,13 +35,49 @@ pub struct UpstreamError {
     pub detail: String,
     /// The request body was over the limit (the client's fault → 413).
     pub body_too_large: bool,
+    /// The pool refused before sending (breaker open, nothing healthy, no slot).
+    pub(crate) refused: Option<Refusal>,
 }
 
 impl UpstreamError {
+    /// The pool refused to send the request.
+    pub(crate) fn refused(why: Refusal) -> Self {
+        Self {
+            kind: UpstreamErrorKind::connect,
+            detail: format!("{why:?}"),
+            body_too_large: false,
+            refused: Some(why),
+        }
+    }
+
     /// The client-facing error.
     pub fn to_gateway(&self) -> GatewayError {
         if self.body_too_large {
             return GatewayError::new(ErrorKind::PayloadTooLarge, "request body too large");
+        }
+        match self.refused {
+            Some(Refusal::CircuitOpen(after)) => {
+                return GatewayError::new(
+                    ErrorKind::CircuitOpen,
+                    "the upstream is failing; requests are paused while it recovers",
+                )
+                .retry_after(after);
+            }
+            Some(Refusal::NoHealthy) => {
+                return GatewayError::new(
+                    ErrorKind::NoHealthyUpstream,
+                    "no healthy upstream server",
+                )
+                .retry_after(Duration::from_secs(1));
+            }
+            Some(Refusal::Busy) => {
+                return GatewayError::new(
+                    ErrorKind::Overloaded,
+                    "the upstream has no free connection",
+                )
+                .retry_after(Duration::from_secs(1));
+            }
+            None => {}
         }
         match self.kind {
             UpstreamErrorKind::timeout => GatewayError::new(
@@ -71,7 +107,6 @@ impl Upstream {
             .build(http);
         Self {
             client,
-            response_timeout: cfg.response_timeout.get(),
             body_idle_timeout: cfg.body_idle_timeout.get(),
             preserve_host: cfg.preserve_host,
         }
@@ -92,15 +127,20 @@ impl Upstream {
             .map_err(|_| GatewayError::new(ErrorKind::BadRequest, "invalid request target"))
     }
 
-    /// Sends `req` and waits for the response head within the deadline.
-    pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+    /// Sends `req` and waits for the response head within `deadline`.
+    pub async fn send_within(
+        &self,
+        req: Request<Body>,
+        deadline: Duration,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(deadline, self.client.request(req)).await {
             Ok(Ok(rsp)) => Ok(rsp),
             Ok(Err(e)) => Err(classify(&e)),
             Err(_) => Err(UpstreamError {
                 kind: UpstreamErrorKind::timeout,
-                detail: format!("no response head within {:?}", self.response_timeout),
+                detail: format!("no response head within {deadline:?}"),
                 body_too_large: false,
+                refused: None,
             }),
         }
     }
@@ -131,5 +171,6 @@ fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
         kind,
         detail,
         body_too_large,
+        refused: None,
     }
 }

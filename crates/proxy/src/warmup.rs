@@ -267,7 +267,7 @@ impl Gateway {
             conn,
         });
         let auth_rfc = route.policy.authorized == AuthorizedPolicy::Rfc;
-        let mut upstream = Duration::ZERO;
+        let mut upstream = crate::gateway::Waits::default();
         match self
             .fill(&route, &key, &creq, found, auth_rfc, &mut upstream)
             .await

@@ -1,0 +1,188 @@
+//! Sending a request to a route's pool: breaker admission, a connection
+//! slot, server choice, per-attempt and total deadlines, and retries with
+//! a budget and jittered backoff.
+//!
+//! Retries: only requests without a body (their body cannot be replayed:
+//! bodies are streamed, never buffered), and then only when repeating is
+//! safe: an idempotent method (RFC 9110 §9.2.2), or any method when the
+//! connection was refused (the upstream never saw the request). A POST that
+//! reached the upstream is never repeated. Another server is chosen when
+//! the pool has one; every retry is paid from the pool's retry budget.
+
+use std::time::Instant;
+
+use http::header::HOST;
+use http::{HeaderValue, Method, Request, Response};
+use hyper::body::Incoming;
+use perfgate_observe::UpstreamErrorKind;
+
+use crate::body::Body;
+use crate::gateway::{Conn, Gateway, Outgoing, Waits};
+use crate::headers::{append_via, set_forwarded, strip_hop_by_hop};
+use crate::pool::{Pick, Refusal};
+use crate::route::Route;
+use crate::stats::Stats;
+use crate::upstream::{Upstream, UpstreamError};
+
+/// RFC 9110 §9.2.2.
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+impl Gateway {
+    /// Sends a request to the route's pool and returns the response head.
+    /// See the module documentation for retries.
+    pub(crate) async fn forward(
+        &self,
+        route: &Route,
+        out: Outgoing<'_>,
+        conn: &Conn,
+        body: Body,
+        timing: &mut Waits,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let Outgoing {
+            method,
+            uri,
+            mut headers,
+            version,
+        } = out;
+        let start = Instant::now();
+        let pool = match &route.read_pool {
+            Some(read) if method.is_safe() => read,
+            _ => &route.pool,
+        };
+        let permit = pool.admit(start).map_err(UpstreamError::refused)?;
+        let queued = Instant::now();
+        let slot = pool.slot().await;
+        timing.queue += queued.elapsed();
+        let _slot = slot.map_err(UpstreamError::refused)?;
+
+        // The head, prepared once for every attempt.
+        if !headers.contains_key(HOST)
+            && let Some(a) = uri.authority()
+            && let Ok(v) = HeaderValue::from_str(a.as_str())
+        {
+            headers.insert(HOST, v);
+        }
+        strip_hop_by_hop(&mut headers);
+        let proto = if conn.tls { "https" } else { "http" };
+        let trusted = route.trusted.iter().any(|n| n.contains(conn.peer.ip()));
+        let client_ip = crate::headers::client_ip(&headers, conn, &route.trusted);
+        set_forwarded(&mut headers, &conn.peer_ip, trusted, proto);
+        append_via(&mut headers, self.via_for(version));
+        let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+
+        let replayable = matches!(body, Body::Empty);
+        let retries = if replayable { pool.retry.attempts } else { 0 };
+        let deadline = route.total_timeout.map(|d| start + d);
+        let per_attempt = route.response_timeout.unwrap_or(pool.response_timeout);
+        let client = route.client.as_ref().unwrap_or(&pool.client);
+        pool.deposit();
+        let mut body = Some(body);
+        let mut tried: Vec<usize> = Vec::new();
+        let mut attempt = 0u32;
+        loop {
+            let pick = Pick {
+                path_and_query: pq,
+                headers: &headers,
+                client_ip,
+                user: conn.user.as_deref(),
+            };
+            let Some(i) = pool.pick(&pick, &tried, Instant::now()).or_else(|| {
+                // Every untried server is out: a retry may go back to one
+                // already tried rather than fail.
+                (!tried.is_empty())
+                    .then(|| pool.pick(&pick, &[], Instant::now()))
+                    .flatten()
+            }) else {
+                pool.record(permit, false);
+                return Err(UpstreamError::refused(Refusal::NoHealthy));
+            };
+            tried.push(i);
+            let server = &pool.servers[i];
+            let mut h = if attempt < retries {
+                headers.clone()
+            } else {
+                std::mem::take(&mut headers)
+            };
+            if !self.upstream.preserve_host
+                && let Ok(v) = HeaderValue::from_str(server.target.authority.as_str())
+            {
+                h.insert(HOST, v);
+            }
+            let up_uri = Upstream::uri(&server.target, pq).map_err(|_| UpstreamError {
+                kind: UpstreamErrorKind::protocol,
+                detail: "invalid request target".into(),
+                body_too_large: false,
+                refused: None,
+            })?;
+            let mut req = Request::new(body.take().unwrap_or(Body::Empty));
+            *req.method_mut() = method.clone();
+            *req.uri_mut() = up_uri;
+            *req.headers_mut() = h;
+
+            let limit = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()).min(per_attempt),
+                None => per_attempt,
+            };
+            Stats::inc(&self.stats.upstream_requests);
+            Stats::inc(&route.stats.upstream_requests);
+            self.metrics.upstream_request();
+            let t0 = Instant::now();
+            let result = {
+                let _in_flight = pool.start(i);
+                client.send_within(req, limit).await
+            };
+            timing.upstream += t0.elapsed();
+            timing.attempts += 1;
+            let failed = match &result {
+                Ok(rsp) => rsp.status().is_server_error(),
+                Err(e) => !e.body_too_large,
+            };
+            if !matches!(&result, Err(e) if e.body_too_large) {
+                pool.report(i, !failed);
+            }
+            match &result {
+                Ok(rsp) if rsp.status().is_server_error() => {
+                    self.metrics.upstream_error(UpstreamErrorKind::status_5xx);
+                }
+                Ok(_) => {}
+                Err(e) if e.body_too_large => {}
+                Err(e) => {
+                    self.metrics.upstream_error(e.kind);
+                    tracing::warn!(route = %route.name, pool = %pool.name, server = %server.label, attempt = attempt + 1, error = %e.detail, "upstream request failed");
+                }
+            }
+            let retry = attempt < retries
+                && match &result {
+                    // Never reached the upstream: safe for any method.
+                    Err(e) if e.kind == UpstreamErrorKind::connect => true,
+                    Err(e) => !e.body_too_large && idempotent(&method),
+                    Ok(rsp) => {
+                        idempotent(&method) && pool.retry.on_status.contains(&rsp.status().as_u16())
+                    }
+                };
+            if retry {
+                let pause = perfgate_traffic::retry::backoff(
+                    attempt + 1,
+                    pool.retry.backoff_base,
+                    pool.retry.backoff_max,
+                );
+                let in_time = deadline.is_none_or(|d| Instant::now() + pause < d);
+                if in_time && pool.withdraw() {
+                    attempt += 1;
+                    self.metrics.traffic.retry(&pool.name);
+                    drop(result);
+                    tokio::time::sleep(pause).await;
+                    timing.upstream += pause;
+                    continue;
+                }
+            }
+            pool.record(permit, !failed);
+            return result;
+        }
+    }
+}

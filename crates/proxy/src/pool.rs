@@ -1,0 +1,562 @@
+//! Upstream pools: the servers a route's requests go to, how one is chosen
+//! (`perfgate_traffic::balance`), their health (active probes and passive
+//! outlier ejection, `perfgate_traffic::health`), the pool's circuit
+//! breaker, retry budget and connection limit. The default upstream and
+//! every route `upstream` URL are pools of one server.
+//!
+//! Pools belong to a [`Policy`](crate::policy::Policy) generation. On
+//! reload a pool whose settings did not change is carried over as it is
+//! (health, breaker and connections intact); a changed one is built anew.
+//! Each pool has one background task (probes, readmissions, gauges) that
+//! ends when the pool is dropped.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, Request};
+use perfgate_config::{Balance, Config, PoolConfig, PoolServer, UpstreamConfig};
+use perfgate_observe::{CircuitState, Metrics};
+use perfgate_traffic::balance::{Balancer, Strategy, hash_key};
+use perfgate_traffic::breaker::{Breaker, BreakerSettings, BreakerState, Permit};
+use perfgate_traffic::health::{OutlierSettings, PoolHealth, ProbeThresholds, Transition};
+use perfgate_traffic::retry::RetryBudget;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::body::Body;
+use crate::route::Target;
+use crate::upstream::Upstream;
+
+/// One server of a pool.
+pub(crate) struct Server {
+    pub(crate) target: Arc<Target>,
+    /// `host:port`, for metrics and logs.
+    pub(crate) label: Arc<str>,
+    outstanding: AtomicU32,
+}
+
+/// What consistent hashing hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HashKey {
+    Path,
+    Ip,
+    User,
+    Header(http::HeaderName),
+    Cookie(String),
+}
+
+impl HashKey {
+    fn parse(s: &str) -> Result<Self, String> {
+        Ok(match s.split_once(':') {
+            None if s == "path" => HashKey::Path,
+            None if s == "ip" => HashKey::Ip,
+            None if s == "user" => HashKey::User,
+            Some(("header", h)) => HashKey::Header(
+                http::HeaderName::from_bytes(h.as_bytes())
+                    .map_err(|_| format!("hash_key: invalid header name {h:?}"))?,
+            ),
+            Some(("cookie", c)) => HashKey::Cookie(c.to_string()),
+            _ => return Err(format!("hash_key: {s:?} is not a hash key")),
+        })
+    }
+}
+
+/// The facts of a request that balancing may use.
+pub(crate) struct Pick<'a> {
+    pub(crate) path_and_query: &'a str,
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) client_ip: IpAddr,
+    pub(crate) user: Option<&'a str>,
+}
+
+/// Retry settings of a pool.
+pub(crate) struct RetryPolicy {
+    pub(crate) attempts: u32,
+    pub(crate) backoff_base: Duration,
+    pub(crate) backoff_max: Duration,
+    pub(crate) on_status: Vec<u16>,
+}
+
+/// The settings a pool was built from; equal settings on reload mean the
+/// pool is kept.
+#[derive(Debug, Clone, PartialEq)]
+struct Spec {
+    pool: PoolConfig,
+    connect_timeout: perfgate_config::Duration,
+    response_timeout: perfgate_config::Duration,
+    pool_idle_timeout: perfgate_config::Duration,
+    pool_max_idle: usize,
+}
+
+/// A pool of upstream servers.
+pub(crate) struct Pool {
+    pub(crate) name: Arc<str>,
+    pub(crate) servers: Vec<Server>,
+    balancer: Balancer,
+    hash_key: HashKey,
+    pub(crate) health: PoolHealth,
+    breaker: Option<Breaker>,
+    budget: RetryBudget,
+    pub(crate) retry: RetryPolicy,
+    slots: Option<Arc<Semaphore>>,
+    queue_timeout: Duration,
+    pub(crate) client: Upstream,
+    /// Deadline of one attempt's response head.
+    pub(crate) response_timeout: Duration,
+    probe: Option<Probe>,
+    spec: Spec,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Clone)]
+struct Probe {
+    path: String,
+    interval: Duration,
+    timeout: Duration,
+}
+
+/// Why a pool refused a request before sending it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Refusal {
+    /// The breaker is open; try again after this long.
+    CircuitOpen(Duration),
+    /// No server is healthy.
+    NoHealthy,
+    /// No connection slot within `queue_timeout`.
+    Busy,
+}
+
+impl Pool {
+    fn build(name: &str, spec: Spec, metrics: &Arc<Metrics>) -> Result<Arc<Self>, String> {
+        let cfg = &spec.pool;
+        let servers = cfg
+            .servers
+            .iter()
+            .map(|s| {
+                let target = Arc::new(Target::parse(&s.url)?);
+                Ok(Server {
+                    label: Arc::from(target.authority.as_str()),
+                    target,
+                    outstanding: AtomicU32::new(0),
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        if servers.is_empty() {
+            return Err(format!("pool {name}: no servers"));
+        }
+        let weights: Vec<u32> = cfg.servers.iter().map(|s| s.weight.max(1)).collect();
+        let strategy = match cfg.balance {
+            Balance::RoundRobin => Strategy::RoundRobin,
+            Balance::LeastOutstanding => Strategy::LeastOutstanding,
+            Balance::ConsistentHash => Strategy::ConsistentHash,
+        };
+        let probe = cfg.health.path.as_ref().map(|path| Probe {
+            path: path.clone(),
+            interval: cfg.health.interval.get(),
+            timeout: cfg.health.timeout.get(),
+        });
+        let thresholds = probe.as_ref().map(|_| ProbeThresholds {
+            healthy: cfg.health.healthy_threshold,
+            unhealthy: cfg.health.unhealthy_threshold,
+        });
+        let o = &cfg.outlier;
+        let health = PoolHealth::new(
+            servers.len(),
+            thresholds,
+            OutlierSettings {
+                consecutive_failures: o.consecutive_failures,
+                base_ejection: o.base_ejection.get(),
+                max_ejection: o.max_ejection.get(),
+                max_ejection_percent: u8::try_from(o.max_ejection_percent.min(100)).unwrap_or(100),
+            },
+            Instant::now(),
+        );
+        let b = &cfg.breaker;
+        let breaker = b.enabled.then(|| {
+            Breaker::new(BreakerSettings {
+                failure_rate: b.failure_rate,
+                min_requests: b.min_requests,
+                window: b.window.get(),
+                consecutive_failures: b.consecutive_failures,
+                open_for: b.open_for.get(),
+                half_open_requests: b.half_open_requests,
+            })
+        });
+        let r = &cfg.retry;
+        let upstream_cfg = UpstreamConfig {
+            connect_timeout: cfg.connect_timeout.unwrap_or(spec.connect_timeout),
+            response_timeout: spec.response_timeout,
+            pool_idle_timeout: spec.pool_idle_timeout,
+            pool_max_idle: spec.pool_max_idle,
+            ..UpstreamConfig::default()
+        };
+        let pool = Arc::new(Self {
+            name: Arc::from(name),
+            balancer: Balancer::new(strategy, &weights),
+            hash_key: HashKey::parse(&cfg.hash_key)?,
+            servers,
+            health,
+            breaker,
+            budget: RetryBudget::new(
+                f64::from(r.budget_percent) / 100.0,
+                r.min_per_second,
+                Duration::from_secs(10),
+            ),
+            retry: RetryPolicy {
+                attempts: r.attempts,
+                backoff_base: r.backoff_base.get(),
+                backoff_max: r.backoff_max.get(),
+                on_status: r
+                    .on_status
+                    .iter()
+                    .filter_map(|s| u16::try_from(*s).ok())
+                    .collect(),
+            },
+            slots: (cfg.max_connections > 0)
+                .then(|| Arc::new(Semaphore::new(cfg.max_connections))),
+            queue_timeout: cfg.queue_timeout.get(),
+            client: Upstream::new(&upstream_cfg),
+            response_timeout: spec.response_timeout.get(),
+            probe,
+            spec,
+            metrics: metrics.clone(),
+        });
+        for s in &pool.servers {
+            metrics.traffic.set_server_up(&pool.name, &s.label, true);
+        }
+        metrics
+            .traffic
+            .set_circuit(&pool.name, CircuitState::Closed);
+        tokio::spawn(maintain(Arc::downgrade(&pool)));
+        Ok(pool)
+    }
+
+    /// Admission by the breaker; `Ok(None)` when the pool has none.
+    pub(crate) fn admit(&self, now: Instant) -> Result<Option<Permit>, Refusal> {
+        match &self.breaker {
+            None => Ok(None),
+            Some(b) => b.admit(now).map(Some).map_err(|d| {
+                // Half-open with every trial slot taken: no known time.
+                Refusal::CircuitOpen(d.max(Duration::from_secs(1)))
+            }),
+        }
+    }
+
+    /// Records the final outcome of an admitted request.
+    pub(crate) fn record(&self, permit: Option<Permit>, success: bool) {
+        let (Some(b), Some(p)) = (&self.breaker, permit) else {
+            return;
+        };
+        if let Some((from, to)) = b.record(p, success, Instant::now()) {
+            self.circuit_changed(from, to);
+        }
+    }
+
+    fn circuit_changed(&self, from: BreakerState, to: BreakerState) {
+        let state = circuit_state(to);
+        self.metrics.traffic.set_circuit(&self.name, state);
+        match to {
+            BreakerState::Open => tracing::warn!(pool = %self.name, from = ?from, "circuit breaker opened: requests to this pool are refused until it recovers"),
+            BreakerState::Closed => tracing::info!(pool = %self.name, "circuit breaker closed: the pool recovered"),
+            BreakerState::HalfOpen => tracing::info!(pool = %self.name, "circuit breaker half-open: sending trial requests"),
+        }
+    }
+
+    /// The breaker's state now (for health and metrics).
+    pub(crate) fn circuit(&self, now: Instant) -> Option<BreakerState> {
+        self.breaker.as_ref().map(|b| b.state(now))
+    }
+
+    /// Waits for a connection slot when the pool limits them.
+    pub(crate) async fn slot(&self) -> Result<Option<OwnedSemaphorePermit>, Refusal> {
+        let Some(sem) = &self.slots else {
+            return Ok(None);
+        };
+        if let Ok(p) = sem.clone().try_acquire_owned() {
+            return Ok(Some(p));
+        }
+        match tokio::time::timeout(self.queue_timeout, sem.clone().acquire_owned()).await {
+            Ok(Ok(p)) => Ok(Some(p)),
+            _ => Err(Refusal::Busy),
+        }
+    }
+
+    /// Chooses a server not yet tried by this request.
+    pub(crate) fn pick(&self, req: &Pick<'_>, tried: &[usize], now: Instant) -> Option<usize> {
+        let hash = match self.balancer.strategy() {
+            Strategy::ConsistentHash => self.hash(req),
+            _ => None,
+        };
+        self.balancer.pick(
+            hash,
+            tried,
+            |i| self.health.eligible(i, now),
+            |i| {
+                self.servers
+                    .get(i)
+                    .map_or(0, |s| s.outstanding.load(Ordering::Relaxed))
+            },
+        )
+    }
+
+    fn hash(&self, req: &Pick<'_>) -> Option<u64> {
+        match &self.hash_key {
+            HashKey::Path => Some(hash_key(req.path_and_query.as_bytes())),
+            HashKey::Ip => Some(hash_key(req.client_ip.to_string().as_bytes())),
+            HashKey::User => req.user.map(|u| hash_key(u.as_bytes())),
+            HashKey::Header(h) => req.headers.get(h).map(|v| hash_key(v.as_bytes())),
+            HashKey::Cookie(name) => cookie(req.headers, name).map(|v| hash_key(v.as_bytes())),
+        }
+    }
+
+    /// Counts a request in flight on server `i` until the guard drops.
+    pub(crate) fn start(&self, i: usize) -> Outstanding<'_> {
+        if let Some(s) = self.servers.get(i) {
+            s.outstanding.fetch_add(1, Ordering::Relaxed);
+        }
+        Outstanding { pool: self, i }
+    }
+
+    /// Reports the outcome of one attempt on server `i` to outlier detection.
+    pub(crate) fn report(&self, i: usize, success: bool) {
+        if let Some(t) = self.health.report(i, success, Instant::now()) {
+            self.transition(t);
+        }
+    }
+
+    /// A request starts: it pays into the retry budget.
+    pub(crate) fn deposit(&self) {
+        self.budget.deposit(Instant::now());
+    }
+
+    /// May this request be retried (budget)?
+    pub(crate) fn withdraw(&self) -> bool {
+        self.budget.try_withdraw(Instant::now())
+    }
+
+    fn transition(&self, t: Transition) {
+        let (server, up) = match t {
+            Transition::Ejected { server, until } => {
+                let label = self.label(server);
+                tracing::warn!(pool = %self.name, server = %label, ejected_for = ?until, "upstream server ejected after consecutive failures");
+                self.metrics.traffic.ejection(&self.name, &label);
+                (server, false)
+            }
+            Transition::Readmitted { server } => {
+                tracing::info!(pool = %self.name, server = %self.label(server), "upstream server readmitted");
+                (server, true)
+            }
+            Transition::ProbeDown { server } => {
+                tracing::warn!(pool = %self.name, server = %self.label(server), "upstream server failed its health probes");
+                (server, false)
+            }
+            Transition::ProbeUp { server } => {
+                tracing::info!(pool = %self.name, server = %self.label(server), "upstream server passed its health probes");
+                (server, true)
+            }
+        };
+        let now = Instant::now();
+        let eligible = up && self.health.eligible(server, now);
+        self.metrics
+            .traffic
+            .set_server_up(&self.name, &self.label(server), eligible);
+    }
+
+    fn label(&self, i: usize) -> Arc<str> {
+        self.servers
+            .get(i)
+            .map_or_else(|| Arc::from("?"), |s| s.label.clone())
+    }
+
+    /// Probes every server once, concurrently.
+    async fn probe_all(self: &Arc<Self>, probe: &Probe) {
+        let mut set = tokio::task::JoinSet::new();
+        for (i, s) in self.servers.iter().enumerate() {
+            let uri = Upstream::uri(&s.target, &probe.path);
+            let client = self.client.clone();
+            let timeout = probe.timeout;
+            let host = s.target.authority.clone();
+            set.spawn(async move {
+                let Ok(uri) = uri else { return (i, false) };
+                let mut req = Request::new(Body::Empty);
+                *req.uri_mut() = uri;
+                if let Ok(h) = http::HeaderValue::from_str(host.as_str()) {
+                    req.headers_mut().insert(http::header::HOST, h);
+                }
+                req.headers_mut().insert(
+                    http::header::USER_AGENT,
+                    http::HeaderValue::from_static("perfgate-health-probe"),
+                );
+                let ok = match client.send_within(req, timeout).await {
+                    Ok(rsp) => {
+                        let ok = rsp.status().is_success() || rsp.status().is_redirection();
+                        // Drain so the connection can be reused.
+                        let _ = tokio::time::timeout(timeout, http_body_util::BodyExt::collect(rsp.into_body())).await;
+                        ok
+                    }
+                    Err(_) => false,
+                };
+                (i, ok)
+            });
+        }
+        while let Some(Ok((i, ok))) = set.join_next().await {
+            if let Some(t) = self.health.probe(i, ok, Instant::now()) {
+                self.transition(t);
+            }
+        }
+    }
+}
+
+/// In-flight count of one server, decremented on drop.
+pub(crate) struct Outstanding<'a> {
+    pool: &'a Pool,
+    i: usize,
+}
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.pool.servers.get(self.i) {
+            s.outstanding.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn circuit_state(s: BreakerState) -> CircuitState {
+    match s {
+        BreakerState::Closed => CircuitState::Closed,
+        BreakerState::HalfOpen => CircuitState::HalfOpen,
+        BreakerState::Open => CircuitState::Open,
+    }
+}
+
+/// A cookie's value from the `Cookie` headers.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// The pool's background work: probes, readmissions, gauges. Ends when the
+/// pool is dropped (a reload replaced it, or the gateway stopped).
+async fn maintain(pool: Weak<Pool>) {
+    const TICK: Duration = Duration::from_secs(1);
+    let mut next_probe = tokio::time::Instant::now();
+    loop {
+        let Some(p) = pool.upgrade() else { return };
+        let now = tokio::time::Instant::now();
+        if let Some(probe) = p.probe.clone()
+            && now >= next_probe
+        {
+            next_probe = now + probe.interval;
+            p.probe_all(&probe).await;
+        }
+        for t in p.health.readmit_expired(Instant::now()) {
+            p.transition(t);
+        }
+        if let Some(state) = p.circuit(Instant::now()) {
+            p.metrics.traffic.set_circuit(&p.name, circuit_state(state));
+        }
+        let wait = match &p.probe {
+            Some(_) => next_probe
+                .saturating_duration_since(tokio::time::Instant::now())
+                .min(TICK),
+            None => TICK,
+        };
+        drop(p);
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Every pool of one policy generation: the named ones and those made for
+/// upstream URLs.
+#[derive(Default)]
+pub(crate) struct Pools {
+    by_name: HashMap<String, Arc<Pool>>,
+}
+
+impl Pools {
+    /// Builds the pools of `config`, keeping the pools of `previous` whose
+    /// settings are unchanged.
+    pub(crate) fn build(
+        config: &Config,
+        metrics: &Arc<Metrics>,
+        previous: Option<&Pools>,
+    ) -> Result<Self, String> {
+        let up = &config.upstream;
+        let spec = |pool: PoolConfig| Spec {
+            pool,
+            connect_timeout: up.connect_timeout,
+            response_timeout: up.response_timeout,
+            pool_idle_timeout: up.pool_idle_timeout,
+            pool_max_idle: up.pool_max_idle,
+        };
+        let implicit = |url: &str| PoolConfig {
+            name: url.to_string(),
+            servers: vec![PoolServer {
+                url: url.to_string(),
+                weight: 1,
+            }],
+            health: up.health.clone(),
+            outlier: up.outlier.clone(),
+            breaker: up.breaker.clone(),
+            retry: up.retry.clone(),
+            ..PoolConfig::default()
+        };
+        let mut wanted: Vec<(String, Spec)> = config
+            .pools
+            .iter()
+            .map(|p| (p.name.clone(), spec(p.clone())))
+            .collect();
+        let urls = std::iter::once(&up.url)
+            .filter(|u| !u.is_empty())
+            .chain(config.routes.iter().filter_map(|r| r.upstream.as_ref()));
+        for url in urls {
+            if !wanted.iter().any(|(n, _)| n == url) {
+                wanted.push((url.clone(), spec(implicit(url))));
+            }
+        }
+        let mut by_name = HashMap::with_capacity(wanted.len());
+        for (name, spec) in wanted {
+            let kept = previous
+                .and_then(|p| p.by_name.get(&name))
+                .filter(|p| p.spec == spec)
+                .cloned();
+            let pool = match kept {
+                Some(p) => p,
+                None => Pool::build(&name, spec, metrics)?,
+            };
+            by_name.insert(name, pool);
+        }
+        Ok(Self { by_name })
+    }
+
+    /// The pool called `name` (a `[[pools]]` name or an upstream URL).
+    pub(crate) fn get(&self, name: &str) -> Option<&Arc<Pool>> {
+        self.by_name.get(name)
+    }
+
+    /// The pool a route names in `read_pool` of its pool, if any.
+    pub(crate) fn read_pool_of(&self, config: &Config, pool: &str) -> Option<Arc<Pool>> {
+        config
+            .pools
+            .iter()
+            .find(|p| p.name == pool)
+            .and_then(|p| p.read_pool.as_ref())
+            .and_then(|rp| self.by_name.get(rp))
+            .cloned()
+    }
+
+    /// Every pool, sorted by name.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<Pool>> {
+        let mut v: Vec<_> = self.by_name.values().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v.into_iter()
+    }
+}
