@@ -1,17 +1,26 @@
 //! Health, no authentication (load balancers and orchestrators call it):
-//! `GET /health` (liveness) and `GET /health/dependencies` (alias
-//! `/health/detailed`), the state of the dependencies in the
-//! `application/health+json` format (draft-inadarei-api-health-check).
+//! `GET /health` (liveness: the process answers), `GET /health/dependencies`
+//! (every upstream pool and Redis) and `GET /health/detailed` (the same plus
+//! each server and the instance), in the `application/health+json` format
+//! (draft-inadarei-api-health-check).
 //!
-//! A dependency that is down makes the report `warn`, never `fail`: perfgate
-//! keeps serving from L1 and the upstream without Redis, so taking the
-//! instance out of a load balancer would only make things worse.
+//! Every answer comes from state kept by background work (health probes,
+//! request outcomes, the Redis breaker): nothing is contacted while the
+//! endpoint answers, so it takes microseconds.
+//!
+//! A dependency that is down makes its check `fail` but the report only
+//! `warn`: perfgate keeps serving what it can (cached content, other pools,
+//! L1 without Redis), so taking the instance out of a load balancer would
+//! only make things worse.
+
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use perfgate_proxy::PoolReport;
 use serde_json::{Map, Value, json};
 
 use crate::AdminState;
@@ -19,10 +28,11 @@ use crate::AdminState;
 const HEALTH_JSON: &str = "application/health+json";
 
 pub fn routes() -> Router<AdminState> {
+    started();
     Router::new()
         .route("/health", get(health))
         .route("/health/dependencies", get(dependencies))
-        .route("/health/detailed", get(dependencies))
+        .route("/health/detailed", get(detailed))
 }
 
 async fn health() -> impl IntoResponse {
@@ -30,23 +40,96 @@ async fn health() -> impl IntoResponse {
 }
 
 async fn dependencies(State(state): State<AdminState>) -> impl IntoResponse {
+    report(&state, false)
+}
+
+async fn detailed(State(state): State<AdminState>) -> impl IntoResponse {
+    report(&state, true)
+}
+
+fn report(state: &AdminState, detailed: bool) -> impl IntoResponse + use<> {
     let mut checks = Map::new();
-    let mut status = "pass";
-    if let Some(l2) = state.gateway.l2_health() {
-        let check_status = if l2.state == "up" { "pass" } else { "warn" };
-        if check_status != "pass" {
-            status = "warn";
+    let mut worst = "pass";
+    let mut note = |s: &'static str| {
+        if rank(s) > rank(worst) {
+            worst = s;
         }
+    };
+    for pool in state.gateway.upstream_health() {
+        let status = pool_status(&pool);
+        note(status);
+        let up = pool.servers.iter().filter(|s| s.up).count();
+        let mut check = json!({
+            "componentType": "http",
+            "status": status,
+            "observedValue": up,
+            "observedUnit": "servers up",
+            "circuit": pool.circuit,
+        });
+        let probe_ms: Vec<f64> = pool.servers.iter().filter_map(|s| s.probe_ms).collect();
+        if !probe_ms.is_empty() {
+            check["responseTime"] = json!(probe_ms.iter().copied().fold(0.0, f64::max));
+        }
+        if detailed {
+            check["servers"] = json!(pool.servers);
+        }
+        checks.insert(format!("upstream:{}", pool.name), Value::Array(vec![check]));
+    }
+    if let Some(l2) = state.gateway.l2_health() {
+        let status = if l2.state == "up" { "pass" } else { "warn" };
+        note(status);
         let mut check = json!({
             "componentType": "datastore",
-            "status": check_status,
+            "status": status,
             "observedValue": l2.state,
+            "mode": l2.mode,
         });
         if let Some(err) = l2.last_error {
             check["output"] = Value::String(err);
         }
         checks.insert("redis".into(), Value::Array(vec![check]));
     }
-    let body = json!({ "status": status, "checks": checks });
+    // A failing dependency degrades the instance; it does not kill it.
+    let status = if worst == "fail" { "warn" } else { worst };
+    let mut body = json!({ "status": status, "checks": checks });
+    if detailed {
+        body["version"] = json!(env!("CARGO_PKG_VERSION"));
+        body["serviceId"] = json!("perfgate");
+        body["details"] = json!({
+            "uptime": [{
+                "componentType": "system",
+                "observedValue": started().elapsed().as_secs(),
+                "observedUnit": "s",
+                "status": "pass",
+            }],
+        });
+    }
     ([(CONTENT_TYPE, HEALTH_JSON)], body.to_string())
+}
+
+fn rank(s: &str) -> u8 {
+    match s {
+        "pass" => 0,
+        "warn" => 1,
+        _ => 2,
+    }
+}
+
+/// `fail` when the pool cannot take traffic (no server up, or the breaker
+/// open), `warn` when it is degraded (some servers out, or half-open).
+fn pool_status(pool: &PoolReport) -> &'static str {
+    let up = pool.servers.iter().filter(|s| s.up).count();
+    if up == 0 || pool.circuit == "open" {
+        "fail"
+    } else if up < pool.servers.len() || pool.circuit == "half-open" {
+        "warn"
+    } else {
+        "pass"
+    }
+}
+
+/// When the admin API (and so the process) started.
+fn started() -> Instant {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(Instant::now)
 }

@@ -304,7 +304,17 @@ impl Gateway {
         } else {
             let method = req.method().clone();
             let path = req.uri().path().to_string();
-            let rsp = match self.proxy(&policy, req, conn, &mut cx).await {
+            let batch = policy.batch.enabled
+                && req.method() == Method::POST
+                && req.uri().path() == policy.batch.path;
+            let rsp = match if batch {
+                match guard::check(&req, &policy.guards) {
+                    Ok(()) => self.batch(&policy, req, &conn).await,
+                    Err(e) => Err(e),
+                }
+            } else {
+                self.proxy(&policy, req, conn, &mut cx).await
+            } {
                 Ok(rsp) => rsp,
                 Err(e) => e.into_response(),
             };

@@ -144,7 +144,11 @@ mod tests {
 /// The client's address: the peer's, or, when the peer is a trusted proxy,
 /// the right-most `X-Forwarded-For` entry that is not itself a trusted
 /// proxy (entries to its left could be written by anyone).
-pub(crate) fn client_ip(h: &HeaderMap, conn: &crate::Conn, trusted: &[perfgate_config::IpNet]) -> std::net::IpAddr {
+pub(crate) fn client_ip(
+    h: &HeaderMap,
+    conn: &crate::Conn,
+    trusted: &[perfgate_config::IpNet],
+) -> std::net::IpAddr {
     let peer = conn.peer.ip();
     if !trusted.iter().any(|n| n.contains(peer)) {
         return peer;

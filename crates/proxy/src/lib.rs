@@ -2,6 +2,7 @@
 //! client, the cache path with coalescing, and compression of responses.
 //! ARCHITECTURE.md tells the life of a request through these modules.
 
+mod batch;
 mod body;
 mod cached;
 mod clamp;
@@ -16,7 +17,7 @@ mod headers;
 mod identity;
 mod invalidate;
 mod limits;
-mod pool;
+pub(crate) mod pool;
 mod policy;
 mod route;
 mod server;
@@ -31,6 +32,7 @@ pub use error::{ErrorKind, GatewayError};
 pub use gateway::{CACHE_STATUS, Conn, Gateway};
 pub use invalidate::{InvalidateReport, InvalidateRequest, Targets};
 pub use perfgate_cache::redis::L2Health;
+pub use pool::{PoolReport, ServerReport};
 pub use server::{ServerOptions, serve};
 pub use stats::{CacheStats, L1Stats, L2Stats, Layers, RouteCacheStats};
 pub use tls::load_tls;

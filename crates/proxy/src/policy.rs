@@ -35,6 +35,8 @@ pub(crate) struct Policy {
     pub(crate) slow_request: Duration,
     /// Requests in flight allowed at once (0 = unlimited).
     pub(crate) max_concurrent: usize,
+    /// The batch endpoint.
+    pub(crate) batch: perfgate_config::BatchConfig,
 }
 
 impl Policy {
@@ -60,11 +62,17 @@ impl Policy {
             },
             slow_request: s.slow_request_threshold.get(),
             max_concurrent: s.max_concurrent_requests,
+            batch: config.batch.clone(),
         })
     }
 }
 
 impl crate::Gateway {
+    /// The state of every upstream pool (health endpoints), sorted by name.
+    pub fn upstream_health(&self) -> Vec<crate::pool::PoolReport> {
+        self.policy().pools.iter().map(|p| p.snapshot()).collect()
+    }
+
     /// Replaces the reloadable configuration (routes, pools, guards, limits,
     /// JWT) with one compiled from `config`, which must be validated. In
     /// flight requests finish with the generation they started with; the

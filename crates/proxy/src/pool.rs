@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,8 @@ pub(crate) struct Server {
     /// `host:port`, for metrics and logs.
     pub(crate) label: Arc<str>,
     outstanding: AtomicU32,
+    /// Duration of the last health probe in microseconds (0: none yet).
+    last_probe_us: AtomicU64,
 }
 
 /// What consistent hashing hashes.
@@ -140,6 +142,7 @@ impl Pool {
                     label: Arc::from(target.authority.as_str()),
                     target,
                     outstanding: AtomicU32::new(0),
+                    last_probe_us: AtomicU64::new(0),
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -214,8 +217,7 @@ impl Pool {
                     .filter_map(|s| u16::try_from(*s).ok())
                     .collect(),
             },
-            slots: (cfg.max_connections > 0)
-                .then(|| Arc::new(Semaphore::new(cfg.max_connections))),
+            slots: (cfg.max_connections > 0).then(|| Arc::new(Semaphore::new(cfg.max_connections))),
             queue_timeout: cfg.queue_timeout.get(),
             client: Upstream::new(&upstream_cfg),
             response_timeout: spec.response_timeout.get(),
@@ -258,9 +260,15 @@ impl Pool {
         let state = circuit_state(to);
         self.metrics.traffic.set_circuit(&self.name, state);
         match to {
-            BreakerState::Open => tracing::warn!(pool = %self.name, from = ?from, "circuit breaker opened: requests to this pool are refused until it recovers"),
-            BreakerState::Closed => tracing::info!(pool = %self.name, "circuit breaker closed: the pool recovered"),
-            BreakerState::HalfOpen => tracing::info!(pool = %self.name, "circuit breaker half-open: sending trial requests"),
+            BreakerState::Open => {
+                tracing::warn!(pool = %self.name, from = ?from, "circuit breaker opened: requests to this pool are refused until it recovers")
+            }
+            BreakerState::Closed => {
+                tracing::info!(pool = %self.name, "circuit breaker closed: the pool recovered")
+            }
+            BreakerState::HalfOpen => {
+                tracing::info!(pool = %self.name, "circuit breaker half-open: sending trial requests")
+            }
         }
     }
 
@@ -379,7 +387,9 @@ impl Pool {
             let timeout = probe.timeout;
             let host = s.target.authority.clone();
             set.spawn(async move {
-                let Ok(uri) = uri else { return (i, false) };
+                let Ok(uri) = uri else {
+                    return (i, false, Duration::ZERO);
+                };
                 let mut req = Request::new(Body::Empty);
                 *req.uri_mut() = uri;
                 if let Ok(h) = http::HeaderValue::from_str(host.as_str()) {
@@ -389,22 +399,98 @@ impl Pool {
                     http::header::USER_AGENT,
                     http::HeaderValue::from_static("perfgate-health-probe"),
                 );
+                let t0 = Instant::now();
                 let ok = match client.send_within(req, timeout).await {
                     Ok(rsp) => {
                         let ok = rsp.status().is_success() || rsp.status().is_redirection();
                         // Drain so the connection can be reused.
-                        let _ = tokio::time::timeout(timeout, http_body_util::BodyExt::collect(rsp.into_body())).await;
+                        let _ = tokio::time::timeout(
+                            timeout,
+                            http_body_util::BodyExt::collect(rsp.into_body()),
+                        )
+                        .await;
                         ok
                     }
                     Err(_) => false,
                 };
-                (i, ok)
+                (i, ok, t0.elapsed())
             });
         }
-        while let Some(Ok((i, ok))) = set.join_next().await {
+        while let Some(Ok((i, ok, took))) = set.join_next().await {
+            if let Some(s) = self.servers.get(i) {
+                let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+                s.last_probe_us.store(us, Ordering::Relaxed);
+            }
             if let Some(t) = self.health.probe(i, ok, Instant::now()) {
                 self.transition(t);
             }
+        }
+    }
+}
+
+/// The state of one pool, for the health endpoints.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PoolReport {
+    /// The pool's name (a `[[pools]]` name or an upstream URL).
+    pub name: String,
+    /// `closed`, `half-open`, `open` or `disabled`.
+    pub circuit: &'static str,
+    /// Its servers.
+    pub servers: Vec<ServerReport>,
+}
+
+/// The state of one server.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ServerReport {
+    /// `host:port`.
+    pub address: String,
+    /// Takes traffic now (probe-healthy and not ejected).
+    pub up: bool,
+    /// Active probes consider it healthy (true when there are no probes).
+    pub probe_healthy: bool,
+    /// Time left on an ejection, in milliseconds.
+    pub ejected_ms: Option<u64>,
+    /// Times ejected since the pool was built.
+    pub ejections: u32,
+    /// Requests in flight.
+    pub in_flight: u32,
+    /// Duration of the last health probe in milliseconds, when probed.
+    pub probe_ms: Option<f64>,
+}
+
+impl Pool {
+    /// A snapshot for the health endpoints.
+    pub(crate) fn snapshot(&self) -> PoolReport {
+        let now = Instant::now();
+        let snap = self.health.snapshot(now);
+        PoolReport {
+            name: self.name.to_string(),
+            circuit: match self.circuit(now) {
+                None => "disabled",
+                Some(BreakerState::Closed) => "closed",
+                Some(BreakerState::HalfOpen) => "half-open",
+                Some(BreakerState::Open) => "open",
+            },
+            servers: self
+                .servers
+                .iter()
+                .zip(snap)
+                .enumerate()
+                .map(|(i, (s, h))| {
+                    let us = s.last_probe_us.load(Ordering::Relaxed);
+                    ServerReport {
+                        address: s.label.to_string(),
+                        up: self.health.eligible(i, now),
+                        probe_healthy: h.probe_healthy,
+                        ejected_ms: h
+                            .ejected_for
+                            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                        ejections: h.ejections,
+                        in_flight: s.outstanding.load(Ordering::Relaxed),
+                        probe_ms: (us > 0).then(|| us as f64 / 1000.0),
+                    }
+                })
+                .collect(),
         }
     }
 }

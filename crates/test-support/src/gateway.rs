@@ -172,7 +172,8 @@ pub struct RunningGateway {
 }
 
 impl RunningGateway {
-    fn running(&self) -> &perfgate::app::Running {
+    /// The running instance (reload, config source).
+    pub fn running(&self) -> &perfgate::app::Running {
         self.running.as_ref().expect("gateway is running")
     }
 

@@ -3,6 +3,7 @@
 //! real clients. One binary so linking happens once.
 
 mod admin;
+mod batch;
 mod cache;
 mod cli;
 mod cluster;
