@@ -199,7 +199,9 @@ impl Gateway {
             HeaderValue::from_str(&format!("{v} {}", config.server.via_name))
                 .map_err(|_| "server.via_name is not a valid header value".to_string())
         };
-        let l2 = if config.cache.enabled && config.redis.enabled() {
+        // Started whenever Redis is configured: shared rate limits use it
+        // even when the response cache is off.
+        let l2 = if config.redis.enabled() {
             Some(L2::start(&config.redis).map_err(|e| format!("redis: {e}"))?)
         } else {
             None
@@ -340,8 +342,9 @@ impl Gateway {
         let timing = server_timing(total.saturating_sub(waited), cx.timing.upstream);
         let h = rsp.headers_mut();
         h.insert(SERVER_TIMING, timing);
+        // Ours replace any the upstream sent: one RateLimit answer per response.
         for (name, value) in cx.limit_headers.drain(..) {
-            h.append(name, value);
+            h.insert(name, value);
         }
         if let Some(route) = &cx.route {
             route

@@ -96,6 +96,39 @@ pub fn append_via(h: &mut HeaderMap, value: &HeaderValue) {
     h.append(header::VIA, value.clone());
 }
 
+/// The client's address: the peer's, or, when the peer is a trusted proxy,
+/// the right-most `X-Forwarded-For` entry that is not itself a trusted
+/// proxy (entries to its left could be written by anyone).
+pub(crate) fn client_ip(
+    h: &HeaderMap,
+    conn: &crate::Conn,
+    trusted: &[perfgate_config::IpNet],
+) -> std::net::IpAddr {
+    let peer = conn.peer.ip();
+    if !trusted.iter().any(|n| n.contains(peer)) {
+        return peer;
+    }
+    let mut last = peer;
+    let entries: Vec<&str> = h
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    for e in entries.iter().rev() {
+        let Ok(ip) = e.parse::<std::net::IpAddr>() else {
+            // Garbage: stop at the last address we could trust.
+            return last;
+        };
+        if !trusted.iter().any(|n| n.contains(ip)) {
+            return ip;
+        }
+        last = ip;
+    }
+    last
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,37 +172,4 @@ mod tests {
         assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4, 10.0.0.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
     }
-}
-
-/// The client's address: the peer's, or, when the peer is a trusted proxy,
-/// the right-most `X-Forwarded-For` entry that is not itself a trusted
-/// proxy (entries to its left could be written by anyone).
-pub(crate) fn client_ip(
-    h: &HeaderMap,
-    conn: &crate::Conn,
-    trusted: &[perfgate_config::IpNet],
-) -> std::net::IpAddr {
-    let peer = conn.peer.ip();
-    if !trusted.iter().any(|n| n.contains(peer)) {
-        return peer;
-    }
-    let mut last = peer;
-    let entries: Vec<&str> = h
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect();
-    for e in entries.iter().rev() {
-        let Ok(ip) = e.parse::<std::net::IpAddr>() else {
-            // Garbage: stop at the last address we could trust.
-            return last;
-        };
-        if !trusted.iter().any(|n| n.contains(ip)) {
-            return ip;
-        }
-        last = ip;
-    }
-    last
 }

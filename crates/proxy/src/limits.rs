@@ -1,37 +1,382 @@
-//! Rate limiting on the request path (to be written).
+//! Rate limiting on the request path: the `[[rate_limits]]` rules, GCRA
+//! (`perfgate_traffic::gcra`) per `{rule}:{value}` key.
+//!
+//! Rules are checked in order; a rule applies when the route name and the
+//! method match its filters (empty = all) and the request has its key value
+//! (an `ip`, a JWT `user`, a header, a query parameter…; a request without
+//! it is not limited by the rule). The first rule that refuses answers 429
+//! `rate_limited` with `Retry-After`, `RateLimit-Policy` and `RateLimit`;
+//! when all allow, the response carries the headers of the rule with the
+//! fewest requests left.
+//!
+//! A `shared` rule counts in Redis (one atomic script per request, on the
+//! Redis clock) when the L2 is configured; when Redis does not answer (its
+//! deadline, or the L2 breaker skipping calls after a failure) the rule
+//! falls back to this instance's own count, so a Redis outage never blocks
+//! traffic: the limit briefly becomes per instance. Other rules count
+//! locally. Local counters survive a reload while the rule keeps its name,
+//! key and quota.
 
-use perfgate_config::Config;
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use crate::error::GatewayError;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use perfgate_config::{Config, IpNet};
+use perfgate_observe::LimitResult;
+use perfgate_traffic::gcra::{self, Decision, LocalLimiter, Quota};
+
+use crate::error::{ErrorKind, GatewayError};
 use crate::gateway::{Conn, Cx, Gateway};
 use crate::policy::Policy;
 use crate::route::Route;
 
+#[cfg(test)]
+mod tests;
+
+/// Keys each rule's local limiter keeps (least recently used evicted).
+const MAX_KEYS: u64 = 100_000;
+
+/// Key values longer than this are replaced by their hash, so a client
+/// sending huge header or query values cannot make the limiter (or Redis)
+/// hold huge keys.
+const MAX_VALUE_LEN: usize = 128;
+
+/// Fallbacks to the local count are logged at most this often.
+const FALLBACK_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers).
+pub(crate) const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit` (draft-ietf-httpapi-ratelimit-headers).
+pub(crate) const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// What a rule counts by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum KeyKind {
+    /// The client IP, after trusted proxies.
+    Ip,
+    /// The JWT user; requests without one are not limited.
+    User,
+    /// The route's name.
+    Route,
+    /// One budget for everything.
+    Global,
+    /// A request header's value (its first field).
+    Header(HeaderName),
+    /// A query parameter's value (its first occurrence, percent-decoded).
+    Query(String),
+}
+
+impl KeyKind {
+    /// Parses `ip`, `user`, `route`, `global`, `header:NAME`, `query:NAME`.
+    pub(crate) fn parse(key: &str) -> Option<Self> {
+        Some(match key.split_once(':') {
+            None => match key {
+                "ip" => KeyKind::Ip,
+                "user" => KeyKind::User,
+                "route" => KeyKind::Route,
+                "global" => KeyKind::Global,
+                _ => return None,
+            },
+            Some(("header", name)) => {
+                KeyKind::Header(HeaderName::from_bytes(name.as_bytes()).ok()?)
+            }
+            Some(("query", name)) if !name.is_empty() => KeyKind::Query(name.to_string()),
+            Some(_) => return None,
+        })
+    }
+
+    /// Appends this request's value of the key to `out`; false when the
+    /// request has none (the rule does not apply).
+    pub(crate) fn write_value(
+        &self,
+        out: &mut String,
+        route_name: &str,
+        trusted: &[IpNet],
+        uri: &Uri,
+        headers: &HeaderMap,
+        conn: &Conn,
+    ) -> bool {
+        match self {
+            KeyKind::Ip => {
+                let ip = crate::headers::client_ip(headers, conn, trusted);
+                let _ = write!(out, "{ip}");
+            }
+            KeyKind::User => match &conn.user {
+                Some(user) => push_bounded(out, user),
+                None => return false,
+            },
+            KeyKind::Route => out.push_str(route_name),
+            KeyKind::Global => {}
+            KeyKind::Header(name) => match headers.get(name) {
+                Some(v) => push_bounded(out, &String::from_utf8_lossy(v.as_bytes())),
+                None => return false,
+            },
+            KeyKind::Query(name) => match uri.query().and_then(|q| query_value(q, name)) {
+                Some(v) => push_bounded(out, &v),
+                None => return false,
+            },
+        }
+        true
+    }
+}
+
+/// Appends `value`, or `#` and its hash when it is longer than
+/// [`MAX_VALUE_LEN`].
+fn push_bounded(out: &mut String, value: &str) {
+    if value.len() <= MAX_VALUE_LEN {
+        out.push_str(value);
+    } else {
+        out.push('#');
+        out.push_str(&perfgate_cache::key::url_hash(value));
+    }
+}
+
+/// The value of the first `name` parameter of `query`, percent-decoded
+/// (`+` is a space), so that `k=a` and `k=%61` count as one client.
+pub(crate) fn query_value<'a>(query: &'a str, name: &str) -> Option<Cow<'a, str>> {
+    query
+        .split('&')
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+        .find(|(n, _)| decode(n) == name)
+        .map(|(_, v)| decode(v))
+}
+
+/// Percent-decoding (and `+` → space) of a query component; borrowed when
+/// there is nothing to decode. Invalid escapes are kept as they are.
+fn decode(s: &str) -> Cow<'_, str> {
+    if !s.bytes().any(|b| b == b'%' || b == b'+') {
+        return Cow::Borrowed(s);
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = match bytes[i] {
+            b'%' => bytes.get(i + 1..i + 3).and_then(hex_byte),
+            _ => None,
+        };
+        match (bytes[i], escaped) {
+            (_, Some(byte)) => {
+                out.push(byte);
+                i += 2;
+            }
+            (b'+', None) => out.push(b' '),
+            (b, None) => out.push(b),
+        }
+        i += 1;
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The byte of two hex digits.
+fn hex_byte(hex: &[u8]) -> Option<u8> {
+    let digit = |b: u8| char::from(b).to_digit(16);
+    u8::try_from(digit(*hex.first()?)? * 16 + digit(*hex.get(1)?)?).ok()
+}
+
+/// One compiled rule.
+pub(crate) struct Rule {
+    pub(crate) name: Arc<str>,
+    pub(crate) key: KeyKind,
+    pub(crate) quota: Quota,
+    /// Route names the rule applies to; empty = every route.
+    routes: Vec<String>,
+    /// Methods the rule applies to; empty = every method.
+    methods: Vec<Method>,
+    /// Count in Redis when the L2 is there.
+    shared: bool,
+    /// This instance's count: the rule's own, or the fallback of a shared one.
+    local: Arc<LocalLimiter>,
+}
+
+impl Rule {
+    /// Whether the rule applies to requests of `method` on `route`.
+    pub(crate) fn applies(&self, route: &str, method: &Method) -> bool {
+        (self.routes.is_empty() || self.routes.iter().any(|r| r == route))
+            && (self.methods.is_empty() || self.methods.contains(method))
+    }
+}
+
 /// The compiled `[[rate_limits]]` rules.
-pub(crate) struct Limits {}
+pub(crate) struct Limits {
+    rules: Vec<Rule>,
+    /// When a fallback was last logged (ms since `epoch`, +1; 0 = never).
+    fallback_logged: AtomicU64,
+    epoch: Instant,
+}
 
 impl Limits {
     /// Compiles the rules; keeps the local counters of `previous` rules
-    /// that did not change.
-    pub(crate) fn build(_config: &Config, _previous: Option<&Limits>) -> Result<Self, String> {
-        Ok(Self {})
+    /// that did not change (same name, key and quota: the counters mean the
+    /// same thing; the route and method filters may change).
+    pub(crate) fn build(config: &Config, previous: Option<&Limits>) -> Result<Self, String> {
+        let mut rules = Vec::with_capacity(config.rate_limits.len());
+        for rc in &config.rate_limits {
+            let key = KeyKind::parse(&rc.key)
+                .ok_or_else(|| format!("rate_limits {:?}: invalid key {:?}", rc.name, rc.key))?;
+            let quota = Quota {
+                rate: rc.rate,
+                period: rc.per.get(),
+                burst: rc.burst.unwrap_or(rc.rate),
+            };
+            let methods = rc
+                .methods
+                .iter()
+                .map(|m| Method::from_bytes(m.as_bytes()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("rate_limits {:?}: {e}", rc.name))?;
+            let local = previous
+                .and_then(|p| {
+                    p.rules
+                        .iter()
+                        .find(|r| *r.name == *rc.name && r.key == key && r.quota == quota)
+                })
+                .map_or_else(
+                    || Arc::new(LocalLimiter::new(quota, MAX_KEYS)),
+                    |r| r.local.clone(),
+                );
+            rules.push(Rule {
+                name: Arc::from(rc.name.as_str()),
+                key,
+                quota,
+                routes: rc.routes.clone(),
+                methods,
+                shared: rc.shared,
+                local,
+            });
+        }
+        Ok(Self {
+            rules,
+            fallback_logged: AtomicU64::new(0),
+            epoch: Instant::now(),
+        })
     }
+
+    /// The rules, in order.
+    #[cfg(test)]
+    pub(crate) fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Whether to log this fallback (at most one per [`FALLBACK_LOG_EVERY`]).
+    fn should_log_fallback(&self) -> bool {
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1;
+        let last = self.fallback_logged.load(Ordering::Relaxed);
+        let every = u64::try_from(FALLBACK_LOG_EVERY.as_millis()).unwrap_or(u64::MAX);
+        (last == 0 || now.saturating_sub(last) >= every)
+            && self
+                .fallback_logged
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+/// The `(RateLimit-Policy, RateLimit)` header values of a decision.
+fn header_values(rule: &Rule, decision: &Decision) -> Option<(HeaderValue, HeaderValue)> {
+    let (policy, limit) = gcra::headers(&rule.name, &rule.quota, decision);
+    Some((
+        HeaderValue::from_str(&policy).ok()?,
+        HeaderValue::from_str(&limit).ok()?,
+    ))
 }
 
 impl Gateway {
     /// Applies the rules that match this request, in order; the first that
     /// refuses answers 429. Puts the `RateLimit-Policy`/`RateLimit` headers
     /// of the most restrictive matching rule in `cx.limit_headers`.
+    #[allow(clippy::too_many_arguments)] // the signature gateway.rs calls
     pub(crate) async fn limit(
         &self,
-        _policy: &Policy,
-        _route: &Route,
-        _method: &http::Method,
-        _uri: &http::Uri,
-        _headers: &http::HeaderMap,
-        _conn: &Conn,
-        _cx: &mut Cx,
+        policy: &Policy,
+        route: &Route,
+        method: &http::Method,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+        conn: &Conn,
+        cx: &mut Cx,
     ) -> Result<(), GatewayError> {
+        let limits = &policy.limits;
+        // The fewest requests left among the rules that allowed this one.
+        let mut tightest: Option<(&Rule, Decision)> = None;
+        let mut key = String::new();
+        for rule in limits
+            .rules
+            .iter()
+            .filter(|r| r.applies(&route.name, method))
+        {
+            key.clear();
+            key.push_str(&rule.name);
+            key.push(':');
+            if !rule
+                .key
+                .write_value(&mut key, &route.name, &route.trusted, uri, headers, conn)
+            {
+                continue;
+            }
+            let decision = self.decide(limits, rule, &key).await;
+            if !decision.allowed {
+                self.metrics
+                    .traffic
+                    .rate_limit(&rule.name, LimitResult::limited);
+                let mut err = GatewayError::new(
+                    ErrorKind::TooManyRequests,
+                    format!("rate limit \"{}\" exceeded", rule.name),
+                )
+                .retry_after(decision.retry_after);
+                if let Some((policy, limit)) = header_values(rule, &decision) {
+                    err = err
+                        .with_header(RATELIMIT_POLICY, policy)
+                        .with_header(RATELIMIT, limit);
+                }
+                return Err(err);
+            }
+            self.metrics
+                .traffic
+                .rate_limit(&rule.name, LimitResult::allowed);
+            if tightest.is_none_or(|(_, d)| decision.remaining < d.remaining) {
+                tightest = Some((rule, decision));
+            }
+        }
+        if let Some((rule, decision)) = tightest
+            && let Some((policy, limit)) = header_values(rule, &decision)
+        {
+            cx.limit_headers.push((RATELIMIT_POLICY, policy));
+            cx.limit_headers.push((RATELIMIT, limit));
+        }
         Ok(())
+    }
+
+    /// One request against `rule` for `key`: in Redis for a shared rule
+    /// when the L2 is configured and answers, else locally.
+    async fn decide(&self, limits: &Limits, rule: &Rule, key: &str) -> Decision {
+        if rule.shared
+            && let Some(l2) = &self.l2
+        {
+            let q = &rule.quota;
+            match l2.gcra(key, q.rate, q.period, q.burst).await {
+                Ok(r) => {
+                    return Decision {
+                        allowed: r.allowed,
+                        remaining: u32::try_from(r.remaining).unwrap_or(u32::MAX),
+                        reset: r.reset,
+                        retry_after: r.retry_after,
+                    };
+                }
+                Err(e) => {
+                    self.metrics.traffic.rate_limit_fallback(&rule.name);
+                    if limits.should_log_fallback() {
+                        tracing::debug!(
+                            rule = %rule.name,
+                            error = %e,
+                            "shared rate limit counted locally: Redis did not answer"
+                        );
+                    }
+                }
+            }
+        }
+        rule.local.check(key, Instant::now())
     }
 }
