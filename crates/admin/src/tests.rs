@@ -319,7 +319,7 @@ async fn warmup_starts_a_job_with_a_status_url() {
 }
 
 #[tokio::test]
-async fn dependencies_without_redis_pass_and_need_no_token() {
+async fn dependencies_without_redis_report_the_pool_and_need_no_token() {
     let s = state(Some(TOKEN));
     for path in ["/health/dependencies", "/health/detailed", "/health"] {
         let (status, ct, v) = call(Method::GET, path).token(None).send(&s).await;
@@ -331,5 +331,13 @@ async fn dependencies_without_redis_pass_and_need_no_token() {
         .token(None)
         .send(&s)
         .await;
-    assert_eq!(v["checks"], serde_json::json!({}), "{v}");
+    // No Redis configured: no `redis` check. The default upstream is a
+    // one-server pool that has not been probed, so it counts as up.
+    let checks = v["checks"].as_object().expect("checks object");
+    assert!(!checks.contains_key("redis"), "{v}");
+    assert_eq!(checks.len(), 1, "{v}");
+    let upstream = &v["checks"]["upstream:http://127.0.0.1:9"][0];
+    assert_eq!(upstream["status"], "pass", "{v}");
+    assert_eq!(upstream["circuit"], "closed", "{v}");
+    assert_eq!(upstream["observedValue"], 1, "{v}");
 }

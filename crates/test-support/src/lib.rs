@@ -31,7 +31,7 @@ pub use binary::{Binary, BinaryBuilder, free_port};
 pub use client::{Client, RequestBuilder, TestResponse};
 pub use gateway::{Gateway, GatewayBuilder, RunningGateway};
 pub use origin::{Gate, Origin, Recorded, Req, Rsp, RunningOrigin};
-pub use pools::{Instance, Listeners, closed_port_url, pool_of, pool_of_urls, pool_route};
+pub use pools::{ClosedPort, Instance, Listeners, pool_of, pool_of_urls, pool_route};
 pub use raw::{raw, raw_timeout};
 pub use redis::{RedisCluster, RedisServer};
 pub use shared::{

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use http::Method;
 use perfgate::app::{ConfigSource, Running};
 use perfgate_config::{Config, PoolConfig, PoolServer, RouteCachePolicy, RouteConfig};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 use crate::client::{Client, RequestBuilder};
 use crate::gateway::GatewayBuilder;
@@ -58,15 +58,37 @@ pub fn pool_route(path: &str, pool: &str) -> RouteConfig {
     }
 }
 
-/// `http://127.0.0.1:PORT` of a port that was just free: connections to it
-/// are refused.
-pub async fn closed_port_url() -> String {
-    let l = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind a port to close");
-    let addr = l.local_addr().expect("addr");
-    drop(l);
-    format!("http://{addr}")
+/// A port on `127.0.0.1` that refuses connections for as long as this
+/// value lives: bound (so no other test can take it) but not listening.
+pub struct ClosedPort {
+    _socket: TcpSocket,
+    addr: SocketAddr,
+}
+
+impl ClosedPort {
+    /// Reserves a port that refuses connections.
+    pub fn new() -> Self {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind a port to keep closed");
+        let addr = socket.local_addr().expect("addr");
+        Self {
+            _socket: socket,
+            addr,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Default for ClosedPort {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// A gateway started in-process, whose `Running` handle is reachable (for

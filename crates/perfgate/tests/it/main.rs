@@ -3,16 +3,21 @@
 //! real clients. One binary so linking happens once.
 
 mod admin;
+mod auth;
 mod batch;
 mod cache;
 mod cli;
 mod cluster;
 mod coalescing;
 mod compression;
+mod guards;
 mod invalidation;
 mod l2;
+mod limits;
 mod malformed;
 mod protocols;
+mod reload;
+mod resilience;
 mod shutdown;
 mod streaming;
 mod warmup;
