@@ -196,8 +196,9 @@ fn normalize_escapes(out: &mut String, input: &str) {
     out.push_str(&input[copied..]);
 }
 
-/// Decodes every valid escape; used only to match dropped parameter names.
-fn percent_decode(input: &str) -> Cow<'_, [u8]> {
+/// Decodes every valid `%XX` escape (an invalid `%` is kept as it is); used
+/// to match query parameter names and values as the upstream will read them.
+pub fn percent_decode(input: &str) -> Cow<'_, [u8]> {
     let bytes = input.as_bytes();
     if !bytes.contains(&b'%') {
         return Cow::Borrowed(bytes);

@@ -5,6 +5,7 @@
 
 use http::Uri;
 use http::uri::PathAndQuery;
+use perfgate_cache::key::percent_decode;
 use perfgate_config::QueryClamp;
 
 use crate::error::{ErrorKind, GatewayError};
@@ -19,8 +20,11 @@ pub(crate) fn apply(clamps: &[QueryClamp], uri: &Uri) -> Result<Option<Uri>, Gat
     let mut out: Vec<String> = Vec::new();
     let mut seen = vec![false; clamps.len()];
     for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let Some(i) = clamps.iter().position(|c| c.param == name) else {
+        let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        // Compared as the upstream's query parser will read them:
+        // `page%5Fsize=1%30` is `page_size=10` (RFC 3986 §2.3).
+        let name = percent_decode(raw_name);
+        let Some(i) = clamps.iter().position(|c| c.param.as_bytes() == &*name) else {
             out.push(pair.to_string());
             continue;
         };
@@ -31,15 +35,24 @@ pub(crate) fn apply(clamps: &[QueryClamp], uri: &Uri) -> Result<Option<Uri>, Gat
             continue;
         }
         seen[i] = true;
-        let n: u64 = value.parse().map_err(|_| {
-            GatewayError::new(
-                ErrorKind::BadRequest,
-                format!("query parameter {name}: {value:?} is not a non-negative integer"),
-            )
-        })?;
+        let value = percent_decode(raw_value);
+        let n: u64 = std::str::from_utf8(&value)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| {
+                GatewayError::new(
+                    ErrorKind::BadRequest,
+                    format!(
+                        "query parameter {}: {:?} is not a non-negative integer",
+                        c.param,
+                        String::from_utf8_lossy(&value)
+                    ),
+                )
+            })?;
         let clamped = n.max(c.min.unwrap_or(0)).min(c.max.unwrap_or(u64::MAX));
-        changed |= clamped != n || value.len() != clamped.to_string().len();
-        out.push(format!("{name}={clamped}"));
+        let written = clamped.to_string();
+        changed |= raw_name != c.param || raw_value != written;
+        out.push(format!("{}={written}", c.param));
     }
     for (i, c) in clamps.iter().enumerate() {
         if !seen[i]
@@ -107,6 +120,14 @@ mod tests {
         assert_eq!(
             run("/events?page_size=5&page_size=900").unwrap().as_deref(),
             Some("/events?page_size=5")
+        );
+        assert_eq!(
+            run("/events?page%5Fsize=1000").unwrap().as_deref(),
+            Some("/events?page_size=100")
+        );
+        assert_eq!(
+            run("/events?page_size=1%30").unwrap().as_deref(),
+            Some("/events?page_size=10")
         );
         let e = run("/events?page_size=lots").unwrap_err();
         assert_eq!(e.kind, ErrorKind::BadRequest);
