@@ -209,9 +209,16 @@ impl Reload {
                     "this instance was not started from a configuration source".into(),
                 )
             })?;
-        let config = source.load().map_err(|e| {
-            ReloadError::Invalid(e.problems.iter().map(ToString::to_string).collect())
-        })?;
+        let config = match source.load() {
+            Ok(config) => config,
+            Err(e) => {
+                // Counted and logged like every other rejected reload.
+                self.gateway.metrics().traffic.reload(false);
+                let problems: Vec<String> = e.problems.iter().map(ToString::to_string).collect();
+                tracing::error!(problems = ?problems, "configuration reload rejected; the running configuration is unchanged");
+                return Err(ReloadError::Invalid(problems));
+            }
+        };
         self.apply(config)
     }
 
@@ -223,9 +230,9 @@ impl Reload {
         let problems = perfgate_config::validate(&config);
         if !problems.is_empty() {
             self.gateway.metrics().traffic.reload(false);
-            return Err(ReloadError::Invalid(
-                problems.iter().map(ToString::to_string).collect(),
-            ));
+            let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            tracing::error!(problems = ?problems, "configuration reload rejected; the running configuration is unchanged");
+            return Err(ReloadError::Invalid(problems));
         }
         if let Err(e) = self.gateway.reload(&config) {
             self.gateway.metrics().traffic.reload(false);
