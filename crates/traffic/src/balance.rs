@@ -139,6 +139,12 @@ impl Balancer {
     ///   [`Strategy::LeastOutstanding`] only.
     ///
     /// Returns `None` when no server qualifies.
+    ///
+    /// A pick with a non-empty `exclude` is a retry: round robin gives it
+    /// the server whose turn is next without taking that turn, so retries
+    /// do not shift the order first attempts follow (with one failing
+    /// server, the other would otherwise get every first attempt after a
+    /// retry, and the failing one every other).
     pub fn pick(
         &self,
         hash: Option<u64>,
@@ -148,21 +154,28 @@ impl Balancer {
     ) -> Option<usize> {
         let ok = |i: usize| !exclude.contains(&i) && eligible(i);
         match (self.strategy, hash) {
-            (Strategy::RoundRobin, _) | (Strategy::ConsistentHash, None) => self.round_robin(ok),
+            (Strategy::RoundRobin, _) | (Strategy::ConsistentHash, None) => {
+                self.round_robin(ok, exclude.is_empty())
+            }
             (Strategy::LeastOutstanding, _) => self.two_choices(ok, outstanding),
             (Strategy::ConsistentHash, Some(hash)) => self.ring_walk(hash, ok),
         }
     }
 
-    /// Next schedule entry that qualifies. The cursor is advanced past the
-    /// entries skipped, so the server after a skipped one does not also
-    /// take the skipped one's turn on the next pick.
-    fn round_robin(&self, ok: impl Fn(usize) -> bool) -> Option<usize> {
+    /// Next schedule entry that qualifies. With `advance`, the turn is
+    /// taken and the cursor moved past the entries skipped, so the server
+    /// after a skipped one does not also take the skipped one's turn on the
+    /// next pick; without it (retries), the cursor is left alone.
+    fn round_robin(&self, ok: impl Fn(usize) -> bool, advance: bool) -> Option<usize> {
         let len = self.schedule.len();
         if len == 0 {
             return None;
         }
-        let start = self.cursor.fetch_add(1, Ordering::Relaxed) % len;
+        let start = if advance {
+            self.cursor.fetch_add(1, Ordering::Relaxed)
+        } else {
+            self.cursor.load(Ordering::Relaxed)
+        } % len;
         let mut rejected = Rejected::default();
         for k in 0..len {
             let i = self.schedule[(start + k) % len] as usize;
@@ -170,7 +183,7 @@ impl Balancer {
                 continue;
             }
             if ok(i) {
-                if k > 0 {
+                if advance && k > 0 {
                     self.cursor.fetch_add(k, Ordering::Relaxed);
                 }
                 return Some(i);

@@ -87,15 +87,33 @@ fn zero_weight_counts_as_one() {
 #[test]
 fn round_robin_skips_excluded_and_ineligible_evenly() {
     let b = Balancer::new(Strategy::RoundRobin, &[1, 1, 1]);
-    assert_eq!(counts(&b, 1000, |_| None, &[1], all, idle), [500, 0, 500]);
     assert_eq!(
         counts(&b, 1000, |_| None, &[], |i| i != 0, idle),
         [0, 500, 500]
     );
+    // Retries (a non-empty exclude) do not take turns: the next one is
+    // offered without being consumed.
+    let b = Balancer::new(Strategy::RoundRobin, &[1, 1, 1]);
+    assert_eq!(counts(&b, 10, |_| None, &[1], all, idle), [10, 0, 0]);
     assert_eq!(
         counts(&b, 1000, |_| None, &[2], |i| i != 0, idle),
         [0, 1000, 0]
     );
+}
+
+#[test]
+fn retries_leave_the_round_robin_order_of_first_attempts_alone() {
+    // Server 1 fails every time; each of its requests is retried.
+    let b = Balancer::new(Strategy::RoundRobin, &[1, 1]);
+    let mut first = [0; 2];
+    for _ in 0..100 {
+        let i = b.pick(None, &[], all, idle).unwrap();
+        first[i] += 1;
+        if i == 1 {
+            assert_eq!(b.pick(None, &[1], all, idle), Some(0));
+        }
+    }
+    assert_eq!(first, [50, 50]);
 }
 
 #[test]
