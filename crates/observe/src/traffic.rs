@@ -175,6 +175,23 @@ impl TrafficMetrics {
             .set(i64::from(up));
     }
 
+    /// Drops the series of a server that left its pool (reload).
+    pub fn forget_server(&self, pool: &Arc<str>, server: &Arc<str>) {
+        let labels = ServerLabels {
+            pool: pool.clone(),
+            server: server.clone(),
+        };
+        self.server_up.remove(&labels);
+        self.ejections.remove(&labels);
+    }
+
+    /// Drops the series of a pool that is no longer configured (reload).
+    pub fn forget_pool(&self, pool: &Arc<str>) {
+        let labels = PoolLabel { pool: pool.clone() };
+        self.circuit.remove(&labels);
+        self.retries.remove(&labels);
+    }
+
     /// Counts one ejection.
     pub fn ejection(&self, pool: &Arc<str>, server: &Arc<str>) {
         self.ejections

@@ -161,7 +161,7 @@ impl Gateway {
                 )
                 .await
                 .map_err(|e| e.to_gateway())?;
-            return Ok(self.stream_response(rsp, MISS_HEAD, Encoding::Identity));
+            return Ok(self.stream_response(&route, rsp, MISS_HEAD, Encoding::Identity));
         }
         if found.is_none() && cache.is_unshareable(&key) {
             // Hit-for-miss: this key's recent responses could not be stored,
@@ -466,7 +466,9 @@ impl Gateway {
                     cache.mark_unshareable(key);
                 }
                 let label = uncacheable_label(reason);
-                return Ok(Fetched::Stream(self.stream_response(rsp, label, enc)));
+                return Ok(Fetched::Stream(
+                    self.stream_response(route, rsp, label, enc),
+                ));
             }
         };
         let declared = rsp
@@ -477,11 +479,13 @@ impl Gateway {
         if declared.is_some_and(|n| n > self.max_object_bytes as u64) {
             cache.mark_unshareable(key);
             let label = detail_label("perfgate; fwd=miss", "too-large");
-            return Ok(Fetched::Stream(self.stream_response(rsp, label, enc)));
+            return Ok(Fetched::Stream(
+                self.stream_response(route, rsp, label, enc),
+            ));
         }
         let (parts, mut body) = rsp.into_parts();
         let mut buf = BytesMut::with_capacity(declared.map_or(8 * 1024, |n| n as usize));
-        let deadline = self.upstream.body_idle_timeout;
+        let deadline = route.body_idle_timeout;
         loop {
             let frame =
                 match tokio::time::timeout(deadline, http_body_util::BodyExt::frame(&mut body))

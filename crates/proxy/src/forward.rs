@@ -2,16 +2,18 @@
 //! slot, server choice, per-attempt and total deadlines, and retries with
 //! a budget and jittered backoff.
 //!
-//! Retries: only requests without a body (their body cannot be replayed:
-//! bodies are streamed, never buffered), and then only when repeating is
-//! safe: an idempotent method (RFC 9110 §9.2.2), or any method when the
-//! connection was refused (the upstream never saw the request). A POST that
-//! reached the upstream is never repeated. Another server is chosen when
-//! the pool has one; every retry is paid from the pool's retry budget.
+//! Retries: only requests whose body can be replayed (none, or one of at
+//! most [`REPLAY_MAX_BYTES`] with a declared length, which is read before
+//! the first attempt; larger and chunked bodies are streamed and never
+//! retried), and then only when repeating is safe: an idempotent method
+//! (RFC 9110 §9.2.2), or any method when the connection was refused (the
+//! upstream never saw the request). A POST that reached the upstream is
+//! never repeated. Another server is chosen when the pool has one; every
+//! retry is paid from the pool's retry budget.
 
 use std::time::Instant;
 
-use http::header::HOST;
+use http::header::{CONTENT_LENGTH, HOST};
 use http::{HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 use perfgate_observe::UpstreamErrorKind;
@@ -23,6 +25,11 @@ use crate::pool::{Pick, Refusal};
 use crate::route::Route;
 use crate::stats::Stats;
 use crate::upstream::{Upstream, UpstreamError};
+
+/// Request bodies up to this size, with a declared `Content-Length`, are
+/// read before the first attempt so a retry can send them again (nginx
+/// buffers every request body by default; this keeps larger ones streamed).
+pub(crate) const REPLAY_MAX_BYTES: u64 = 64 * 1024;
 
 /// RFC 9110 §9.2.2.
 fn idempotent(m: &Method) -> bool {
@@ -75,7 +82,12 @@ impl Gateway {
         append_via(&mut headers, self.via_for(version));
         let pq = uri.path_and_query().map_or("/", |p| p.as_str());
 
-        let replayable = matches!(body, Body::Empty);
+        let body = if pool.retry.attempts > 0 && matches!(body, Body::Stream(_)) {
+            replayable_body(body, &headers, route.body_idle_timeout).await?
+        } else {
+            body
+        };
+        let replayable = matches!(body, Body::Empty | Body::Full(_));
         let retries = if replayable { pool.retry.attempts } else { 0 };
         let deadline = route.total_timeout.map(|d| start + d);
         let per_attempt = route.response_timeout.unwrap_or(pool.response_timeout);
@@ -108,7 +120,7 @@ impl Gateway {
             } else {
                 std::mem::take(&mut headers)
             };
-            if !self.upstream.preserve_host
+            if !route.preserve_host
                 && let Ok(v) = HeaderValue::from_str(server.target.authority.as_str())
             {
                 h.insert(HOST, v);
@@ -119,7 +131,13 @@ impl Gateway {
                 body_too_large: false,
                 refused: None,
             })?;
-            let mut req = Request::new(body.take().unwrap_or(Body::Empty));
+            let attempt_body = match &body {
+                Some(Body::Full(Some(bytes))) if attempt < retries => {
+                    Body::Full(Some(bytes.clone()))
+                }
+                _ => body.take().unwrap_or(Body::Empty),
+            };
+            let mut req = Request::new(attempt_body);
             *req.method_mut() = method.clone();
             *req.uri_mut() = up_uri;
             *req.headers_mut() = h;
@@ -184,5 +202,38 @@ impl Gateway {
             pool.record(permit, !failed);
             return result;
         }
+    }
+}
+
+/// A small client body with a declared length, read into memory so it can
+/// be sent again; any other body as it was (streamed, not replayable).
+async fn replayable_body(
+    body: Body,
+    headers: &http::HeaderMap,
+    deadline: std::time::Duration,
+) -> Result<Body, UpstreamError> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_none_or(|n| n > REPLAY_MAX_BYTES) {
+        return Ok(body);
+    }
+    let failed = |detail: String, body_too_large: bool| UpstreamError {
+        kind: UpstreamErrorKind::protocol,
+        detail,
+        body_too_large,
+        refused: None,
+    };
+    match tokio::time::timeout(deadline, http_body_util::BodyExt::collect(body)).await {
+        Ok(Ok(collected)) => Ok(Body::full(collected.to_bytes())),
+        Ok(Err(e)) => {
+            let too_large = e.is::<http_body_util::LengthLimitError>();
+            Err(failed(format!("reading the client's body: {e}"), too_large))
+        }
+        Err(_) => Err(failed(
+            format!("the client's body stalled for {deadline:?}"),
+            false,
+        )),
     }
 }

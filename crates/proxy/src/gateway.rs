@@ -28,7 +28,6 @@ use crate::headers::{append_via, strip_hop_by_hop, strip_tag_headers};
 use crate::policy::Policy;
 use crate::route::Route;
 use crate::stats::{CacheStats, Stats};
-use crate::upstream::Upstream;
 use crate::warmup::Warmups;
 
 /// `Cache-Status` (RFC 9211).
@@ -164,7 +163,6 @@ pub struct Gateway {
     policy: ArcSwap<Policy>,
     /// Requests in flight, for load shedding.
     in_flight: AtomicUsize,
-    pub(crate) upstream: Upstream,
     pub(crate) cache: Option<MemoryCache>,
     pub(crate) keys: KeyNormalizer,
     pub(crate) compressor: Compressor,
@@ -219,7 +217,6 @@ impl Gateway {
                 .any(|r| r.cache.authorized == AuthorizedPolicy::PerUser),
             policy: ArcSwap::from_pointee(policy),
             in_flight: AtomicUsize::new(0),
-            upstream: Upstream::new(&config.upstream),
             cache,
             keys: KeyNormalizer::new(&config.cache.drop_query_params),
             compressor: Compressor::new(&config.compression),
@@ -275,8 +272,10 @@ impl Gateway {
         self.policy.load_full()
     }
 
-    pub(crate) fn swap_policy(&self, new: Policy) {
-        self.policy.store(Arc::new(new));
+    pub(crate) fn swap_policy(&self, new: Policy) -> Arc<Policy> {
+        let new = Arc::new(new);
+        self.policy.store(new.clone());
+        new
     }
 
     /// The life of a proxied request. Never fails: errors become responses here.
@@ -499,7 +498,7 @@ impl Gateway {
             )
             .await
             .map_err(|e| e.to_gateway())?;
-        Ok(self.stream_response(rsp, label, enc))
+        Ok(self.stream_response(route, rsp, label, enc))
     }
 
     /// A streamed upstream response: hop-by-hop fields removed, `Via` and
@@ -507,13 +506,14 @@ impl Gateway {
     /// compressed on the fly when `enc` asks for it.
     pub(crate) fn stream_response(
         &self,
+        route: &Route,
         rsp: Response<Incoming>,
         label: HeaderValue,
         enc: Encoding,
     ) -> Response<Body> {
         let (parts, body) = rsp.into_parts();
         let metrics = self.metrics.clone();
-        let body = Watched::new(body, self.upstream.body_idle_timeout, move |n| {
+        let body = Watched::new(body, route.body_idle_timeout, move |n| {
             metrics.bytes_in(n);
             metrics.bytes_out(n, 0);
         });

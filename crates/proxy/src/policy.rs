@@ -80,7 +80,8 @@ impl crate::Gateway {
     pub fn reload(&self, config: &Config) -> Result<(), String> {
         let old = self.policy();
         let new = Policy::build(config, self.metrics(), Some(&old))?;
-        self.swap_policy(new);
+        let new = self.swap_policy(new);
+        new.pools.retire_replaced(&old.pools, self.metrics());
         Ok(())
     }
 }

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -110,6 +110,10 @@ pub(crate) struct Pool {
     probe: Option<Probe>,
     spec: Spec,
     metrics: Arc<Metrics>,
+    /// Set when a reload replaced this pool: it stops publishing gauges
+    /// (its successor, or nobody, owns them now) while requests of the old
+    /// generation finish on it.
+    retired: AtomicBool,
 }
 
 #[derive(Clone)]
@@ -224,6 +228,7 @@ impl Pool {
             probe,
             spec,
             metrics: metrics.clone(),
+            retired: AtomicBool::new(false),
         });
         for s in &pool.servers {
             metrics.traffic.set_server_up(&pool.name, &s.label, true);
@@ -257,8 +262,11 @@ impl Pool {
     }
 
     fn circuit_changed(&self, from: BreakerState, to: BreakerState) {
-        let state = circuit_state(to);
-        self.metrics.traffic.set_circuit(&self.name, state);
+        if !self.is_retired() {
+            self.metrics
+                .traffic
+                .set_circuit(&self.name, circuit_state(to));
+        }
         match to {
             BreakerState::Open => {
                 tracing::warn!(pool = %self.name, from = ?from, "circuit breaker opened: requests to this pool are refused until it recovers")
@@ -367,9 +375,32 @@ impl Pool {
         };
         let now = Instant::now();
         let eligible = up && self.health.eligible(server, now);
+        if !self.is_retired() {
+            self.metrics
+                .traffic
+                .set_server_up(&self.name, &self.label(server), eligible);
+        }
+    }
+
+    fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
+    }
+
+    /// Publishes every gauge of this pool from its current state.
+    fn publish(&self) {
+        if self.is_retired() {
+            return;
+        }
+        let now = Instant::now();
+        for (i, s) in self.servers.iter().enumerate() {
+            self.metrics
+                .traffic
+                .set_server_up(&self.name, &s.label, self.health.eligible(i, now));
+        }
+        let state = self.circuit(now).unwrap_or(BreakerState::Closed);
         self.metrics
             .traffic
-            .set_server_up(&self.name, &self.label(server), eligible);
+            .set_circuit(&self.name, circuit_state(state));
     }
 
     fn label(&self, i: usize) -> Arc<str> {
@@ -546,7 +577,9 @@ async fn maintain(pool: Weak<Pool>) {
         for t in p.health.readmit_expired(Instant::now()) {
             p.transition(t);
         }
-        if let Some(state) = p.circuit(Instant::now()) {
+        if let Some(state) = p.circuit(Instant::now())
+            && !p.is_retired()
+        {
             p.metrics.traffic.set_circuit(&p.name, circuit_state(state));
         }
         let wait = match &p.probe {
@@ -621,6 +654,32 @@ impl Pools {
             by_name.insert(name, pool);
         }
         Ok(Self { by_name })
+    }
+
+    /// Called once this generation replaced `old`: the pools of `old` that
+    /// were not carried over stop publishing, the series of servers and
+    /// pools that are gone leave the metrics, and this generation's gauges
+    /// are published again (a replaced pool may have written them last).
+    pub(crate) fn retire_replaced(&self, old: &Pools, metrics: &Metrics) {
+        for (name, was) in &old.by_name {
+            let now = self.by_name.get(name);
+            if now.is_some_and(|p| Arc::ptr_eq(p, was)) {
+                continue;
+            }
+            was.retired.store(true, Ordering::Relaxed);
+            for s in &was.servers {
+                let kept = now.is_some_and(|p| p.servers.iter().any(|n| n.label == s.label));
+                if !kept {
+                    metrics.traffic.forget_server(&was.name, &s.label);
+                }
+            }
+            if now.is_none() {
+                metrics.traffic.forget_pool(&was.name);
+            }
+        }
+        for p in self.by_name.values() {
+            p.publish();
+        }
     }
 
     /// The pool called `name` (a `[[pools]]` name or an upstream URL).

@@ -139,6 +139,11 @@ pub struct Route {
     pub(crate) total_timeout: Option<Duration>,
     /// A client with this route's own connect timeout, when it sets one.
     pub(crate) client: Option<Upstream>,
+    /// Forward the client's `Host` (`upstream.preserve_host`).
+    pub(crate) preserve_host: bool,
+    /// Longest silence while streaming an upstream body
+    /// (`upstream.body_idle_timeout`).
+    pub(crate) body_idle_timeout: Duration,
     /// Never use the cache.
     pub bypass: bool,
     /// Caching policy.
@@ -210,6 +215,8 @@ impl Routes {
                 response_timeout: None,
                 total_timeout: None,
                 client: None,
+                preserve_host: config.upstream.preserve_host,
+                body_idle_timeout: config.upstream.body_idle_timeout.get(),
                 bypass: false,
                 policy: base_policy(config),
                 tags: Vec::new(),
@@ -325,6 +332,8 @@ fn compile(
         response_timeout: rc.timeouts.response.map(|d| d.get()),
         total_timeout: rc.timeouts.total.map(|d| d.get()),
         client,
+        preserve_host: config.upstream.preserve_host,
+        body_idle_timeout: config.upstream.body_idle_timeout.get(),
         bypass: c.bypass,
         policy,
         tags: c.tags.iter().map(|t| Arc::from(t.as_str())).collect(),

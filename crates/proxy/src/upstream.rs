@@ -16,14 +16,11 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::pool::Refusal;
 use crate::route::Target;
 
-/// The upstream client shared by every route.
+/// A pooled upstream client (one per pool, and per route with its own
+/// connect timeout).
 #[derive(Clone)]
 pub struct Upstream {
     client: Client<HttpConnector, Body>,
-    /// Longest silence while streaming an upstream body.
-    pub body_idle_timeout: Duration,
-    /// Forward the client's `Host`.
-    pub preserve_host: bool,
 }
 
 /// Why an upstream exchange failed.
@@ -105,11 +102,7 @@ impl Upstream {
             .pool_idle_timeout(cfg.pool_idle_timeout.get())
             .pool_max_idle_per_host(cfg.pool_max_idle)
             .build(http);
-        Self {
-            client,
-            body_idle_timeout: cfg.body_idle_timeout.get(),
-            preserve_host: cfg.preserve_host,
-        }
+        Self { client }
     }
 
     /// The upstream URI for a client path and query.

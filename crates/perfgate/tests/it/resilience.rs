@@ -528,7 +528,6 @@ async fn a_refused_post_without_body_is_retried_on_another_server() {
 /// The same with a request body: the body was never read (the connection
 /// was refused), so the POST is safe to send to the other server.
 #[tokio::test]
-#[ignore = "bug: forward.rs retries only body-less requests, even after connection refused"]
 async fn a_refused_post_with_body_is_retried_on_another_server() {
     let origin = named("ok", "/p").await;
     let dead = ClosedPort::new();
@@ -656,7 +655,6 @@ async fn read_pool_takes_the_safe_methods() {
 /// two servers failing, each request should still start on either server
 /// in turn (the failing one gets half of the first attempts, not all).
 #[tokio::test]
-#[ignore = "bug: a retry's pick advances the shared round-robin cursor (balance.rs round_robin via forward.rs)"]
 async fn retries_do_not_steal_the_next_round_robin_turn() {
     let a = named("a", "/x").await;
     let b = Origin::new().route("/x", Rsp::status(503)).run().await;
