@@ -19,6 +19,7 @@ mod protocols;
 mod reload;
 mod resilience;
 mod shutdown;
+mod signals;
 mod streaming;
 mod warmup;
 
