@@ -203,6 +203,50 @@ impl L2 {
         Ok(L2 { inner })
     }
 
+    /// Runs one command for another subsystem (the job queue), under
+    /// `deadline` and the same breaker as the cache's calls. The caller
+    /// builds keys with [`key`](Self::key) and keeps every command to one
+    /// key (or one hash slot), so it works on Redis Cluster.
+    pub async fn command<T: ::redis::FromRedisValue + Send + 'static>(
+        &self,
+        c: &::redis::Cmd,
+        deadline: Duration,
+    ) -> Result<T, L2Error> {
+        let c = c.clone();
+        self.call(deadline, |conn| async move { conn.query(&c).await })
+            .await
+    }
+
+    /// Runs a Lua script (EVALSHA, EVAL on NOSCRIPT) on `keys`, which must
+    /// share one hash slot, under `deadline` and the breaker.
+    pub async fn script<T: ::redis::FromRedisValue + Send + 'static>(
+        &self,
+        script: &::redis::Script,
+        keys: &[String],
+        args: &[Vec<u8>],
+        deadline: Duration,
+    ) -> Result<T, L2Error> {
+        let mut invocation = script.prepare_invoke();
+        for k in keys {
+            invocation.key(k);
+        }
+        for a in args {
+            invocation.arg(a.as_slice());
+        }
+        self.call(deadline, |conn| async move {
+            match conn {
+                Conn::Standalone(mut c) => invocation.invoke_async(&mut c).await,
+                Conn::Cluster(mut c) => invocation.invoke_async(&mut c).await,
+            }
+        })
+        .await
+    }
+
+    /// `{redis.key_prefix}:{suffix}`: the namespace of this deployment.
+    pub fn key(&self, suffix: &str) -> String {
+        format!("{}:{suffix}", self.inner.settings.prefix)
+    }
+
     /// The current state, for health reporting.
     pub fn health(&self) -> L2Health {
         let i = &self.inner;

@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::units::{ByteSize, Duration};
 
+mod jobs;
 mod traffic;
+pub use jobs::*;
 pub use traffic::*;
 
 /// The whole configuration of one perfgate instance.
@@ -35,6 +37,8 @@ pub struct Config {
     pub jwt: JwtConfig,
     /// The batch endpoint.
     pub batch: BatchConfig,
+    /// The queue of async routes (`[routes.async]`).
+    pub jobs: JobsConfig,
     /// Routes, matched by longest path prefix (or pattern) first; a request
     /// that matches none goes to the default upstream with the default policy.
     pub routes: Vec<RouteConfig>,
@@ -341,6 +345,10 @@ pub struct RouteConfig {
     pub query_clamps: Vec<QueryClamp>,
     /// Cache policy of this route.
     pub cache: RouteCachePolicy,
+    /// Make this route async: `POST` answers `202 Accepted` with a task id
+    /// and a worker calls the upstream (`[routes.async]`).
+    #[serde(rename = "async")]
+    pub async_job: Option<AsyncRouteConfig>,
 }
 
 /// Per-route cache policy.

@@ -1,0 +1,712 @@
+//! The embedded store: one redb file in `jobs.data_dir`, owned by this
+//! instance (redb locks it). Crash-safe: a submission is answered only
+//! after its transaction is committed with `fsync`.
+//!
+//! One writer thread applies every change. It takes all the operations
+//! waiting when it wakes and commits them in one transaction (group
+//! commit), so many concurrent submissions share one `fsync`. Reads
+//! (status lookups) use their own read transactions on the caller's thread
+//! and never wait for the writer.
+//!
+//! Tables (keys are bytes ordered as written):
+//! - `jobs`: id → encoded [`Job`];
+//! - `ready`: route NUL, priority (descending), sequence → id: the queue;
+//! - `fifo`: route NUL, sequence → the `ready` key: the same queue by age,
+//!   so every fifth claim takes the oldest job (no starvation);
+//! - `delayed`: due time, id → id: retries waiting for their backoff;
+//! - `dedup`: de-duplication key → id;
+//! - `expiry`: time, id → id: finished jobs to delete after `result_ttl`.
+//!
+//! After a crash, jobs found `running` were interrupted: they go back to
+//! the queue (at-least-once), keeping their attempt count.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::oneshot;
+
+use crate::error::StoreError;
+use crate::job::{Job, JobState, now_ms};
+use crate::store::{Counts, Submitted};
+
+const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+const READY: TableDefinition<&[u8], &str> = TableDefinition::new("ready");
+const FIFO: TableDefinition<&[u8], &[u8]> = TableDefinition::new("fifo");
+const DELAYED: TableDefinition<&[u8], &str> = TableDefinition::new("delayed");
+const DEDUP: TableDefinition<&str, &str> = TableDefinition::new("dedup");
+const EXPIRY: TableDefinition<&[u8], &str> = TableDefinition::new("expiry");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// Every fifth claim takes the oldest job instead of the most urgent.
+const FIFO_EVERY: u64 = 5;
+/// Finished jobs deleted per sweep at most (keeps one commit short).
+const SWEEP_MAX: usize = 1000;
+
+enum Op {
+    Submit {
+        job: Box<Job>,
+        max_queued: usize,
+        reply: oneshot::Sender<Result<Submitted, StoreError>>,
+    },
+    Claim {
+        route: String,
+        reply: oneshot::Sender<Result<Option<Job>, StoreError>>,
+    },
+    Finish {
+        job: Box<Job>,
+        result_ttl_ms: u64,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Requeue {
+        id: String,
+        reply: oneshot::Sender<Result<Job, StoreError>>,
+    },
+    Discard {
+        id: String,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+}
+
+/// Handle to the embedded store; cheap to clone.
+#[derive(Clone)]
+pub struct Embedded {
+    db: Arc<Database>,
+    ops: Sender<Op>,
+    counts: Arc<Mutex<Counts>>,
+}
+
+impl Embedded {
+    /// Opens (or creates) `dir/jobs.redb`, puts interrupted jobs back in
+    /// the queue and starts the writer thread.
+    pub fn open(dir: &Path) -> Result<Embedded, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+        })?;
+        let path = dir.join("jobs.redb");
+        let db = Database::create(&path)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        let db = Arc::new(db);
+        let counts = recover(&db)?;
+        let counts = Arc::new(Mutex::new(counts));
+        let (ops, rx) = std::sync::mpsc::channel();
+        let writer = Writer {
+            db: db.clone(),
+            counts: counts.clone(),
+            claims: AtomicU64::new(0),
+        };
+        std::thread::Builder::new()
+            .name("perfgate-jobs-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
+        Ok(Embedded { db, ops, counts })
+    }
+
+    async fn call<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.ops
+            .send(op(tx))
+            .map_err(|_| StoreError::Unavailable("the job store has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the job store has stopped".into()))?
+    }
+
+    /// Stores a new job, or returns the live job it duplicates.
+    pub async fn submit(&self, job: Job, max_queued: usize) -> Result<Submitted, StoreError> {
+        self.call(|reply| Op::Submit {
+            job: Box::new(job),
+            max_queued,
+            reply,
+        })
+        .await
+    }
+
+    /// Takes the next job of `route` (marked running, attempt counted).
+    pub async fn claim(&self, route: &str) -> Result<Option<Job>, StoreError> {
+        let route = route.to_string();
+        self.call(|reply| Op::Claim { route, reply }).await
+    }
+
+    /// Writes a job a worker finished with (terminal, or queued for a retry).
+    pub async fn finish(&self, job: Job, result_ttl_ms: u64) -> Result<(), StoreError> {
+        self.call(|reply| Op::Finish {
+            job: Box::new(job),
+            result_ttl_ms,
+            reply,
+        })
+        .await
+    }
+
+    /// Puts a dead (or failed) job back in the queue with fresh attempts.
+    pub async fn requeue(&self, id: &str) -> Result<Job, StoreError> {
+        let id = id.to_string();
+        self.call(|reply| Op::Requeue { id, reply }).await
+    }
+
+    /// Deletes a job that is not running.
+    pub async fn discard(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.call(|reply| Op::Discard { id, reply }).await
+    }
+
+    /// One job, read without waiting for the writer.
+    pub fn get(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let jobs = match txn.open_table(JOBS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        match jobs.get(id)? {
+            Some(v) => Job::decode(v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Jobs in `state` (any route), oldest first, at most `limit`.
+    pub fn list(&self, state: JobState, limit: usize) -> Result<Vec<Job>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let jobs = txn.open_table(JOBS)?;
+        let mut out = Vec::new();
+        for entry in jobs.iter()? {
+            let (_, v) = entry?;
+            let job = Job::decode(v.value())?;
+            if job.state == state {
+                out.push(job);
+            }
+        }
+        out.sort_by_key(|j| j.created_ms);
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// Jobs per route and state.
+    pub fn counts(&self) -> Counts {
+        self.counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+fn ready_key(route: &str, priority: i32, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(route.len() + 13);
+    k.extend_from_slice(route.as_bytes());
+    k.push(0);
+    // Descending priority: flip the sign bit (order as unsigned), then invert.
+    let ordered = (priority as u32) ^ 0x8000_0000;
+    k.extend_from_slice(&(!ordered).to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn fifo_key(route: &str, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(route.len() + 9);
+    k.extend_from_slice(route.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn time_key(ms: u64, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + id.len());
+    k.extend_from_slice(&ms.to_be_bytes());
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// The byte range of keys that start with `route NUL`.
+fn route_range(route: &str) -> (Vec<u8>, Vec<u8>) {
+    let mut lo = route.as_bytes().to_vec();
+    lo.push(0);
+    let mut hi = route.as_bytes().to_vec();
+    hi.push(1);
+    (lo, hi)
+}
+
+/// Puts running jobs back in the queue and counts the rest.
+fn recover(db: &Database) -> Result<Counts, StoreError> {
+    let txn = db.begin_write()?;
+    let mut counts = Counts::default();
+    {
+        let mut jobs = txn.open_table(JOBS)?;
+        let mut ready = txn.open_table(READY)?;
+        let mut fifo = txn.open_table(FIFO)?;
+        let mut meta = txn.open_table(META)?;
+        // Create the other tables so readers find them.
+        txn.open_table(DELAYED)?;
+        txn.open_table(DEDUP)?;
+        txn.open_table(EXPIRY)?;
+        let mut seq = meta.get("seq")?.map_or(0, |v| v.value());
+        let mut interrupted = Vec::new();
+        for entry in jobs.iter()? {
+            let (k, v) = entry?;
+            let job = Job::decode(v.value())?;
+            if job.state == JobState::Running {
+                interrupted.push((k.value().to_string(), job));
+            } else {
+                counts.add(&job.route, job.state, 1);
+            }
+        }
+        for (id, mut job) in interrupted {
+            job.state = JobState::Queued;
+            job.last_error = Some("interrupted: perfgate stopped during the attempt".into());
+            seq += 1;
+            let rk = ready_key(&job.route, job.priority, seq);
+            ready.insert(rk.as_slice(), id.as_str())?;
+            fifo.insert(fifo_key(&job.route, seq).as_slice(), rk.as_slice())?;
+            jobs.insert(id.as_str(), job.encode().as_slice())?;
+            counts.add(&job.route, JobState::Queued, 1);
+        }
+        meta.insert("seq", seq)?;
+        if counts.total(JobState::Queued) > 0 {
+            tracing::info!(
+                queued = counts.total(JobState::Queued),
+                "job store opened: queued jobs resume"
+            );
+        }
+    }
+    txn.commit()?;
+    Ok(counts)
+}
+
+struct Writer {
+    db: Arc<Database>,
+    counts: Arc<Mutex<Counts>>,
+    claims: AtomicU64,
+}
+
+/// What to send back once the transaction is committed.
+type Reply = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
+impl Writer {
+    fn run(self, rx: Receiver<Op>) {
+        let mut last_sweep = 0u64;
+        loop {
+            let first = match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(op) => Some(op),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let mut batch: Vec<Op> = first.into_iter().collect();
+            while batch.len() < 4096 {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            let now = now_ms();
+            let sweep = now.saturating_sub(last_sweep) >= 100;
+            if batch.is_empty() && !sweep {
+                continue;
+            }
+            if sweep {
+                last_sweep = now;
+            }
+            self.apply(batch, sweep, now);
+        }
+    }
+
+    /// Applies a batch in one transaction; replies after the commit.
+    fn apply(&self, batch: Vec<Op>, sweep: bool, now: u64) {
+        let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
+        let mut delta = Counts::default();
+        let result = (|| -> Result<bool, StoreError> {
+            let txn = self.db.begin_write()?;
+            let mut changed = false;
+            {
+                let mut t = Tables {
+                    jobs: txn.open_table(JOBS)?,
+                    ready: txn.open_table(READY)?,
+                    fifo: txn.open_table(FIFO)?,
+                    delayed: txn.open_table(DELAYED)?,
+                    dedup: txn.open_table(DEDUP)?,
+                    expiry: txn.open_table(EXPIRY)?,
+                    meta: txn.open_table(META)?,
+                };
+                if sweep {
+                    changed |= t.sweep(now, &mut delta)?;
+                }
+                let queued_now = {
+                    let c = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+                    c.total(JobState::Queued) + c.total(JobState::Running)
+                };
+                for op in batch {
+                    changed = true;
+                    match op {
+                        Op::Submit {
+                            job,
+                            max_queued,
+                            reply,
+                        } => {
+                            let live = queued_now as i64
+                                + delta.total_signed(JobState::Queued)
+                                + delta.total_signed(JobState::Running);
+                            let r = t.submit(*job, max_queued, live, &mut delta, now);
+                            replies.push(after(reply, r));
+                        }
+                        Op::Claim { route, reply } => {
+                            let fifo = self.claims.fetch_add(1, Ordering::Relaxed) % FIFO_EVERY
+                                == FIFO_EVERY - 1;
+                            let r = t.claim(&route, fifo, &mut delta, now);
+                            replies.push(after(reply, r));
+                        }
+                        Op::Finish {
+                            job,
+                            result_ttl_ms,
+                            reply,
+                        } => {
+                            let r = t.finish(*job, result_ttl_ms, &mut delta, now);
+                            replies.push(after(reply, r));
+                        }
+                        Op::Requeue { id, reply } => {
+                            let r = t.requeue(&id, &mut delta);
+                            replies.push(after(reply, r));
+                        }
+                        Op::Discard { id, reply } => {
+                            let r = t.discard(&id, &mut delta);
+                            replies.push(after(reply, r));
+                        }
+                    }
+                }
+            }
+            if changed {
+                txn.commit()?;
+            } else {
+                txn.abort()?;
+            }
+            Ok(changed)
+        })();
+        match result {
+            Ok(_) => {
+                self.counts
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .merge(&delta);
+                for r in replies {
+                    r(None);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "job store transaction failed");
+                for r in replies {
+                    r(Some(&e));
+                }
+            }
+        }
+    }
+}
+
+/// A reply to send once the batch's fate is known: the operation's own
+/// result if the commit succeeded, the commit's error otherwise.
+fn after<T: Send + 'static>(
+    reply: oneshot::Sender<Result<T, StoreError>>,
+    r: Result<T, StoreError>,
+) -> Reply {
+    Box::new(move |commit_error| {
+        let out = match commit_error {
+            None => r,
+            Some(e) => Err(StoreError::Unavailable(e.to_string())),
+        };
+        let _ = reply.send(out);
+    })
+}
+
+struct Tables<'t> {
+    jobs: redb::Table<'t, &'static str, &'static [u8]>,
+    ready: redb::Table<'t, &'static [u8], &'static str>,
+    fifo: redb::Table<'t, &'static [u8], &'static [u8]>,
+    delayed: redb::Table<'t, &'static [u8], &'static str>,
+    dedup: redb::Table<'t, &'static str, &'static str>,
+    expiry: redb::Table<'t, &'static [u8], &'static str>,
+    meta: redb::Table<'t, &'static str, u64>,
+}
+
+impl Tables<'_> {
+    fn next_seq(&mut self) -> Result<u64, StoreError> {
+        let seq = self.meta.get("seq")?.map_or(0, |v| v.value()) + 1;
+        self.meta.insert("seq", seq)?;
+        Ok(seq)
+    }
+
+    fn load(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        match self.jobs.get(id)? {
+            Some(v) => Job::decode(v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn save(&mut self, job: &Job) -> Result<(), StoreError> {
+        self.jobs.insert(job.id.as_str(), job.encode().as_slice())?;
+        Ok(())
+    }
+
+    fn enqueue(&mut self, job: &Job) -> Result<(), StoreError> {
+        let seq = self.next_seq()?;
+        let rk = ready_key(&job.route, job.priority, seq);
+        self.ready.insert(rk.as_slice(), job.id.as_str())?;
+        self.fifo
+            .insert(fifo_key(&job.route, seq).as_slice(), rk.as_slice())?;
+        Ok(())
+    }
+
+    fn submit(
+        &mut self,
+        job: Job,
+        max_queued: usize,
+        live: i64,
+        delta: &mut Counts,
+        now: u64,
+    ) -> Result<Submitted, StoreError> {
+        if let Some(key) = &job.dedup {
+            let existing = self.dedup.get(key.as_str())?.map(|v| v.value().to_string());
+            if let Some(id) = existing
+                && let Some(found) = self.load(&id)?
+            {
+                match found.state {
+                    JobState::Queued | JobState::Running => return Ok(Submitted::Duplicate(found)),
+                    // Kept until `result_ttl` after it finished (the sweep).
+                    JobState::Succeeded | JobState::Failed => return Ok(Submitted::Done(found)),
+                    // A dead job is not an answer: do the work again.
+                    _ => {}
+                }
+            }
+        }
+        if live >= max_queued as i64 {
+            return Err(StoreError::Full(max_queued));
+        }
+        if let Some(key) = &job.dedup {
+            self.dedup.insert(key.as_str(), job.id.as_str())?;
+        }
+        self.save(&job)?;
+        if job.next_attempt_ms > now {
+            self.delayed.insert(
+                time_key(job.next_attempt_ms, &job.id).as_slice(),
+                job.id.as_str(),
+            )?;
+        } else {
+            self.enqueue(&job)?;
+        }
+        delta.add(&job.route, JobState::Queued, 1);
+        Ok(Submitted::New(job))
+    }
+
+    fn claim(
+        &mut self,
+        route: &str,
+        fifo: bool,
+        delta: &mut Counts,
+        now: u64,
+    ) -> Result<Option<Job>, StoreError> {
+        let (lo, hi) = route_range(route);
+        let (_ready_key, id) = if fifo {
+            let first = self
+                .fifo
+                .range(lo.as_slice()..hi.as_slice())?
+                .next()
+                .transpose()?
+                .map(|(k, v)| (k.value().to_vec(), v.value().to_vec()));
+            let Some((fk, rk)) = first else {
+                return Ok(None);
+            };
+            self.fifo.remove(fk.as_slice())?;
+            let id = self
+                .ready
+                .remove(rk.as_slice())?
+                .map(|v| v.value().to_string());
+            (rk, id)
+        } else {
+            let first = self
+                .ready
+                .range(lo.as_slice()..hi.as_slice())?
+                .next()
+                .transpose()?
+                .map(|(k, v)| (k.value().to_vec(), v.value().to_string()));
+            let Some((rk, id)) = first else {
+                return Ok(None);
+            };
+            self.ready.remove(rk.as_slice())?;
+            let seq_at = rk.len().saturating_sub(8);
+            let mut fk = lo.clone();
+            fk.extend_from_slice(&rk[seq_at..]);
+            self.fifo.remove(fk.as_slice())?;
+            (rk, Some(id))
+        };
+        let Some(id) = id else { return Ok(None) };
+        let Some(mut job) = self.load(&id)? else {
+            return Ok(None);
+        };
+        job.state = JobState::Running;
+        job.attempts += 1;
+        job.started_ms = Some(now);
+        self.save(&job)?;
+        delta.add(&job.route, JobState::Queued, -1);
+        delta.add(&job.route, JobState::Running, 1);
+        Ok(Some(job))
+    }
+
+    fn finish(
+        &mut self,
+        job: Job,
+        result_ttl_ms: u64,
+        delta: &mut Counts,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let Some(before) = self.load(&job.id)? else {
+            return Err(StoreError::NotFound);
+        };
+        delta.add(&job.route, before.state, -1);
+        delta.add(&job.route, job.state, 1);
+        match job.state {
+            JobState::Queued => {
+                if job.next_attempt_ms > now {
+                    self.delayed.insert(
+                        time_key(job.next_attempt_ms, &job.id).as_slice(),
+                        job.id.as_str(),
+                    )?;
+                } else {
+                    self.enqueue(&job)?;
+                }
+            }
+            JobState::Dead => {
+                // A dead job answers nobody: an identical submission is new work.
+                if let Some(key) = &job.dedup
+                    && self
+                        .dedup
+                        .get(key.as_str())?
+                        .is_some_and(|v| v.value() == job.id)
+                {
+                    self.dedup.remove(key.as_str())?;
+                }
+                let at = now.saturating_add(result_ttl_ms);
+                self.expiry
+                    .insert(time_key(at, &job.id).as_slice(), job.id.as_str())?;
+            }
+            _ => {
+                let at = now.saturating_add(result_ttl_ms);
+                self.expiry
+                    .insert(time_key(at, &job.id).as_slice(), job.id.as_str())?;
+            }
+        }
+        self.save(&job)
+    }
+
+    fn requeue(&mut self, id: &str, delta: &mut Counts) -> Result<Job, StoreError> {
+        let Some(mut job) = self.load(id)? else {
+            return Err(StoreError::NotFound);
+        };
+        if !matches!(job.state, JobState::Dead | JobState::Failed) {
+            return Err(StoreError::WrongState(job.state.as_str()));
+        }
+        delta.add(&job.route, job.state, -1);
+        delta.add(&job.route, JobState::Queued, 1);
+        job.state = JobState::Queued;
+        job.attempts = 0;
+        job.next_attempt_ms = 0;
+        job.finished_ms = None;
+        self.save(&job)?;
+        self.enqueue(&job)?;
+        Ok(job)
+    }
+
+    fn discard(&mut self, id: &str, delta: &mut Counts) -> Result<(), StoreError> {
+        let Some(job) = self.load(id)? else {
+            return Err(StoreError::NotFound);
+        };
+        if matches!(job.state, JobState::Queued | JobState::Running) {
+            return Err(StoreError::WrongState(job.state.as_str()));
+        }
+        self.remove(&job)?;
+        delta.add(&job.route, job.state, -1);
+        Ok(())
+    }
+
+    fn remove(&mut self, job: &Job) -> Result<(), StoreError> {
+        self.jobs.remove(job.id.as_str())?;
+        if let Some(key) = &job.dedup
+            && self
+                .dedup
+                .get(key.as_str())?
+                .is_some_and(|v| v.value() == job.id)
+        {
+            self.dedup.remove(key.as_str())?;
+        }
+        Ok(())
+    }
+
+    /// Due retries back to the queue; expired finished jobs deleted.
+    fn sweep(&mut self, now: u64, delta: &mut Counts) -> Result<bool, StoreError> {
+        let upto = time_key(now.saturating_add(1), "");
+        let due: Vec<(Vec<u8>, String)> = self
+            .delayed
+            .range(..upto.as_slice())?
+            .take(SWEEP_MAX)
+            .map(|e| e.map(|(k, v)| (k.value().to_vec(), v.value().to_string())))
+            .collect::<Result<_, _>>()?;
+        let expired: Vec<(Vec<u8>, String)> = self
+            .expiry
+            .range(..upto.as_slice())?
+            .take(SWEEP_MAX)
+            .map(|e| e.map(|(k, v)| (k.value().to_vec(), v.value().to_string())))
+            .collect::<Result<_, _>>()?;
+        let changed = !due.is_empty() || !expired.is_empty();
+        for (k, id) in due {
+            self.delayed.remove(k.as_slice())?;
+            if let Some(job) = self.load(&id)?
+                && job.state == JobState::Queued
+            {
+                self.enqueue(&job)?;
+            }
+        }
+        for (k, id) in expired {
+            self.expiry.remove(k.as_slice())?;
+            if let Some(job) = self.load(&id)?
+                && job.state.is_terminal()
+            {
+                self.remove(&job)?;
+                delta.add(&job.route, job.state, -1);
+            }
+        }
+        Ok(changed)
+    }
+}
+
+/// Jobs per route and state (a helper for stats and the queue bound).
+impl Counts {
+    pub(crate) fn add(&mut self, route: &str, state: JobState, n: i64) {
+        let e = self
+            .by_route
+            .entry(route.to_string())
+            .or_insert_with(HashMap::new)
+            .entry(state)
+            .or_insert(0);
+        *e += n;
+    }
+
+    pub(crate) fn merge(&mut self, other: &Counts) {
+        for (route, states) in &other.by_route {
+            for (state, n) in states {
+                self.add(route, *state, *n);
+            }
+        }
+    }
+
+    fn total_signed(&self, state: JobState) -> i64 {
+        self.by_route.values().filter_map(|s| s.get(&state)).sum()
+    }
+
+    /// Jobs in `state` over all routes.
+    pub fn total(&self, state: JobState) -> u64 {
+        u64::try_from(self.total_signed(state).max(0)).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,252 @@
+//! A job: the request to make upstream, its state, attempts, timings and,
+//! once done, the upstream's answer. Stored as one versioned binary value
+//! (metadata as JSON, request and result bodies as raw bytes).
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting for a worker (also between retries: see `next_attempt_ms`).
+    Queued,
+    /// A worker is calling the upstream.
+    Running,
+    /// The upstream answered with a success (2xx/3xx).
+    Succeeded,
+    /// The upstream refused it (4xx): not retried.
+    Failed,
+    /// Every attempt failed (5xx, timeout, connection error): dead letter.
+    Dead,
+}
+
+impl JobState {
+    /// Every state, in the order of reports.
+    pub const ALL: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Dead,
+    ];
+
+    /// The lowercase name (`queued`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Dead => "dead",
+        }
+    }
+
+    /// Parses a name as written by [`as_str`](Self::as_str).
+    pub fn parse(s: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Whether the job will not run again by itself.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Dead
+        )
+    }
+}
+
+/// The upstream request a job makes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRequest {
+    /// Method (usually POST).
+    pub method: String,
+    /// Path and query on the route's upstream.
+    pub target: String,
+    /// Header fields sent (end-to-end fields of the submission).
+    pub headers: Vec<(String, String)>,
+}
+
+/// The upstream's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobResult {
+    /// Status code.
+    pub status: u16,
+    /// Header fields (end-to-end).
+    pub headers: Vec<(String, String)>,
+}
+
+/// One job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// 32 lowercase hex digits.
+    pub id: String,
+    /// The async route's name.
+    pub route: String,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Current state.
+    pub state: JobState,
+    /// Upstream calls started so far.
+    pub attempts: u32,
+    /// Attempts allowed before the job is dead.
+    pub max_attempts: u32,
+    /// Milliseconds since the Unix epoch.
+    pub created_ms: u64,
+    /// When the last attempt started.
+    pub started_ms: Option<u64>,
+    /// When the job reached a terminal state.
+    pub finished_ms: Option<u64>,
+    /// Not before this time (retry backoff); 0 = now.
+    pub next_attempt_ms: u64,
+    /// Hash of the normalized request, when de-duplication is on.
+    pub dedup: Option<String>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// What to send upstream.
+    pub request: JobRequest,
+    /// The upstream's answer, once there is one.
+    pub result: Option<JobResult>,
+    /// Request body.
+    #[serde(skip)]
+    pub body: Bytes,
+    /// Result body.
+    #[serde(skip)]
+    pub result_body: Bytes,
+}
+
+/// Format version of stored jobs; an unknown version is never decoded.
+const VERSION: u8 = 1;
+
+impl Job {
+    /// A new queued job with a fresh id.
+    pub fn new(route: &str, request: JobRequest, body: Bytes, now_ms: u64) -> Job {
+        Job {
+            id: new_id(),
+            route: route.to_string(),
+            priority: 0,
+            state: JobState::Queued,
+            attempts: 0,
+            max_attempts: 1,
+            created_ms: now_ms,
+            started_ms: None,
+            finished_ms: None,
+            next_attempt_ms: 0,
+            dedup: None,
+            last_error: None,
+            request,
+            result: None,
+            body,
+            result_body: Bytes::new(),
+        }
+    }
+
+    /// `[version][u32 meta length][meta JSON][u32 body length][body][result body]`.
+    pub fn encode(&self) -> Vec<u8> {
+        let meta = serde_json::to_vec(self).unwrap_or_default();
+        let mut out = Vec::with_capacity(9 + meta.len() + self.body.len() + self.result_body.len());
+        out.push(VERSION);
+        out.extend_from_slice(&len32(meta.len()).to_be_bytes());
+        out.extend_from_slice(&meta);
+        out.extend_from_slice(&len32(self.body.len()).to_be_bytes());
+        out.extend_from_slice(&self.body);
+        out.extend_from_slice(&self.result_body);
+        out
+    }
+
+    /// The inverse of [`encode`](Self::encode).
+    pub fn decode(bytes: &[u8]) -> Result<Job, StoreError> {
+        let corrupt = |why: &str| StoreError::Corrupt(why.to_string());
+        let (&version, rest) = bytes.split_first().ok_or_else(|| corrupt("empty value"))?;
+        if version != VERSION {
+            return Err(corrupt(&format!("unknown format version {version}")));
+        }
+        let (meta, rest) = take_prefixed(rest).ok_or_else(|| corrupt("truncated metadata"))?;
+        let mut job: Job =
+            serde_json::from_slice(meta).map_err(|e| corrupt(&format!("metadata: {e}")))?;
+        let (body, rest) = take_prefixed(rest).ok_or_else(|| corrupt("truncated body"))?;
+        job.body = Bytes::copy_from_slice(body);
+        job.result_body = Bytes::copy_from_slice(rest);
+        Ok(job)
+    }
+}
+
+fn len32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn take_prefixed(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = b.split_first_chunk::<4>()?;
+    let n = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+    (rest.len() >= n).then(|| rest.split_at(n))
+}
+
+/// A random 128-bit id as 32 hex digits.
+pub fn new_id() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+/// Whether `s` has the shape of a job id (so a malformed one is a 400, not
+/// a lookup).
+pub fn is_valid_id(s: &str) -> bool {
+    s.len() == 32
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> Job {
+        let mut j = Job::new(
+            "analyze",
+            JobRequest {
+                method: "POST".into(),
+                target: "/api/v1/analyze".into(),
+                headers: vec![("content-type".into(), "application/json".into())],
+            },
+            Bytes::from_static(b"{\"url\":\"https://example.com\"}"),
+            1_700_000_000_000,
+        );
+        j.result = Some(JobResult {
+            status: 200,
+            headers: vec![],
+        });
+        j.result_body = Bytes::from_static(&[0, 159, 146, 150]);
+        j
+    }
+
+    #[test]
+    fn encode_roundtrips_binary_bodies() {
+        let j = job();
+        assert_eq!(Job::decode(&j.encode()).unwrap(), j);
+    }
+
+    #[test]
+    fn decode_refuses_unknown_versions_and_truncation() {
+        let mut b = job().encode();
+        assert!(Job::decode(&b[..3]).is_err());
+        b[0] = 9;
+        assert!(Job::decode(&b).is_err());
+        assert!(Job::decode(&[]).is_err());
+    }
+
+    #[test]
+    fn ids_are_32_hex_digits() {
+        let id = new_id();
+        assert!(is_valid_id(&id), "{id}");
+        assert!(!is_valid_id("../etc/passwd"));
+        assert!(!is_valid_id(&id.to_uppercase()));
+        assert!(!is_valid_id(&id[1..]));
+    }
+}
