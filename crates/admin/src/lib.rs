@@ -9,6 +9,7 @@ mod config;
 mod envelope;
 mod health;
 mod invalidate;
+mod jobs;
 mod json;
 mod metrics;
 #[cfg(test)]
@@ -45,6 +46,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(cache::routes())
         .merge(invalidate::routes())
         .merge(warmup::routes())
+        .merge(jobs::routes())
         .merge(config::routes())
         .merge(metrics::routes(!state.metrics_public))
         .layer(axum::middleware::from_fn_with_state(

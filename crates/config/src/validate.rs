@@ -10,6 +10,7 @@ use crate::model::{Config, RouteConfig};
 use crate::problem::Problem;
 use crate::units::Duration;
 
+mod jobs;
 mod traffic;
 pub use traffic::route_name;
 
@@ -189,6 +190,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         check_route(route, i, up.url.is_empty(), &mut names, &mut p);
     }
     traffic::check(config, &mut p);
+    jobs::check(config, &mut p);
     out
 }
 

@@ -3,7 +3,9 @@
 //! literals scattered across the code.
 
 mod metrics;
+mod jobs;
 mod traffic;
 
 pub use metrics::{CacheEvent, InvalidationSource, Metrics, RouteMetrics, UpstreamErrorKind};
+pub use jobs::{CallResult, JobMetrics, Submission};
 pub use traffic::{CircuitState, LimitResult, TrafficMetrics};

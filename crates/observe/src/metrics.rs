@@ -13,6 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::jobs::JobMetrics;
 use crate::traffic::TrafficMetrics;
 
 /// Latency buckets in seconds: 100 µs to ~30 s.
@@ -126,6 +127,8 @@ pub struct Metrics {
     l2_writes: Counter,
     /// Traffic control: shedding, limits, JWT, upstream health, breakers.
     pub traffic: TrafficMetrics,
+    /// The async job queue.
+    pub jobs: JobMetrics,
 }
 
 impl Default for Metrics {
@@ -231,8 +234,10 @@ impl Metrics {
             l2_writes.clone(),
         );
         let traffic = TrafficMetrics::register(&mut registry);
+        let jobs = JobMetrics::register(&mut registry);
         Self {
             traffic,
+            jobs,
             registry,
             invalidations,
             l2_up,

@@ -295,5 +295,8 @@ fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     if old.compression != new.compression {
         out.push("compression".into());
     }
+    if old.jobs != new.jobs {
+        out.push("jobs".into());
+    }
     out
 }

@@ -38,6 +38,12 @@ pub enum ErrorKind {
     CircuitOpen,
     /// Every server of the pool is down or ejected → 503.
     NoHealthyUpstream,
+    /// No such async job → 404.
+    NotFound,
+    /// The job queue holds `jobs.max_queued` jobs → 503.
+    QueueFull,
+    /// The job store cannot be reached (Redis down, disk error) → 503.
+    StoreUnavailable,
     /// A bug or an unexpected failure inside perfgate → 500.
     Internal,
 }
@@ -52,10 +58,12 @@ impl ErrorKind {
             ErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
             ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            ErrorKind::Overloaded | ErrorKind::CircuitOpen | ErrorKind::NoHealthyUpstream => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            ErrorKind::NoRoute => StatusCode::NOT_FOUND,
+            ErrorKind::Overloaded
+            | ErrorKind::CircuitOpen
+            | ErrorKind::NoHealthyUpstream
+            | ErrorKind::QueueFull
+            | ErrorKind::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::NoRoute | ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             ErrorKind::UpstreamTimeout | ErrorKind::NotCached => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -78,6 +86,9 @@ impl ErrorKind {
             ErrorKind::UpstreamUnavailable => "upstream_unavailable",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
             ErrorKind::NotCached => "not_cached",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::QueueFull => "queue_full",
+            ErrorKind::StoreUnavailable => "job_store_unavailable",
             ErrorKind::Internal => "internal_error",
         }
     }

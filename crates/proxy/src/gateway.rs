@@ -183,6 +183,10 @@ pub struct Gateway {
     pub(crate) per_user_routes: bool,
     pub(crate) via_h1: HeaderValue,
     via_h2: HeaderValue,
+    /// The async job queue, when some route is async.
+    pub(crate) jobs: std::sync::OnceLock<Arc<crate::jobs::Jobs>>,
+    /// Stops the job workers (set by `run_background`).
+    pub(crate) jobs_stop: std::sync::OnceLock<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Gateway {
@@ -204,7 +208,13 @@ impl Gateway {
         } else {
             None
         };
+        let jobs = std::sync::OnceLock::new();
+        if let Some(j) = crate::jobs::Jobs::open(config, l2.as_ref())? {
+            let _ = jobs.set(j);
+        }
         Ok(Arc::new(Self {
+            jobs,
+            jobs_stop: std::sync::OnceLock::new(),
             l2,
             l2_max_object_bytes: config.redis.max_object_bytes.get(),
             l2_writes: Arc::default(),
@@ -234,6 +244,11 @@ impl Gateway {
             via_h1: via("1.1")?,
             via_h2: via("2")?,
         }))
+    }
+
+    /// The async job queue, when some route is async.
+    pub fn jobs(&self) -> Option<&Arc<crate::jobs::Jobs>> {
+        self.jobs.get()
     }
 
     /// The metrics registry.
@@ -363,6 +378,13 @@ impl Gateway {
         cx: &mut Cx,
     ) -> Result<Response<Body>, GatewayError> {
         guard::check(&req, &policy.guards)?;
+        if let Some(jobs) = self.jobs.get()
+            && (req.method() == Method::GET || req.method() == Method::HEAD)
+            && let Some((id, prefix, result)) =
+                jobs.status_target(req.uri().path(), &policy.job_status_paths)
+        {
+            return jobs.status(id, &prefix, result).await; // jobs/status.rs: 400/404
+        }
         let route = policy
             .routes
             .select(req.method(), req.uri().path())
@@ -377,6 +399,11 @@ impl Gateway {
             .await?; // limits.rs: 429
         if let Some(uri) = crate::clamp::apply(&route.clamps, req.uri())? {
             *req.uri_mut() = uri;
+        }
+        if let Some(aj) = &route.async_job
+            && req.method() == Method::POST
+        {
+            return self.submit_job(&route, aj, req).await; // jobs/submit.rs: 202/413/503
         }
         match self.cache_eligibility(&route, &req) {
             Ok(()) => self.cached(route, req, conn, cx).await,

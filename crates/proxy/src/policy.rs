@@ -37,6 +37,8 @@ pub(crate) struct Policy {
     pub(crate) max_concurrent: usize,
     /// The batch endpoint.
     pub(crate) batch: perfgate_config::BatchConfig,
+    /// Status URL prefixes of the async routes (besides `jobs.status_prefix`).
+    pub(crate) job_status_paths: Vec<String>,
 }
 
 impl Policy {
@@ -50,8 +52,14 @@ impl Policy {
     ) -> Result<Self, String> {
         let s = &config.server;
         let pools = Pools::build(config, metrics, previous.map(|p| &p.pools))?;
+        let routes = Routes::build(config, metrics, &pools)?;
+        let job_status_paths = routes
+            .iter()
+            .filter_map(|r| r.job_status_path.clone())
+            .collect();
         Ok(Self {
-            routes: Routes::build(config, metrics, &pools)?,
+            routes,
+            job_status_paths,
             pools,
             identity: Identity::build(config)?,
             limits: Limits::build(config, previous.map(|p| &p.limits))?,
@@ -77,11 +85,18 @@ impl crate::Gateway {
     /// JWT) with one compiled from `config`, which must be validated. In
     /// flight requests finish with the generation they started with; the
     /// cache and the statistics are kept. Err leaves the running one.
-    pub fn reload(&self, config: &Config) -> Result<(), String> {
+    pub fn reload(self: &Arc<Self>, config: &Config) -> Result<(), String> {
         let old = self.policy();
         let new = Policy::build(config, self.metrics(), Some(&old))?;
+        if self.jobs.get().is_none()
+            && let Some(j) = crate::jobs::Jobs::open(config, self.l2.as_ref())?
+        {
+            // The first async route arrived with this reload.
+            let _ = self.jobs.set(j);
+        }
         let new = self.swap_policy(new);
         new.pools.retire_replaced(&old.pools, self.metrics());
+        self.sync_job_workers();
         Ok(())
     }
 }

@@ -139,6 +139,10 @@ pub struct Route {
     pub(crate) total_timeout: Option<Duration>,
     /// A client with this route's own connect timeout, when it sets one.
     pub(crate) client: Option<Upstream>,
+    /// `[routes.async]`: POST is accepted as a job.
+    pub(crate) async_job: Option<Arc<perfgate_config::AsyncRouteConfig>>,
+    /// This route's own status URL prefix (`[routes.async] status_path`).
+    pub(crate) job_status_path: Option<String>,
     /// Forward the client's `Host` (`upstream.preserve_host`).
     pub(crate) preserve_host: bool,
     /// Longest silence while streaming an upstream body
@@ -215,6 +219,8 @@ impl Routes {
                 response_timeout: None,
                 total_timeout: None,
                 client: None,
+                async_job: None,
+                job_status_path: None,
                 preserve_host: config.upstream.preserve_host,
                 body_idle_timeout: config.upstream.body_idle_timeout.get(),
                 bypass: false,
@@ -332,6 +338,12 @@ fn compile(
         response_timeout: rc.timeouts.response.map(|d| d.get()),
         total_timeout: rc.timeouts.total.map(|d| d.get()),
         client,
+        async_job: rc.async_job.clone().map(Arc::new),
+        job_status_path: rc
+            .async_job
+            .as_ref()
+            .and_then(|a| a.status_path.as_ref())
+            .map(|p| p.trim_end_matches('/').to_string()),
         preserve_host: config.upstream.preserve_host,
         body_idle_timeout: config.upstream.body_idle_timeout.get(),
         bypass: c.bypass,

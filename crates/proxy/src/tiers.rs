@@ -221,6 +221,9 @@ impl Gateway {
     /// Starts the fan-out listener (when Redis is configured). It stops when
     /// `stop` resolves.
     pub fn run_background(self: &Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        // The async job workers.
+        let _ = self.jobs_stop.set(stop.clone());
+        self.sync_job_workers();
         let Some(l2) = self.l2.clone() else { return };
         let gw = Arc::downgrade(self);
         let mut events = l2.subscribe();

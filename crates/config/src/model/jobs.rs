@@ -35,9 +35,6 @@ pub struct JobsConfig {
     /// How long a claimed job stays invisible to other workers without a
     /// heartbeat (Redis backend): a worker that died is replaced after it.
     pub lease: Duration,
-    /// With the Redis backend, accept submissions into the embedded store
-    /// while Redis is unreachable (instead of refusing them with 503).
-    pub fallback_to_embedded: bool,
     /// Generic status URL of every job: `GET {status_prefix}/{task_id}`.
     pub status_prefix: String,
 }
@@ -50,7 +47,6 @@ impl Default for JobsConfig {
             max_queued: 100_000,
             result_ttl: Duration::from_secs(3600),
             lease: Duration::from_secs(30),
-            fallback_to_embedded: false,
             status_prefix: "/perfgate/jobs".into(),
         }
     }

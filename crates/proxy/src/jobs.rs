@@ -1,0 +1,296 @@
+//! Async routes: a `POST` to a route with `[routes.async]` is stored as a
+//! job and answered `202 Accepted` with its task id and status URL; workers
+//! (`jobs/worker.rs`) make the upstream call through the route's pool, with
+//! retries, priorities and a quota; `GET {status_path}/{task_id}` shows the
+//! job and, once done, the upstream's answer (`…/{task_id}/result` returns
+//! it as it came).
+//!
+//! De-duplication: a submission identical to a queued or running job joins
+//! it (`202`, same task id, `"deduplicated": true`); one identical to a job
+//! that finished within `jobs.result_ttl` is answered at once with `200`
+//! and that job's status document, result included, without an upstream
+//! call. Dead jobs are no answer: the same submission is new work.
+
+mod status;
+mod submit;
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use perfgate_config::{AsyncRouteConfig, Config, JobBackend};
+use perfgate_jobs::embedded::Embedded;
+use perfgate_jobs::redis::RedisStore;
+use perfgate_jobs::{Job, JobState, Store, StoreError};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use crate::error::{ErrorKind, GatewayError};
+
+pub(crate) use status::status_document;
+
+/// The job queue of this instance: the store, the workers' bookkeeping and
+/// the per-route statistics.
+pub struct Jobs {
+    pub(crate) store: Store,
+    pub(crate) max_queued: usize,
+    pub(crate) result_ttl: Duration,
+    /// How long a claimed job stays ours without a heartbeat (Redis).
+    pub(crate) lease: Duration,
+    /// Set once the queue-depth gauge updater runs.
+    depth_updater: std::sync::atomic::AtomicBool,
+    /// `GET {status_prefix}/{id}` works for every job.
+    pub(crate) status_prefix: String,
+    /// Wakes a route's idle workers when a job is submitted.
+    notify: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Workers running per route.
+    workers: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+    /// The next time a route's quota allows a call.
+    quota: Mutex<HashMap<String, Instant>>,
+    stats: Mutex<HashMap<String, RouteJobStats>>,
+    started: Instant,
+}
+
+/// What this instance saw of one async route.
+struct RouteJobStats {
+    calls: u64,
+    saved: u64,
+    completed: u64,
+    cost: f64,
+    saved_cost: f64,
+    /// Milliseconds from submission to the first attempt.
+    wait: Histogram<u64>,
+    /// Milliseconds from the first attempt to the end (retries included).
+    run: Histogram<u64>,
+}
+
+impl Default for RouteJobStats {
+    fn default() -> Self {
+        // One millisecond to a day, two significant digits: constant
+        // bounds that are always valid.
+        let h = || Histogram::new_with_bounds(1, 24 * 3600 * 1000, 2).expect("valid bounds");
+        Self {
+            calls: 0,
+            saved: 0,
+            completed: 0,
+            cost: 0.0,
+            saved_cost: 0.0,
+            wait: h(),
+            run: h(),
+        }
+    }
+}
+
+fn percentiles(h: &Histogram<u64>) -> Value {
+    match h {
+        h if !h.is_empty() => json!({
+            "p50": h.value_at_quantile(0.5),
+            "p95": h.value_at_quantile(0.95),
+            "p99": h.value_at_quantile(0.99),
+            "max": h.max(),
+            "count": h.len(),
+        }),
+        _ => json!({ "count": 0 }),
+    }
+}
+
+impl Jobs {
+    /// Opens the configured store when some route is async; `None`
+    /// otherwise. The Redis backend needs the L2 connection.
+    pub(crate) fn open(
+        config: &Config,
+        l2: Option<&perfgate_cache::redis::L2>,
+    ) -> Result<Option<Arc<Jobs>>, String> {
+        if !config.routes.iter().any(|r| r.async_job.is_some()) {
+            return Ok(None);
+        }
+        let j = &config.jobs;
+        let store = match j.backend {
+            JobBackend::Embedded => {
+                let dir = std::path::Path::new(&j.data_dir);
+                Store::Embedded(Embedded::open(dir).map_err(|e| {
+                    format!(
+                        "jobs.data_dir: {e} (is another perfgate using {}?)",
+                        dir.display()
+                    )
+                })?)
+            }
+            JobBackend::Redis => {
+                let l2 = l2.ok_or("jobs.backend = \"redis\" needs [redis] url or cluster")?;
+                Store::Redis(RedisStore::new(l2.clone(), j.lease.get()))
+            }
+        };
+        tracing::info!(backend = store.kind(), "job queue ready");
+        Ok(Some(Arc::new(Jobs {
+            store,
+            max_queued: j.max_queued,
+            result_ttl: j.result_ttl.get(),
+            lease: j.lease.get(),
+            depth_updater: std::sync::atomic::AtomicBool::new(false),
+            status_prefix: j.status_prefix.trim_end_matches('/').to_string(),
+            notify: Mutex::default(),
+            workers: Mutex::default(),
+            quota: Mutex::default(),
+            stats: Mutex::default(),
+            started: Instant::now(),
+        })))
+    }
+
+    pub(crate) fn notify_for(&self, route: &str) -> Arc<Notify> {
+        self.notify
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(route.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn workers_of(&self, route: &str) -> Arc<AtomicUsize> {
+        self.workers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(route.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// How long to wait before the route's next upstream call under its
+    /// quota (`rate` per `rate_per`), reserving that slot.
+    pub(crate) fn quota_wait(&self, route: &str, aj: &AsyncRouteConfig) -> Duration {
+        if aj.rate == 0 {
+            return Duration::ZERO;
+        }
+        let interval = aj.rate_per.get() / aj.rate;
+        let now = Instant::now();
+        let mut q = self.quota.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = q.get(route).copied().filter(|t| *t > now).unwrap_or(now);
+        q.insert(route.to_string(), slot + interval);
+        slot - now
+    }
+
+    fn with_stats(&self, route: &str, f: impl FnOnce(&mut RouteJobStats)) {
+        let mut s = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        f(s.entry(route.to_string()).or_default());
+    }
+
+    pub(crate) fn count_call(&self, route: &str, unit_cost: f64) {
+        self.with_stats(route, |s| {
+            s.calls += 1;
+            s.cost += unit_cost;
+        });
+    }
+
+    pub(crate) fn count_saved(&self, route: &str, unit_cost: f64) {
+        self.with_stats(route, |s| {
+            s.saved += 1;
+            s.saved_cost += unit_cost;
+        });
+    }
+
+    pub(crate) fn record_wait(&self, route: &str, ms: u64) {
+        self.with_stats(route, |s| s.wait.saturating_record(ms.max(1)));
+    }
+
+    pub(crate) fn record_done(&self, route: &str, run_ms: u64) {
+        self.with_stats(route, |s| {
+            s.completed += 1;
+            s.run.saturating_record(run_ms.max(1));
+        });
+    }
+
+    /// `GET /admin/jobs/stats`: depth per state, calls made and saved,
+    /// estimated cost, throughput and wait/run percentiles, per route.
+    pub async fn stats(&self) -> Value {
+        let counts = self.store.counts().await;
+        let stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        let minutes = (self.started.elapsed().as_secs_f64() / 60.0).max(1.0 / 60.0);
+        let mut routes = serde_json::Map::new();
+        let mut names: Vec<&String> = counts.by_route.keys().chain(stats.keys()).collect();
+        names.sort();
+        names.dedup();
+        for name in names {
+            let depth: serde_json::Map<String, Value> = JobState::ALL
+                .iter()
+                .map(|st| {
+                    let n = counts
+                        .by_route
+                        .get(name)
+                        .and_then(|m| m.get(st))
+                        .copied()
+                        .unwrap_or(0)
+                        .max(0);
+                    (st.as_str().to_string(), json!(n))
+                })
+                .collect();
+            let s = stats.get(name);
+            let get = |f: fn(&RouteJobStats) -> u64| s.map_or(0, f);
+            routes.insert(
+                name.clone(),
+                json!({
+                    "depth": depth,
+                    "upstream_calls": get(|s| s.calls),
+                    "calls_saved": get(|s| s.saved),
+                    "cost": s.map_or(0.0, |s| s.cost),
+                    "cost_saved": s.map_or(0.0, |s| s.saved_cost),
+                    "completed": get(|s| s.completed),
+                    "completed_per_minute": get(|s| s.completed) as f64 / minutes,
+                    "wait_ms": s.map_or(json!({"count": 0}), |s| percentiles(&s.wait)),
+                    "run_ms": s.map_or(json!({"count": 0}), |s| percentiles(&s.run)),
+                }),
+            );
+        }
+        json!({ "backend": self.store.kind(), "routes": routes })
+    }
+
+    /// `GET /admin/jobs?state=…`: jobs in a state, oldest first.
+    pub async fn list(&self, state: JobState, limit: usize) -> Result<Vec<Value>, GatewayError> {
+        let jobs = self.store.list(state, limit).await.map_err(store_error)?;
+        Ok(jobs
+            .iter()
+            .map(|j| status_document(j, &self.status_url_of(j), false))
+            .collect())
+    }
+
+    /// Puts a dead or failed job back in the queue (attempts reset).
+    pub async fn retry(&self, id: &str) -> Result<Value, GatewayError> {
+        let job = self.store.requeue(id).await.map_err(store_error)?;
+        self.notify_for(&job.route).notify_waiters();
+        Ok(status_document(&job, &self.status_url_of(&job), false))
+    }
+
+    /// Deletes a finished job.
+    pub async fn discard(&self, id: &str) -> Result<(), GatewayError> {
+        self.store.discard(id).await.map_err(store_error)
+    }
+
+    /// The generic status URL of a job.
+    pub(crate) fn status_url_of(&self, job: &Job) -> String {
+        format!("{}/{}", self.status_prefix, job.id)
+    }
+}
+
+/// The client-facing error for a store failure.
+pub(crate) fn store_error(e: StoreError) -> GatewayError {
+    match e {
+        StoreError::Full(n) => GatewayError::new(
+            ErrorKind::QueueFull,
+            format!("the job queue is full ({n} jobs waiting or running); try again later"),
+        )
+        .retry_after(Duration::from_secs(5)),
+        StoreError::NotFound => GatewayError::new(ErrorKind::NotFound, "no such job"),
+        StoreError::WrongState(s) => {
+            GatewayError::new(ErrorKind::BadRequest, format!("the job is {s}"))
+        }
+        StoreError::Unavailable(why) | StoreError::Corrupt(why) => {
+            tracing::error!(error = %why, "job store unavailable");
+            GatewayError::new(
+                ErrorKind::StoreUnavailable,
+                "the job store is unavailable; the job was not accepted",
+            )
+            .retry_after(Duration::from_secs(5))
+        }
+    }
+}

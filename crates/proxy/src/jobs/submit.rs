@@ -1,0 +1,179 @@
+//! Accepting a submission: the body is read (bounded), the upstream
+//! request is recorded with its priority and de-duplication key, and the
+//! store decides whether it is new work, joins a live job, or is answered
+//! from a finished one.
+
+use http::header::{CONTENT_LENGTH, HOST, LOCATION};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use perfgate_config::AsyncRouteConfig;
+use perfgate_jobs::job::now_ms;
+use perfgate_jobs::{Job, JobRequest, Submitted};
+use perfgate_observe::Submission;
+use serde_json::Value;
+
+use super::status::{json_response, status_document};
+use super::store_error;
+use crate::body::Body;
+use crate::error::{ErrorKind, GatewayError};
+use crate::gateway::Gateway;
+use crate::headers::strip_hop_by_hop;
+use crate::route::Route;
+
+/// Priorities are clamped to this range.
+const PRIORITY_RANGE: std::ops::RangeInclusive<i64> = -1000..=1000;
+
+impl Gateway {
+    /// `POST` on an async route: 202 with the task (or 200 with a finished
+    /// duplicate's result).
+    pub(crate) async fn submit_job(
+        &self,
+        route: &Route,
+        aj: &AsyncRouteConfig,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, GatewayError> {
+        let Some(jobs) = self.jobs.get() else {
+            return Err(GatewayError::new(
+                ErrorKind::StoreUnavailable,
+                "async routes were added by a reload; restart perfgate to open the job store",
+            ));
+        };
+        let metrics = &self.metrics.jobs;
+        let limit = aj.max_body_bytes.get();
+        let (parts, body) = req.into_parts();
+        let too_large = || {
+            GatewayError::new(
+                ErrorKind::PayloadTooLarge,
+                format!("the request body is larger than {limit} bytes"),
+            )
+        };
+        let declared = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            metrics.submitted(&route.name, Submission::refused, 0.0);
+            return Err(too_large());
+        }
+        let body = match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
+            .collect()
+            .await
+        {
+            Ok(c) => c.to_bytes(),
+            Err(e) => {
+                metrics.submitted(&route.name, Submission::refused, 0.0);
+                let limited = e.is::<http_body_util::LengthLimitError>()
+                    || std::error::Error::source(&*e)
+                        .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+                return Err(if limited {
+                    too_large()
+                } else {
+                    GatewayError::new(ErrorKind::BadRequest, "the request body broke off")
+                });
+            }
+        };
+
+        let priority = priority_of(&parts.headers, &body)?;
+        let path = parts.uri.path();
+        let upstream_path = match &aj.upstream_path {
+            Some(p) => p.clone(),
+            None => path
+                .strip_suffix(aj.strip_suffix.as_str())
+                .filter(|p| !p.is_empty())
+                .unwrap_or(path)
+                .to_string(),
+        };
+        let target = match parts.uri.query() {
+            Some(q) => format!("{upstream_path}?{q}"),
+            None => upstream_path,
+        };
+        let mut headers = parts.headers.clone();
+        strip_hop_by_hop(&mut headers);
+        headers.remove(CONTENT_LENGTH);
+        headers.remove(HOST);
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        let method = parts.method.as_str().to_string();
+        let dedup =
+            perfgate_jobs::dedup::key(aj.dedup, &aj.dedup_url_field, &method, &target, &body);
+        let mut job = Job::new(
+            &route.name,
+            JobRequest {
+                method,
+                target,
+                headers,
+            },
+            body,
+            now_ms(),
+        );
+        job.priority = priority;
+        job.max_attempts = aj.max_attempts.max(1);
+        job.dedup = dedup;
+
+        let prefix = route
+            .job_status_path
+            .as_deref()
+            .unwrap_or(&jobs.status_prefix);
+        let answer = |status: StatusCode, job: &Job, dedup: bool| {
+            let url = format!("{prefix}/{}", job.id);
+            let mut rsp = json_response(status, &status_document(job, &url, dedup));
+            if let Ok(v) = HeaderValue::from_str(&url) {
+                rsp.headers_mut().insert(LOCATION, v);
+            }
+            rsp
+        };
+        match jobs.store.submit(job, jobs.max_queued).await {
+            Ok(Submitted::New(job)) => {
+                metrics.submitted(&route.name, Submission::queued, 0.0);
+                jobs.notify_for(&route.name).notify_one();
+                Ok(answer(StatusCode::ACCEPTED, &job, false))
+            }
+            Ok(Submitted::Duplicate(job)) => {
+                metrics.submitted(&route.name, Submission::deduplicated, aj.unit_cost);
+                jobs.count_saved(&route.name, aj.unit_cost);
+                Ok(answer(StatusCode::ACCEPTED, &job, true))
+            }
+            Ok(Submitted::Done(job)) => {
+                metrics.submitted(&route.name, Submission::cached, aj.unit_cost);
+                jobs.count_saved(&route.name, aj.unit_cost);
+                Ok(answer(StatusCode::OK, &job, true))
+            }
+            Err(e) => {
+                metrics.submitted(&route.name, Submission::refused, 0.0);
+                Err(store_error(e))
+            }
+        }
+    }
+}
+
+/// The priority: the `X-Priority` header, else a top-level `"priority"`
+/// number in a JSON body, else 0; clamped to ±1000. A header that is not an
+/// integer is a 400.
+fn priority_of(headers: &http::HeaderMap, body: &[u8]) -> Result<i32, GatewayError> {
+    let clamp = |n: i64| {
+        i32::try_from(n.clamp(*PRIORITY_RANGE.start(), *PRIORITY_RANGE.end())).unwrap_or(0)
+    };
+    if let Some(v) = headers.get("x-priority") {
+        return v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .map(clamp)
+            .ok_or_else(|| {
+                GatewayError::new(
+                    ErrorKind::BadRequest,
+                    "X-Priority: expected an integer (higher runs first)",
+                )
+            });
+    }
+    if body.first() == Some(&b'{')
+        && let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(body)
+        && let Some(n) = m.get("priority").and_then(Value::as_i64)
+    {
+        return Ok(clamp(n));
+    }
+    Ok(0)
+}

@@ -1,0 +1,330 @@
+//! Workers: per async route, `concurrency` tasks that claim jobs, wait for
+//! the route's quota, call the upstream through the route's pool
+//! (`Gateway::forward`: breaker, health, balancing apply), and record the
+//! outcome: 2xx/3xx → succeeded; 4xx → failed (never retried); 5xx,
+//! timeouts and connection errors → queued again after an exponential,
+//! fully jittered backoff, until `max_attempts`, then dead.
+//!
+//! Workers follow reloads: each checks its route's settings before every
+//! job, so a lower `concurrency` (or a removed route) makes the extra ones
+//! stop, and [`Gateway::sync_job_workers`] starts the missing ones.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
+use http_body_util::BodyExt;
+use perfgate_config::AsyncRouteConfig;
+use perfgate_jobs::job::now_ms;
+use perfgate_jobs::{Job, JobResult, JobState};
+use perfgate_observe::CallResult;
+use tokio::sync::watch;
+
+use super::Jobs;
+use crate::body::Body;
+use crate::gateway::{Conn, Gateway, Outgoing, Waits};
+use crate::headers::strip_hop_by_hop;
+use crate::route::Route;
+
+/// Idle workers look for due retries and other instances' jobs this often.
+const POLL: Duration = Duration::from_millis(100);
+/// Pause after a store error before trying again.
+const STORE_ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// Largest upstream answer kept as a job result.
+const MAX_RESULT_BYTES: usize = 16 * 1024 * 1024;
+
+/// How one attempt ended.
+enum Attempt {
+    /// The upstream answered.
+    Answered(JobResult, Bytes),
+    /// No usable answer (timeout, connection error, broken body).
+    Failed(String),
+}
+
+impl Gateway {
+    /// Starts the workers each async route of the current policy is
+    /// missing (at start and after every reload), and the queue-depth
+    /// gauge updater once.
+    pub(crate) fn sync_job_workers(self: &Arc<Self>) {
+        let (Some(jobs), Some(stop)) = (self.jobs.get(), self.jobs_stop.get()) else {
+            return;
+        };
+        let policy = self.policy();
+        for route in policy.routes.iter() {
+            let Some(aj) = &route.async_job else { continue };
+            let running = jobs.workers_of(&route.name);
+            loop {
+                let n = running.load(Ordering::Acquire);
+                if n >= aj.concurrency {
+                    break;
+                }
+                if running
+                    .compare_exchange(n, n + 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    tokio::spawn(worker(
+                        Arc::downgrade(self),
+                        jobs.clone(),
+                        route.name.clone(),
+                        n,
+                        stop.clone(),
+                    ));
+                }
+            }
+        }
+        if !jobs
+            .depth_updater
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            tokio::spawn(depth_updater(
+                Arc::downgrade(self),
+                jobs.clone(),
+                stop.clone(),
+            ));
+        }
+    }
+
+    /// One attempt of a job: the upstream call and its whole body, under
+    /// the route's `timeout`.
+    async fn attempt(&self, route: &Route, aj: &AsyncRouteConfig, job: &Job) -> Attempt {
+        let uri: Uri = match job.request.target.parse() {
+            Ok(u) => u,
+            Err(e) => return Attempt::Failed(format!("invalid target: {e}")),
+        };
+        let method = Method::from_bytes(job.request.method.as_bytes()).unwrap_or(Method::POST);
+        let mut headers = HeaderMap::with_capacity(job.request.headers.len());
+        for (k, v) in &job.request.headers {
+            if let (Ok(k), Ok(v)) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(v),
+            ) {
+                headers.append(k, v);
+            }
+        }
+        let conn = Conn::new(SocketAddr::from(([127, 0, 0, 1], 0)), false);
+        let mut waits = Waits::default();
+        let call = async {
+            let rsp = self
+                .forward(
+                    route,
+                    Outgoing {
+                        method,
+                        uri: &uri,
+                        headers,
+                        version: Version::HTTP_11,
+                    },
+                    &conn,
+                    Body::full(job.body.clone()),
+                    &mut waits,
+                )
+                .await
+                .map_err(|e| e.detail)?;
+            let (parts, body) = rsp.into_parts();
+            let body = http_body_util::Limited::new(body, MAX_RESULT_BYTES)
+                .collect()
+                .await
+                .map_err(|e| format!("upstream body: {e}"))?
+                .to_bytes();
+            let mut h = parts.headers;
+            strip_hop_by_hop(&mut h);
+            let headers = h
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+                .collect();
+            Ok::<_, String>((
+                JobResult {
+                    status: parts.status.as_u16(),
+                    headers,
+                },
+                body,
+            ))
+        };
+        match tokio::time::timeout(aj.timeout.get(), call).await {
+            Ok(Ok((result, body))) => Attempt::Answered(result, body),
+            Ok(Err(e)) => Attempt::Failed(e),
+            Err(_) => Attempt::Failed(format!("no answer within {}", aj.timeout)),
+        }
+    }
+
+    /// Runs one claimed job and records the outcome.
+    async fn run_job(&self, jobs: &Jobs, route: &Route, aj: &AsyncRouteConfig, mut job: Job) {
+        let started = now_ms();
+        if job.attempts == 1 {
+            jobs.record_wait(&route.name, started.saturating_sub(job.created_ms));
+        }
+        // Keep the job ours while the call lasts (Redis: other instances
+        // take over jobs whose lease ran out).
+        let heartbeat = {
+            let store = jobs.store.clone();
+            let job = job.clone();
+            let every = (jobs.lease / 3).max(Duration::from_millis(100));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = store.heartbeat(&job).await {
+                        tracing::warn!(task_id = %job.id, error = %e, "job heartbeat failed");
+                    }
+                }
+            })
+        };
+        let wait = jobs.quota_wait(&route.name, aj);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        let outcome = self.attempt(route, aj, &job).await;
+        heartbeat.abort();
+        let now = now_ms();
+        let retry = |job: &mut Job, why: String| {
+            job.last_error = Some(why);
+            if job.attempts < job.max_attempts {
+                let pause = perfgate_traffic::retry::backoff(
+                    job.attempts,
+                    aj.backoff_base.get(),
+                    aj.backoff_max.get(),
+                );
+                job.state = JobState::Queued;
+                job.next_attempt_ms =
+                    now.saturating_add(u64::try_from(pause.as_millis()).unwrap_or(u64::MAX));
+            } else {
+                job.state = JobState::Dead;
+                job.finished_ms = Some(now);
+            }
+        };
+        match outcome {
+            Attempt::Answered(result, body) if result.status < 400 => {
+                self.metrics
+                    .jobs
+                    .call(&route.name, CallResult::success, aj.unit_cost);
+                job.state = JobState::Succeeded;
+                job.finished_ms = Some(now);
+                job.last_error = None;
+                job.result = Some(result);
+                job.result_body = body;
+            }
+            Attempt::Answered(result, body) if result.status < 500 => {
+                self.metrics
+                    .jobs
+                    .call(&route.name, CallResult::client_error, aj.unit_cost);
+                job.state = JobState::Failed;
+                job.finished_ms = Some(now);
+                job.last_error = Some(format!("the upstream answered {}", result.status));
+                job.result = Some(result);
+                job.result_body = body;
+            }
+            Attempt::Answered(result, body) => {
+                self.metrics
+                    .jobs
+                    .call(&route.name, CallResult::error, aj.unit_cost);
+                let why = format!("the upstream answered {}", result.status);
+                job.result = Some(result);
+                job.result_body = body;
+                retry(&mut job, why);
+            }
+            Attempt::Failed(why) => {
+                self.metrics
+                    .jobs
+                    .call(&route.name, CallResult::error, aj.unit_cost);
+                retry(&mut job, why);
+            }
+        }
+        jobs.count_call(&route.name, aj.unit_cost);
+        if job.state.is_terminal() {
+            let first = job.started_ms.unwrap_or(started);
+            jobs.record_done(&route.name, now.saturating_sub(first.min(started)));
+            if job.state == JobState::Dead {
+                tracing::warn!(task_id = %job.id, route = %route.name, attempts = job.attempts, error = job.last_error.as_deref().unwrap_or(""), "job dead after its last attempt");
+            }
+        }
+        let id = job.id.clone();
+        if let Err(e) = jobs
+            .store
+            .finish(
+                job,
+                u64::try_from(jobs.result_ttl.as_millis()).unwrap_or(u64::MAX),
+            )
+            .await
+        {
+            // The job stays running in the store: after a restart (or the
+            // lease, on Redis) it runs again. At least once.
+            tracing::error!(task_id = %id, error = %e, "could not record a job's outcome");
+        }
+    }
+}
+
+async fn worker(
+    gw: Weak<Gateway>,
+    jobs: Arc<Jobs>,
+    route_name: Arc<str>,
+    index: usize,
+    mut stop: watch::Receiver<bool>,
+) {
+    let notify = jobs.notify_for(&route_name);
+    let running = jobs.workers_of(&route_name);
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let Some(gw) = gw.upgrade() else { break };
+        let policy = gw.policy();
+        let Some(route) = policy
+            .routes
+            .iter()
+            .find(|r| r.name == route_name && r.async_job.is_some())
+            .cloned()
+        else {
+            break;
+        };
+        let Some(aj) = route.async_job.clone() else {
+            break;
+        };
+        if index >= aj.concurrency {
+            break;
+        }
+        drop(policy);
+        match jobs.store.claim(&route_name).await {
+            Ok(Some(job)) => gw.run_job(&jobs, &route, &aj, job).await,
+            Ok(None) => {
+                drop(gw);
+                tokio::select! {
+                    () = notify.notified() => {}
+                    () = tokio::time::sleep(POLL) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+            Err(e) => {
+                drop(gw);
+                tracing::warn!(route = %route_name, error = %e, "job store unavailable; workers pause");
+                tokio::select! {
+                    () = tokio::time::sleep(STORE_ERROR_PAUSE) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        }
+    }
+    running.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// Publishes `perfgate_jobs_depth` every second.
+async fn depth_updater(gw: Weak<Gateway>, jobs: Arc<Jobs>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let Some(g) = gw.upgrade() else { return };
+        let counts = jobs.store.counts().await;
+        for (route, states) in &counts.by_route {
+            let route: Arc<str> = Arc::from(route.as_str());
+            for st in JobState::ALL {
+                let n = states.get(&st).copied().unwrap_or(0).max(0);
+                g.metrics.jobs.set_depth(&route, st.as_str(), n);
+            }
+        }
+        drop(g);
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.wait_for(|v| *v) => return,
+        }
+    }
+}
