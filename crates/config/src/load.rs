@@ -405,7 +405,32 @@ const CONFIG: &[Field] = &[
     f("rate_limits", Tables(RATE_LIMIT)),
     f("jwt", Table(JWT)),
     f("batch", Table(BATCH)),
+    f("jobs", Table(JOBS)),
     f("routes", Tables(ROUTE)),
+];
+const JOBS: &[Field] = &[
+    f("backend", Enum(&["embedded", "redis"])),
+    f("data_dir", Str),
+    f("max_queued", Usize),
+    f("result_ttl", Duration),
+    f("lease", Duration),
+    f("status_prefix", Str),
+];
+const ROUTE_ASYNC: &[Field] = &[
+    f("upstream_path", Str),
+    f("strip_suffix", Str),
+    f("status_path", Str),
+    f("concurrency", Usize),
+    f("rate", U32),
+    f("rate_per", Duration),
+    f("max_attempts", U32),
+    f("backoff_base", Duration),
+    f("backoff_max", Duration),
+    f("timeout", Duration),
+    f("max_body_bytes", ByteSize),
+    f("dedup", Enum(&["request", "url", "off"])),
+    f("dedup_url_field", Str),
+    f("unit_cost", F64),
 ];
 const POOL: &[Field] = &[
     f("name", Str),
@@ -557,6 +582,7 @@ const ROUTE: &[Field] = &[
     f("timeouts", Table(ROUTE_TIMEOUTS)),
     f("query_clamps", Tables(QUERY_CLAMP)),
     f("cache", Table(ROUTE_CACHE)),
+    f("async", Table(ROUTE_ASYNC)),
 ];
 const ROUTE_TIMEOUTS: &[Field] = &[
     f("connect", Duration),

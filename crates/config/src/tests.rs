@@ -451,6 +451,11 @@ fn schema_matches_model() {
             stale_if_error: Some(Duration::from_secs(1)),
             ..RouteCachePolicy::default()
         },
+        async_job: Some(AsyncRouteConfig {
+            upstream_path: Some(String::new()),
+            status_path: Some(String::new()),
+            ..AsyncRouteConfig::default()
+        }),
         ..RouteConfig::default()
     });
     let value = toml::Value::try_from(&c).unwrap_or_else(|e| panic!("{e}"));

@@ -353,9 +353,14 @@ impl Writer {
                             replies.push(after(reply, r));
                         }
                         Op::Claim { route, reply } => {
-                            let fifo = self.claims.fetch_add(1, Ordering::Relaxed) % FIFO_EVERY
+                            // Counted over jobs handed out, so idle polls do
+                            // not decide which claim is the oldest-first one.
+                            let fifo = self.claims.load(Ordering::Relaxed) % FIFO_EVERY
                                 == FIFO_EVERY - 1;
                             let r = t.claim(&route, fifo, &mut delta, now);
+                            if matches!(r, Ok(Some(_))) {
+                                self.claims.fetch_add(1, Ordering::Relaxed);
+                            }
                             replies.push(after(reply, r));
                         }
                         Op::Finish {

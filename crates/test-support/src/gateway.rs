@@ -118,6 +118,12 @@ impl GatewayBuilder {
         let mut config = Config::default();
         config.server.listen = listen.to_string();
         config.admin.listen = admin_listen.to_string();
+        // A job store of its own (only created when a route is async); the
+        // files are small and live in the system's temporary directory.
+        config.jobs.data_dir = std::env::temp_dir()
+            .join(crate::unique_name("perfgate-jobs"))
+            .to_string_lossy()
+            .into_owned();
         if let Some(u) = self.upstream {
             config.upstream.url = u;
         }

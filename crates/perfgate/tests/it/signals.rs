@@ -1,7 +1,7 @@
 //! The real binary: `SIGHUP` reloads the configuration file (a broken file
-//! is refused with its problems and the running configuration stays), and
+//! is refused with its problems and the running configuration stays),
 //! requests slower than `server.slow_request_threshold` are logged with
-//! their timing breakdown.
+//! their timing breakdown, and accepted jobs survive `kill -9`.
 
 use std::time::Duration;
 
@@ -120,4 +120,100 @@ async fn slow_requests_are_logged_with_their_breakdown() {
         !log.contains("/fast"),
         "fast requests are not logged:\n{log}"
     );
+}
+
+/// `kill -9` while jobs are queued and running: a restarted perfgate on the
+/// same data directory finishes every one of them, and each task's status
+/// ends `succeeded` with its own result (the upstream may see a repeat of
+/// an interrupted call: at-least-once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_jobs_in_flight_then_restart_completes_every_job() {
+    let origin = Origin::new()
+        .handle("/api/v1/analyze", |req| {
+            Rsp::json(format!(r#"{{"for":"{}"}}"#, req.uri.query().unwrap_or("")))
+                .delay(Duration::from_millis(300))
+        })
+        .run()
+        .await;
+    let dir = TempDir::new();
+    let data = dir.path().join("data");
+    let config = format!(
+        r#"
+[upstream]
+url = "{}"
+
+[jobs]
+data_dir = "{}"
+
+[[routes]]
+name = "analyze"
+path = "/api/v1/analyze/async"
+
+[routes.async]
+concurrency = 2
+status_path = "/api/v1/analyze/status"
+backoff_base = "20ms"
+backoff_max = "100ms"
+"#,
+        origin.url(),
+        data.display()
+    );
+    let path = dir.write("perfgate.toml", config);
+    let start = || {
+        Binary::builder(EXE)
+            .arg("--config")
+            .arg(path.display().to_string())
+            .spawn()
+    };
+    let mut first = start().await;
+    let client = Client::new(first.url());
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let r = client
+            .request(http::Method::POST, &format!("/api/v1/analyze/async?n={i}"))
+            .json(&serde_json::json!({"n": i}))
+            .send()
+            .await;
+        assert_eq!(r.status, 202, "{}", r.text());
+        let v = r.json();
+        tasks.push((
+            i,
+            v["task_id"].as_str().unwrap().to_string(),
+            v["status_url"].as_str().unwrap().to_string(),
+        ));
+    }
+    eventually("some jobs are running", PATIENCE, || {
+        origin.hits("/api/v1/analyze") >= 2
+    })
+    .await;
+    assert!(
+        origin.hits("/api/v1/analyze") < 10,
+        "jobs remain queued when perfgate is killed"
+    );
+    first.signal("KILL");
+    first
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("killed");
+
+    let second = start().await;
+    let client = Client::new(second.url());
+    for (i, id, url) in &tasks {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        let v = loop {
+            let v = client.get(url).send().await.json();
+            if v["status"] == "succeeded" {
+                break v;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "task {i} ({id}) did not finish after the restart: {v}\n{}",
+                second.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(v["task_id"], id.as_str());
+        assert_eq!(v["result"]["body"]["for"], format!("n={i}"), "{v}");
+    }
+    assert!(origin.hits("/api/v1/analyze") >= 10);
 }
