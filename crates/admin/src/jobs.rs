@@ -60,7 +60,10 @@ fn id_of(id: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
 }
 
 fn perfgate_jobs_id_ok(id: &str) -> bool {
-    id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 async fn list(State(state): State<AdminState>, RawQuery(q): RawQuery) -> Response {
@@ -68,7 +71,12 @@ async fn list(State(state): State<AdminState>, RawQuery(q): RawQuery) -> Respons
         let jobs = queue(&state)?;
         let mut st = JobState::Dead;
         let mut limit = 100usize;
-        for pair in q.as_deref().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        for pair in q
+            .as_deref()
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             match k {
                 "state" => {

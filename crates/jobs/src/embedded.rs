@@ -20,7 +20,6 @@
 //! After a crash, jobs found `running` were interrupted: they go back to
 //! the queue (at-least-once), keeping their attempt count.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -355,8 +354,8 @@ impl Writer {
                         Op::Claim { route, reply } => {
                             // Counted over jobs handed out, so idle polls do
                             // not decide which claim is the oldest-first one.
-                            let fifo = self.claims.load(Ordering::Relaxed) % FIFO_EVERY
-                                == FIFO_EVERY - 1;
+                            let fifo =
+                                self.claims.load(Ordering::Relaxed) % FIFO_EVERY == FIFO_EVERY - 1;
                             let r = t.claim(&route, fifo, &mut delta, now);
                             if matches!(r, Ok(Some(_))) {
                                 self.claims.fetch_add(1, Ordering::Relaxed);
@@ -689,7 +688,7 @@ impl Counts {
         let e = self
             .by_route
             .entry(route.to_string())
-            .or_insert_with(HashMap::new)
+            .or_default()
             .entry(state)
             .or_insert(0);
         *e += n;

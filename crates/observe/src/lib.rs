@@ -2,10 +2,10 @@
 //! and emitted through the small typed handles below, never through string
 //! literals scattered across the code.
 
-mod metrics;
 mod jobs;
+mod metrics;
 mod traffic;
 
-pub use metrics::{CacheEvent, InvalidationSource, Metrics, RouteMetrics, UpstreamErrorKind};
 pub use jobs::{CallResult, JobMetrics, Submission};
+pub use metrics::{CacheEvent, InvalidationSource, Metrics, RouteMetrics, UpstreamErrorKind};
 pub use traffic::{CircuitState, LimitResult, TrafficMetrics};

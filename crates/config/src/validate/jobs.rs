@@ -16,7 +16,10 @@ pub(super) fn check(config: &Config, p: &mut impl FnMut(String, String)) {
     if !j.status_prefix.starts_with('/') || j.status_prefix.trim_end_matches('/').is_empty() {
         p(
             "jobs.status_prefix".into(),
-            format!("{:?}: use a path such as \"/perfgate/jobs\"", j.status_prefix),
+            format!(
+                "{:?}: use a path such as \"/perfgate/jobs\"",
+                j.status_prefix
+            ),
         );
     }
     if any_async && j.backend == JobBackend::Embedded && j.data_dir.trim().is_empty() {
@@ -37,7 +40,10 @@ pub(super) fn check(config: &Config, p: &mut impl FnMut(String, String)) {
         if a.concurrency == 0 || a.concurrency > MAX_CONCURRENCY {
             p(
                 at("concurrency"),
-                format!("{} is out of range: use 1 to {MAX_CONCURRENCY}", a.concurrency),
+                format!(
+                    "{} is out of range: use 1 to {MAX_CONCURRENCY}",
+                    a.concurrency
+                ),
             );
         }
         if a.max_attempts == 0 {
@@ -49,13 +55,19 @@ pub(super) fn check(config: &Config, p: &mut impl FnMut(String, String)) {
         if a.backoff_max.get() < a.backoff_base.get() {
             p(
                 at("backoff_max"),
-                format!("{} is less than backoff_base ({})", a.backoff_max, a.backoff_base),
+                format!(
+                    "{} is less than backoff_base ({})",
+                    a.backoff_max, a.backoff_base
+                ),
             );
         }
         if a.max_body_bytes.get() == 0 {
             p(at("max_body_bytes"), "must be greater than 0".into());
         }
-        for (field, v) in [("status_path", &a.status_path), ("upstream_path", &a.upstream_path)] {
+        for (field, v) in [
+            ("status_path", &a.status_path),
+            ("upstream_path", &a.upstream_path),
+        ] {
             if let Some(v) = v
                 && (!v.starts_with('/') || v.contains(['?', '#', ' ']))
             {
@@ -63,7 +75,10 @@ pub(super) fn check(config: &Config, p: &mut impl FnMut(String, String)) {
             }
         }
         if !a.unit_cost.is_finite() || a.unit_cost < 0.0 {
-            p(at("unit_cost"), format!("{}: use a number of at least 0", a.unit_cost));
+            p(
+                at("unit_cost"),
+                format!("{}: use a number of at least 0", a.unit_cost),
+            );
         }
         if a.dedup == DedupMode::Url && a.dedup_url_field.trim().is_empty() {
             p(

@@ -84,7 +84,12 @@ async fn a_hundred_concurrent_submissions_all_complete() {
     for i in 0..100 {
         let gw = gw.clone();
         tasks.push(tokio::spawn(async move {
-            submit(&gw, &format!("?n={i}"), &json!({"url": format!("https://e.com/{i}")})).await
+            submit(
+                &gw,
+                &format!("?n={i}"),
+                &json!({"url": format!("https://e.com/{i}")}),
+            )
+            .await
         }));
     }
     let mut urls = Vec::new();
@@ -100,7 +105,10 @@ async fn a_hundred_concurrent_submissions_all_complete() {
                 .unwrap()
                 .starts_with("/api/v1/analyze/status/")
         );
-        urls.push((v["status_url"].as_str().unwrap().to_string(), v["task_id"].clone()));
+        urls.push((
+            v["status_url"].as_str().unwrap().to_string(),
+            v["task_id"].clone(),
+        ));
     }
     let ids: HashSet<String> = urls.iter().map(|(_, id)| id.to_string()).collect();
     assert_eq!(ids.len(), 100, "every submission is its own task");
@@ -108,7 +116,13 @@ async fn a_hundred_concurrent_submissions_all_complete() {
         let v = wait_state(&gw, url, "succeeded").await;
         assert_eq!(v["attempts"], 1, "{v}");
         assert_eq!(v["result"]["status"], 200, "{v}");
-        assert!(v["result"]["body"]["for"].as_str().unwrap().starts_with("n="), "{v}");
+        assert!(
+            v["result"]["body"]["for"]
+                .as_str()
+                .unwrap()
+                .starts_with("n="),
+            "{v}"
+        );
         // The result as the upstream sent it.
         let r = gw.get(&format!("{url}/result")).await;
         assert_eq!(r.status, 200);
@@ -131,10 +145,7 @@ async fn a_hundred_concurrent_submissions_all_complete() {
 async fn duplicates_within_the_ttl_make_no_extra_upstream_calls() {
     let gate = Gate::new();
     let origin = Origin::new()
-        .route(
-            "/api/v1/analyze",
-            Rsp::json(r#"{"score":7}"#).gated(&gate),
-        )
+        .route("/api/v1/analyze", Rsp::json(r#"{"score":7}"#).gated(&gate))
         .run()
         .await;
     let gw = gateway(
@@ -146,7 +157,12 @@ async fn duplicates_within_the_ttl_make_no_extra_upstream_calls() {
         |_| {},
     )
     .await;
-    let first = submit(&gw, "", &json!({"url": "HTTPS://Example.com:443/a?b=1&utm_source=x#top"})).await;
+    let first = submit(
+        &gw,
+        "",
+        &json!({"url": "HTTPS://Example.com:443/a?b=1&utm_source=x#top"}),
+    )
+    .await;
     assert_eq!(first.status, 202);
     let first = first.json();
     assert_eq!(first["deduplicated"], false);
@@ -157,20 +173,31 @@ async fn duplicates_within_the_ttl_make_no_extra_upstream_calls() {
     assert_eq!(again["task_id"], first["task_id"], "{again}");
     assert_eq!(again["deduplicated"], true);
     // Another page is other work.
-    let other = submit(&gw, "", &json!({"url": "https://example.com/b"})).await.json();
+    let other = submit(&gw, "", &json!({"url": "https://example.com/b"}))
+        .await
+        .json();
     assert_ne!(other["task_id"], first["task_id"]);
     gate.open();
     let url = first["status_url"].as_str().unwrap();
     wait_state(&gw, url, "succeeded").await;
     // Finished within the TTL: answered from the result at once.
-    let done = submit(&gw, "", &json!({"url": "https://EXAMPLE.com/a?b=1&fbclid=z"})).await;
+    let done = submit(
+        &gw,
+        "",
+        &json!({"url": "https://EXAMPLE.com/a?b=1&fbclid=z"}),
+    )
+    .await;
     assert_eq!(done.status, 200, "{}", done.text());
     let done = done.json();
     assert_eq!(done["task_id"], first["task_id"]);
     assert_eq!(done["status"], "succeeded");
     assert_eq!(done["result"]["body"]["score"], 7, "{done}");
     wait_state(&gw, other["status_url"].as_str().unwrap(), "succeeded").await;
-    assert_eq!(origin.hits("/api/v1/analyze"), 2, "one call per distinct page");
+    assert_eq!(
+        origin.hits("/api/v1/analyze"),
+        2,
+        "one call per distinct page"
+    );
 
     let stats = gw.admin(Method::GET, "/admin/jobs/stats").await.json();
     let route = &stats["data"]["routes"]["analyze"];
@@ -210,7 +237,12 @@ async fn priorities_order_the_work() {
     let blocker = submit(&gw, "?n=blocker", &json!({})).await.json();
     wait_state(&gw, blocker["status_url"].as_str().unwrap(), "running").await;
     let mut urls = Vec::new();
-    for (n, priority) in [("low", "-3"), ("normal", "0"), ("high", "7"), ("higher", "9")] {
+    for (n, priority) in [
+        ("low", "-3"),
+        ("normal", "0"),
+        ("high", "7"),
+        ("higher", "9"),
+    ] {
         let r = gw
             .request(Method::POST, &format!("/api/v1/analyze/async?n={n}"))
             .header("x-priority", priority)
@@ -231,11 +263,20 @@ async fn priorities_order_the_work() {
     let order: Vec<String> = origin
         .requests("/api/v1/analyze")
         .iter()
-        .map(|r| r.uri.query().unwrap_or("").trim_start_matches("n=").to_string())
+        .map(|r| {
+            r.uri
+                .query()
+                .unwrap_or("")
+                .trim_start_matches("n=")
+                .to_string()
+        })
         .collect();
     // Highest first; every fifth job handed out is the oldest waiting one,
     // so low priorities are never starved (here: the fifth, "low").
-    assert_eq!(order, ["blocker", "higher", "body", "high", "low", "normal"]);
+    assert_eq!(
+        order,
+        ["blocker", "higher", "body", "high", "low", "normal"]
+    );
     let bad = gw
         .request(Method::POST, "/api/v1/analyze/async")
         .header("x-priority", "urgent")
@@ -268,18 +309,16 @@ async fn failures_back_off_into_the_dead_letter_and_admin_retry_revives() {
         async_job: Some(AsyncRouteConfig::default()),
         ..RouteConfig::default()
     };
-    let gw = gateway(
-        &origin,
-        analyze_route(|a| a.max_attempts = 3),
-        move |c| {
-            c.routes.push(refuse);
-            // The pool's own retries would hide the attempts counted here.
-            c.upstream.retry.attempts = 0;
-            c.upstream.breaker.enabled = false;
-        },
-    )
+    let gw = gateway(&origin, analyze_route(|a| a.max_attempts = 3), move |c| {
+        c.routes.push(refuse);
+        // The pool's own retries would hide the attempts counted here.
+        c.upstream.retry.attempts = 0;
+        c.upstream.breaker.enabled = false;
+    })
     .await;
-    let v = submit(&gw, "", &json!({"url": "https://e.com/x"})).await.json();
+    let v = submit(&gw, "", &json!({"url": "https://e.com/x"}))
+        .await
+        .json();
     let url = v["status_url"].as_str().unwrap().to_string();
     let id = v["task_id"].as_str().unwrap().to_string();
     let dead = wait_state(&gw, &url, "dead").await;
