@@ -431,6 +431,9 @@ const ROUTE_ASYNC: &[Field] = &[
     f("dedup", Enum(&["request", "url", "off"])),
     f("dedup_url_field", Str),
     f("unit_cost", F64),
+    f("batch_path", Str),
+    f("batch_max", Usize),
+    f("batch_window", Duration),
 ];
 const POOL: &[Field] = &[
     f("name", Str),

@@ -454,6 +454,7 @@ fn schema_matches_model() {
         async_job: Some(AsyncRouteConfig {
             upstream_path: Some(String::new()),
             status_path: Some(String::new()),
+            batch_path: Some(String::new()),
             ..AsyncRouteConfig::default()
         }),
         ..RouteConfig::default()

@@ -34,6 +34,8 @@ pub struct Req {
     pub headers: HeaderMap,
     /// 1 for the first request to this path, 2 for the second…
     pub n: usize,
+    /// The request body.
+    pub body: Bytes,
 }
 
 impl Req {
@@ -357,8 +359,12 @@ async fn stopped_signal(rx: &mut watch::Receiver<bool>) {
 
 async fn serve(state: &State, req: Request<Incoming>) -> Response<OriginBody> {
     let (parts, body) = req.into_parts();
-    // Read (and drop) the request body so the connection stays usable.
-    let _ = body.collect().await;
+    // Read the request body (also so the connection stays usable).
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     let path = parts.uri.path().to_string();
     let rec = {
         let mut all = state
@@ -371,6 +377,7 @@ async fn serve(state: &State, req: Request<Incoming>) -> Response<OriginBody> {
             uri: parts.uri,
             headers: parts.headers,
             n: list.len() + 1,
+            body,
         };
         list.push(rec.clone());
         rec

@@ -107,6 +107,15 @@ pub struct AsyncRouteConfig {
     pub dedup_url_field: String,
     /// Estimated cost of one upstream call (any currency), for cost tracking.
     pub unit_cost: f64,
+    /// Batching: when set, workers collect up to `batch_max` jobs (or what
+    /// arrives within `batch_window`) and POST their JSON bodies as one
+    /// array to this upstream path; the answer must be a JSON array with
+    /// one result per job, in order.
+    pub batch_path: Option<String>,
+    /// Most jobs in one batch call.
+    pub batch_max: usize,
+    /// How long a worker waits for more jobs to fill a batch.
+    pub batch_window: Duration,
 }
 
 impl Default for AsyncRouteConfig {
@@ -126,6 +135,9 @@ impl Default for AsyncRouteConfig {
             dedup: DedupMode::Request,
             dedup_url_field: "url".into(),
             unit_cost: 0.0,
+            batch_path: None,
+            batch_max: 10,
+            batch_window: Duration::from_millis(50),
         }
     }
 }

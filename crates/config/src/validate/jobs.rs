@@ -4,6 +4,7 @@ use super::nonzero;
 use crate::model::{Config, DedupMode, JobBackend};
 
 const MAX_CONCURRENCY: usize = 1024;
+const MAX_BATCH: usize = 1000;
 
 pub(super) fn check(config: &Config, p: &mut impl FnMut(String, String)) {
     let j = &config.jobs;
@@ -64,9 +65,19 @@ pub(super) fn check(config: &Config, p: &mut impl FnMut(String, String)) {
         if a.max_body_bytes.get() == 0 {
             p(at("max_body_bytes"), "must be greater than 0".into());
         }
+        if a.batch_path.is_some() && (a.batch_max < 1 || a.batch_max > MAX_BATCH) {
+            p(
+                at("batch_max"),
+                format!("{} is out of range: use 1 to {MAX_BATCH}", a.batch_max),
+            );
+        }
+        if a.batch_path.is_some() {
+            nonzero(a.batch_window, &at("batch_window"), p);
+        }
         for (field, v) in [
             ("status_path", &a.status_path),
             ("upstream_path", &a.upstream_path),
+            ("batch_path", &a.batch_path),
         ] {
             if let Some(v) = v
                 && (!v.starts_with('/') || v.contains(['?', '#', ' ']))

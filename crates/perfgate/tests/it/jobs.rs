@@ -410,3 +410,75 @@ async fn bad_input_and_a_full_queue_get_clear_errors() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn batching_sends_several_jobs_in_one_upstream_call() {
+    let origin = Origin::new()
+        .handle("/api/v1/analyze/batch", |req| {
+            let items: Vec<Value> = serde_json::from_slice(&req.body).unwrap_or_default();
+            let out: Vec<Value> = items.iter().map(|i| json!({"echo": i["n"]})).collect();
+            Rsp::json(serde_json::to_string(&out).unwrap())
+        })
+        .run()
+        .await;
+    let gw = Arc::new(
+        gateway(
+            &origin,
+            analyze_route(|a| {
+                a.concurrency = 1;
+                a.batch_path = Some("/api/v1/analyze/batch".into());
+                a.batch_max = 5;
+                a.batch_window = perfgate_config::Duration::from_millis(300);
+            }),
+            |_| {},
+        )
+        .await,
+    );
+    let mut tasks = Vec::new();
+    for n in 0..10 {
+        let gw = gw.clone();
+        tasks.push(tokio::spawn(async move {
+            submit(&gw, "", &json!({"n": n})).await.json()
+        }));
+    }
+    let mut submitted = Vec::new();
+    for t in tasks {
+        submitted.push(t.await.unwrap());
+    }
+    for v in &submitted {
+        let done = wait_state(&gw, v["status_url"].as_str().unwrap(), "succeeded").await;
+        let n = &done["result"]["body"]["echo"];
+        assert!(n.is_number(), "{done}");
+    }
+    let calls = origin.hits("/api/v1/analyze/batch");
+    assert!(
+        (2..=4).contains(&calls),
+        "10 jobs in batches of at most 5: {calls} calls"
+    );
+    assert_eq!(origin.hits("/api/v1/analyze"), 0);
+    let biggest = origin
+        .requests("/api/v1/analyze/batch")
+        .iter()
+        .map(|r| serde_json::from_slice::<Vec<Value>>(&r.body).unwrap().len())
+        .max()
+        .unwrap();
+    assert!((2..=5).contains(&biggest), "batch sizes up to 5: {biggest}");
+    // Each job got its own item back.
+    for v in &submitted {
+        let url = v["status_url"].as_str().unwrap();
+        let done = gw.get(url).await.json();
+        let id = v["task_id"].as_str().unwrap();
+        assert_eq!(done["task_id"], id);
+    }
+    let echoed: HashSet<i64> = echoed_items(&gw, &submitted).await;
+    assert_eq!(echoed, (0..10).collect());
+}
+
+async fn echoed_items(gw: &RunningGateway, submitted: &[Value]) -> HashSet<i64> {
+    let mut out = HashSet::new();
+    for v in submitted {
+        let done = gw.get(v["status_url"].as_str().unwrap()).await.json();
+        out.insert(done["result"]["body"]["echo"].as_i64().unwrap());
+    }
+    out
+}

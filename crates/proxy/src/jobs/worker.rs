@@ -5,6 +5,10 @@
 //! timeouts and connection errors → queued again after an exponential,
 //! fully jittered backoff, until `max_attempts`, then dead.
 //!
+//! With `batch_path`, a worker fills a batch (up to `batch_max` jobs, or
+//! what arrives within `batch_window`), POSTs the jobs' JSON bodies as one
+//! array and splits the answer's array back to the jobs, in order.
+//!
 //! Workers follow reloads: each checks its route's settings before every
 //! job, so a lower `concurrency` (or a removed route) makes the extra ones
 //! stop, and [`Gateway::sync_job_workers`] starts the missing ones.
@@ -37,6 +41,7 @@ const STORE_ERROR_PAUSE: Duration = Duration::from_secs(1);
 const MAX_RESULT_BYTES: usize = 16 * 1024 * 1024;
 
 /// How one attempt ended.
+#[derive(Clone)]
 enum Attempt {
     /// The upstream answered.
     Answered(JobResult, Bytes),
@@ -150,110 +155,224 @@ impl Gateway {
     }
 
     /// Runs one claimed job and records the outcome.
-    async fn run_job(&self, jobs: &Jobs, route: &Route, aj: &AsyncRouteConfig, mut job: Job) {
-        let started = now_ms();
-        if job.attempts == 1 {
-            jobs.record_wait(&route.name, started.saturating_sub(job.created_ms));
-        }
-        // Keep the job ours while the call lasts (Redis: other instances
-        // take over jobs whose lease ran out).
-        let heartbeat = {
-            let store = jobs.store.clone();
-            let job = job.clone();
-            let every = (jobs.lease / 3).max(Duration::from_millis(100));
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    if let Err(e) = store.heartbeat(&job).await {
-                        tracing::warn!(task_id = %job.id, error = %e, "job heartbeat failed");
-                    }
-                }
-            })
-        };
+    async fn run_job(&self, jobs: &Jobs, route: &Route, aj: &AsyncRouteConfig, job: Job) {
+        let heartbeat = begin(jobs, route, std::slice::from_ref(&job));
         let wait = jobs.quota_wait(&route.name, aj);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
         let outcome = self.attempt(route, aj, &job).await;
         heartbeat.abort();
-        let now = now_ms();
-        let retry = |job: &mut Job, why: String| {
-            job.last_error = Some(why);
-            if job.attempts < job.max_attempts {
-                let pause = perfgate_traffic::retry::backoff(
-                    job.attempts,
-                    aj.backoff_base.get(),
-                    aj.backoff_max.get(),
-                );
-                job.state = JobState::Queued;
-                job.next_attempt_ms =
-                    now.saturating_add(u64::try_from(pause.as_millis()).unwrap_or(u64::MAX));
-            } else {
-                job.state = JobState::Dead;
-                job.finished_ms = Some(now);
-            }
-        };
-        match outcome {
-            Attempt::Answered(result, body) if result.status < 400 => {
-                self.metrics
-                    .jobs
-                    .call(&route.name, CallResult::success, aj.unit_cost);
-                job.state = JobState::Succeeded;
-                job.finished_ms = Some(now);
-                job.last_error = None;
-                job.result = Some(result);
-                job.result_body = body;
-            }
-            Attempt::Answered(result, body) if result.status < 500 => {
-                self.metrics
-                    .jobs
-                    .call(&route.name, CallResult::client_error, aj.unit_cost);
-                job.state = JobState::Failed;
-                job.finished_ms = Some(now);
-                job.last_error = Some(format!("the upstream answered {}", result.status));
-                job.result = Some(result);
-                job.result_body = body;
-            }
-            Attempt::Answered(result, body) => {
-                self.metrics
-                    .jobs
-                    .call(&route.name, CallResult::error, aj.unit_cost);
-                let why = format!("the upstream answered {}", result.status);
-                job.result = Some(result);
-                job.result_body = body;
-                retry(&mut job, why);
-            }
-            Attempt::Failed(why) => {
-                self.metrics
-                    .jobs
-                    .call(&route.name, CallResult::error, aj.unit_cost);
-                retry(&mut job, why);
-            }
+        self.count_attempt(jobs, route, aj, &outcome);
+        conclude(jobs, route, aj, job, outcome).await;
+    }
+
+    /// Runs a batch of claimed jobs as one upstream call to `batch_path`.
+    async fn run_batch(&self, jobs: &Jobs, route: &Route, aj: &AsyncRouteConfig, batch: Vec<Job>) {
+        let heartbeat = begin(jobs, route, &batch);
+        let wait = jobs.quota_wait(&route.name, aj);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
         }
-        jobs.count_call(&route.name, aj.unit_cost);
-        if job.state.is_terminal() {
-            let first = job.started_ms.unwrap_or(started);
-            jobs.record_done(&route.name, now.saturating_sub(first.min(started)));
-            if job.state == JobState::Dead {
-                tracing::warn!(task_id = %job.id, route = %route.name, attempts = job.attempts, error = job.last_error.as_deref().unwrap_or(""), "job dead after its last attempt");
-            }
+        let outcomes = self.attempt_batch(route, aj, &batch).await;
+        heartbeat.abort();
+        if let Some(first) = outcomes.first() {
+            self.count_attempt(jobs, route, aj, first);
         }
-        let id = job.id.clone();
-        if let Err(e) = jobs
-            .store
-            .finish(
-                job,
-                u64::try_from(jobs.result_ttl.as_millis()).unwrap_or(u64::MAX),
-            )
-            .await
-        {
-            // The job stays running in the store: after a restart (or the
-            // lease, on Redis) it runs again. At least once.
-            tracing::error!(task_id = %id, error = %e, "could not record a job's outcome");
+        for (job, outcome) in batch.into_iter().zip(outcomes) {
+            conclude(jobs, route, aj, job, outcome).await;
         }
     }
+
+    /// Metrics and statistics of one upstream call.
+    fn count_attempt(&self, jobs: &Jobs, route: &Route, aj: &AsyncRouteConfig, outcome: &Attempt) {
+        let result = match outcome {
+            Attempt::Answered(r, _) if r.status < 400 => CallResult::success,
+            Attempt::Answered(r, _) if r.status < 500 => CallResult::client_error,
+            _ => CallResult::error,
+        };
+        self.metrics.jobs.call(&route.name, result, aj.unit_cost);
+        jobs.count_call(&route.name, aj.unit_cost);
+    }
+
+    /// One batch call: the jobs' JSON bodies as one array; the answer's
+    /// array split back in order. Anything else is every job's outcome.
+    async fn attempt_batch(
+        &self,
+        route: &Route,
+        aj: &AsyncRouteConfig,
+        batch: &[Job],
+    ) -> Vec<Attempt> {
+        let Some(path) = &aj.batch_path else {
+            return Vec::new();
+        };
+        let items: Vec<serde_json::Value> = batch
+            .iter()
+            .map(|j| {
+                serde_json::from_slice(&j.body).unwrap_or_else(|_| {
+                    serde_json::Value::String(String::from_utf8_lossy(&j.body).into_owned())
+                })
+            })
+            .collect();
+        let mut call = batch[0].clone();
+        call.request.target = path.clone();
+        call.request.method = "POST".into();
+        call.request
+            .headers
+            .retain(|(k, _)| k != "content-type" && k != "content-length");
+        call.request
+            .headers
+            .push(("content-type".into(), "application/json".into()));
+        call.body = Bytes::from(serde_json::to_vec(&items).unwrap_or_default());
+        let all = |a: &Attempt| -> Vec<Attempt> { batch.iter().map(|_| a.clone()).collect() };
+        let outcome = self.attempt(route, aj, &call).await;
+        let Attempt::Answered(result, body) = &outcome else {
+            return all(&outcome);
+        };
+        if result.status >= 300 {
+            return all(&outcome);
+        }
+        match serde_json::from_slice::<Vec<serde_json::Value>>(body) {
+            Ok(results) if results.len() == batch.len() => results
+                .into_iter()
+                .map(|item| {
+                    Attempt::Answered(
+                        JobResult {
+                            status: 200,
+                            headers: vec![("content-type".into(), "application/json".into())],
+                        },
+                        Bytes::from(serde_json::to_vec(&item).unwrap_or_default()),
+                    )
+                })
+                .collect(),
+            Ok(results) => all(&Attempt::Failed(format!(
+                "the batch endpoint answered {} results for {} jobs",
+                results.len(),
+                batch.len()
+            ))),
+            Err(e) => all(&Attempt::Failed(format!(
+                "the batch endpoint did not answer a JSON array: {e}"
+            ))),
+        }
+    }
+}
+
+/// Before a call: the wait time of first attempts, and a heartbeat that
+/// keeps the jobs ours while the call lasts (Redis: other instances take
+/// over jobs whose lease ran out). Abort the handle when done.
+fn begin(jobs: &Jobs, route: &Route, batch: &[Job]) -> tokio::task::JoinHandle<()> {
+    let started = now_ms();
+    for job in batch {
+        if job.attempts == 1 {
+            jobs.record_wait(&route.name, started.saturating_sub(job.created_ms));
+        }
+    }
+    let store = jobs.store.clone();
+    let batch = batch.to_vec();
+    let every = (jobs.lease / 3).max(Duration::from_millis(100));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            for job in &batch {
+                if let Err(e) = store.heartbeat(job).await {
+                    tracing::warn!(task_id = %job.id, error = %e, "job heartbeat failed");
+                }
+            }
+        }
+    })
+}
+
+/// Records what an attempt made of a job: succeeded (2xx/3xx), failed
+/// (4xx), or queued again after a backoff / dead (5xx, no answer).
+async fn conclude(
+    jobs: &Jobs,
+    route: &Route,
+    aj: &AsyncRouteConfig,
+    mut job: Job,
+    outcome: Attempt,
+) {
+    let now = now_ms();
+    let retry = |job: &mut Job, why: String| {
+        job.last_error = Some(why);
+        if job.attempts < job.max_attempts {
+            let pause = perfgate_traffic::retry::backoff(
+                job.attempts,
+                aj.backoff_base.get(),
+                aj.backoff_max.get(),
+            );
+            job.state = JobState::Queued;
+            job.next_attempt_ms =
+                now.saturating_add(u64::try_from(pause.as_millis()).unwrap_or(u64::MAX));
+        } else {
+            job.state = JobState::Dead;
+            job.finished_ms = Some(now);
+        }
+    };
+    match outcome {
+        Attempt::Answered(result, body) if result.status < 400 => {
+            job.state = JobState::Succeeded;
+            job.finished_ms = Some(now);
+            job.last_error = None;
+            job.result = Some(result);
+            job.result_body = body;
+        }
+        Attempt::Answered(result, body) if result.status < 500 => {
+            job.state = JobState::Failed;
+            job.finished_ms = Some(now);
+            job.last_error = Some(format!("the upstream answered {}", result.status));
+            job.result = Some(result);
+            job.result_body = body;
+        }
+        Attempt::Answered(result, body) => {
+            let why = format!("the upstream answered {}", result.status);
+            job.result = Some(result);
+            job.result_body = body;
+            retry(&mut job, why);
+        }
+        Attempt::Failed(why) => retry(&mut job, why),
+    }
+    if job.state.is_terminal() {
+        let first = job.started_ms.unwrap_or(now);
+        jobs.record_done(&route.name, now.saturating_sub(first));
+        if job.state == JobState::Dead {
+            tracing::warn!(task_id = %job.id, route = %route.name, attempts = job.attempts, error = job.last_error.as_deref().unwrap_or(""), "job dead after its last attempt");
+        }
+    }
+    let id = job.id.clone();
+    let ttl = u64::try_from(jobs.result_ttl.as_millis()).unwrap_or(u64::MAX);
+    if let Err(e) = jobs.store.finish(job, ttl).await {
+        // The job stays running in the store: after a restart (or the
+        // lease, on Redis) it runs again. At least once.
+        tracing::error!(task_id = %id, error = %e, "could not record a job's outcome");
+    }
+}
+
+/// More jobs for a batch: up to `batch_max`, or what arrives within
+/// `batch_window` after the first.
+async fn fill_batch(jobs: &Jobs, route: &str, aj: &AsyncRouteConfig, first: Job) -> Vec<Job> {
+    let mut batch = vec![first];
+    let deadline = tokio::time::Instant::now() + aj.batch_window.get();
+    let notify = jobs.notify_for(route);
+    while batch.len() < aj.batch_max {
+        match jobs.store.claim(route).await {
+            Ok(Some(job)) => batch.push(job),
+            Ok(None) => {
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                let wait = (deadline - now).min(Duration::from_millis(5));
+                tokio::select! {
+                    () = notify.notified() => {}
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    batch
 }
 
 async fn worker(
@@ -287,6 +406,10 @@ async fn worker(
         }
         drop(policy);
         match jobs.store.claim(&route_name).await {
+            Ok(Some(job)) if aj.batch_path.is_some() => {
+                let batch = fill_batch(&jobs, &route_name, &aj, job).await;
+                gw.run_batch(&jobs, &route, &aj, batch).await;
+            }
             Ok(Some(job)) => gw.run_job(&jobs, &route, &aj, job).await,
             Ok(None) => {
                 drop(gw);
