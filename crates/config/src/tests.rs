@@ -757,3 +757,40 @@ pool = "api"
     assert!((c.pools[0].breaker.failure_rate - 1.0).abs() < f64::EPSILON);
     assert_eq!(c.rate_limits[0].per, Duration::from_secs(60));
 }
+
+#[test]
+fn job_settings_report_every_problem_with_its_line() {
+    let e = errors(
+        r#"
+[jobs]
+backend = "redis"
+status_prefix = "jobs"
+max_queued = 0
+
+[[routes]]
+path = "/api/v1/analyze/async"
+[routes.async]
+concurrency = 0
+max_attempts = 0
+backoff_base = "2s"
+backoff_max = "1s"
+status_path = "no-slash"
+unit_cost = -1.0
+dedup = "sometimes"
+"#,
+    );
+    for path in [
+        "jobs.backend",
+        "jobs.status_prefix",
+        "jobs.max_queued",
+        "routes[0].async.concurrency",
+        "routes[0].async.max_attempts",
+        "routes[0].async.backoff_max",
+        "routes[0].async.status_path",
+        "routes[0].async.unit_cost",
+        "routes[0].async.dedup",
+    ] {
+        let p = find(&e, path);
+        assert!(at(p).is_some(), "{path} has a file position: {p}");
+    }
+}
