@@ -89,6 +89,25 @@ fn report(state: &AdminState, detailed: bool) -> impl IntoResponse + use<> {
         }
         checks.insert("redis".into(), Value::Array(vec![check]));
     }
+    if let Some(jobs) = state.gateway.jobs() {
+        let (backend, live) = jobs.health();
+        // The Redis queue is as reachable as the L2 connection it uses.
+        let status = match (backend, state.gateway.l2_health()) {
+            ("redis", Some(l2)) if l2.state != "up" => "warn",
+            _ => "pass",
+        };
+        note(status);
+        checks.insert(
+            "jobs".into(),
+            Value::Array(vec![json!({
+                "componentType": "datastore",
+                "status": status,
+                "observedValue": live,
+                "observedUnit": "jobs waiting or running",
+                "backend": backend,
+            })]),
+        );
+    }
     // A failing dependency degrades the instance; it does not kill it.
     let status = if worst == "fail" { "warn" } else { worst };
     let mut body = json!({ "status": status, "checks": checks });

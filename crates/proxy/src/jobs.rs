@@ -52,6 +52,9 @@ pub struct Jobs {
     quota: Mutex<HashMap<String, Instant>>,
     stats: Mutex<HashMap<String, RouteJobStats>>,
     started: Instant,
+    /// Jobs waiting or running, as last counted by the depth updater (the
+    /// health endpoints read it without touching the store).
+    pub(crate) live: std::sync::atomic::AtomicI64,
 }
 
 /// What this instance saw of one async route.
@@ -136,6 +139,7 @@ impl Jobs {
             quota: Mutex::default(),
             stats: Mutex::default(),
             started: Instant::now(),
+            live: std::sync::atomic::AtomicI64::new(0),
         })))
     }
 
@@ -264,6 +268,15 @@ impl Jobs {
     /// Deletes a finished job.
     pub async fn discard(&self, id: &str) -> Result<(), GatewayError> {
         self.store.discard(id).await.map_err(store_error)
+    }
+
+    /// For the health endpoints, from state kept in the background: the
+    /// backend and the jobs waiting or running at the last count.
+    pub fn health(&self) -> (&'static str, i64) {
+        (
+            self.store.kind(),
+            self.live.load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// The generic status URL of a job.

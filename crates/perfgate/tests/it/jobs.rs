@@ -133,6 +133,10 @@ async fn a_hundred_concurrent_submissions_all_complete() {
     let id = urls[0].1.as_str().unwrap();
     let r = gw.get(&format!("/perfgate/jobs/{id}")).await;
     assert_eq!(r.json()["status"], "succeeded");
+    let health = gw.admin(Method::GET, "/health/dependencies").await.json();
+    let check = &health["checks"]["jobs"][0];
+    assert_eq!(check["backend"], "embedded", "{health}");
+    assert_eq!(check["status"], "pass", "{health}");
     let stats = gw.admin(Method::GET, "/admin/jobs/stats").await.json();
     let route = &stats["data"]["routes"]["analyze"];
     assert_eq!(route["depth"]["succeeded"], 100, "{stats}");

@@ -437,6 +437,11 @@ async fn depth_updater(gw: Weak<Gateway>, jobs: Arc<Jobs>, mut stop: watch::Rece
     loop {
         let Some(g) = gw.upgrade() else { return };
         let counts = jobs.store.counts().await;
+        let live = counts.total(JobState::Queued) + counts.total(JobState::Running);
+        jobs.live.store(
+            i64::try_from(live).unwrap_or(i64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         for (route, states) in &counts.by_route {
             let route: Arc<str> = Arc::from(route.as_str());
             for st in JobState::ALL {
