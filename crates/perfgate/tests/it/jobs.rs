@@ -486,3 +486,66 @@ async fn echoed_items(gw: &RunningGateway, submitted: &[Value]) -> HashSet<i64> 
     }
     out
 }
+
+/// `jobs.backend = "redis"`: two instances share the queue. Every job runs
+/// once, whichever instance took it; statuses read the same from both;
+/// identical work submitted to both is one job; with Redis gone,
+/// submissions are refused with a clear 503 (never accepted and lost).
+#[tokio::test]
+async fn two_instances_on_redis_share_the_work_without_losing_or_doubling_it() {
+    let Some(mut redis) = perfgate_test_support::RedisServer::start() else {
+        return;
+    };
+    let origin = Origin::new()
+        .handle("/api/v1/analyze", |req| {
+            Rsp::json(format!(r#"{{"for":"{}"}}"#, req.uri.query().unwrap_or("")))
+                .delay(Duration::from_millis(20))
+        })
+        .run()
+        .await;
+    let prefix = perfgate_test_support::unique_name("jobs");
+    let (a, b) = Gateway::members(origin.addr(), &redis.url(), &prefix, |g| {
+        g.route(analyze_route(|a| a.concurrency = 2))
+            .config(|c| c.jobs.backend = perfgate_config::JobBackend::Redis)
+    })
+    .await;
+    let mut submitted = Vec::new();
+    for i in 0..40 {
+        let (to, other) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let r = submit(to, &format!("?n={i}"), &json!({"n": i})).await;
+        assert_eq!(r.status, 202, "{}", r.text());
+        submitted.push((i, r.json(), other));
+    }
+    for (i, v, other) in &submitted {
+        // Read from the instance that did not take the submission.
+        let done = wait_state(other, v["status_url"].as_str().unwrap(), "succeeded").await;
+        assert_eq!(done["result"]["body"]["for"], format!("n={i}"), "{done}");
+        assert_eq!(done["attempts"], 1, "{done}");
+    }
+    assert_eq!(
+        origin.hits("/api/v1/analyze"),
+        40,
+        "each job ran exactly once"
+    );
+    let calls = |gw: &RunningGateway| {
+        let gw = gw.admin(Method::GET, "/admin/jobs/stats");
+        async move { gw.await.json()["data"]["routes"]["analyze"]["upstream_calls"].as_u64() }
+    };
+    let (ca, cb) = (calls(&a).await.unwrap_or(0), calls(&b).await.unwrap_or(0));
+    assert_eq!(ca + cb, 40);
+    assert!(ca > 0 && cb > 0, "both instances worked: {ca} + {cb}");
+
+    let one = submit(&a, "?same", &json!({"url": "https://e.com/"}))
+        .await
+        .json();
+    let two = submit(&b, "?same", &json!({"url": "https://e.com/"}))
+        .await
+        .json();
+    assert_eq!(one["task_id"], two["task_id"], "identical work is one job");
+
+    redis.kill();
+    let r = submit(&a, "?n=after", &json!({"n": "after"})).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "job_store_unavailable");
+    assert!(r.has("retry-after"));
+}
