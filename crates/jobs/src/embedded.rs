@@ -49,6 +49,8 @@ const SWEEP_MAX: usize = 1000;
 enum Op {
     Submit {
         job: Box<Job>,
+        /// `job.encode()`, made by the caller (off the writer thread).
+        encoded: Vec<u8>,
         max_queued: usize,
         reply: oneshot::Sender<Result<Submitted, StoreError>>,
     },
@@ -119,8 +121,10 @@ impl Embedded {
 
     /// Stores a new job, or returns the live job it duplicates.
     pub async fn submit(&self, job: Job, max_queued: usize) -> Result<Submitted, StoreError> {
+        let encoded = job.encode();
         self.call(|reply| Op::Submit {
             job: Box::new(job),
+            encoded,
             max_queued,
             reply,
         })
@@ -329,6 +333,7 @@ impl Writer {
                     dedup: txn.open_table(DEDUP)?,
                     expiry: txn.open_table(EXPIRY)?,
                     meta: txn.open_table(META)?,
+                    seq: None,
                 };
                 if sweep {
                     changed |= t.sweep(now, &mut delta)?;
@@ -342,13 +347,14 @@ impl Writer {
                     match op {
                         Op::Submit {
                             job,
+                            encoded,
                             max_queued,
                             reply,
                         } => {
                             let live = queued_now as i64
                                 + delta.total_signed(JobState::Queued)
                                 + delta.total_signed(JobState::Running);
-                            let r = t.submit(*job, max_queued, live, &mut delta, now);
+                            let r = t.submit(*job, &encoded, max_queued, live, &mut delta, now);
                             replies.push(after(reply, r));
                         }
                         Op::Claim { route, reply } => {
@@ -380,6 +386,7 @@ impl Writer {
                         }
                     }
                 }
+                t.flush()?;
             }
             if changed {
                 txn.commit()?;
@@ -431,13 +438,27 @@ struct Tables<'t> {
     dedup: redb::Table<'t, &'static str, &'static str>,
     expiry: redb::Table<'t, &'static [u8], &'static str>,
     meta: redb::Table<'t, &'static str, u64>,
+    /// The queue sequence, read once per transaction and written back by
+    /// [`Tables::flush`].
+    seq: Option<u64>,
 }
 
 impl Tables<'_> {
     fn next_seq(&mut self) -> Result<u64, StoreError> {
-        let seq = self.meta.get("seq")?.map_or(0, |v| v.value()) + 1;
-        self.meta.insert("seq", seq)?;
+        let seq = match self.seq {
+            Some(s) => s,
+            None => self.meta.get("seq")?.map_or(0, |v| v.value()),
+        } + 1;
+        self.seq = Some(seq);
         Ok(seq)
+    }
+
+    /// Writes back what is kept in memory during the transaction.
+    fn flush(&mut self) -> Result<(), StoreError> {
+        if let Some(seq) = self.seq {
+            self.meta.insert("seq", seq)?;
+        }
+        Ok(())
     }
 
     fn load(&self, id: &str) -> Result<Option<Job>, StoreError> {
@@ -464,6 +485,7 @@ impl Tables<'_> {
     fn submit(
         &mut self,
         job: Job,
+        encoded: &[u8],
         max_queued: usize,
         live: i64,
         delta: &mut Counts,
@@ -489,7 +511,7 @@ impl Tables<'_> {
         if let Some(key) = &job.dedup {
             self.dedup.insert(key.as_str(), job.id.as_str())?;
         }
-        self.save(&job)?;
+        self.jobs.insert(job.id.as_str(), encoded)?;
         if job.next_attempt_ms > now {
             self.delayed.insert(
                 time_key(job.next_attempt_ms, &job.id).as_slice(),
