@@ -7,7 +7,8 @@
 # quota of 1 call/s, so the run measures accepting jobs, not doing them:
 #   enqueue: wrk POSTs a distinct JSON body per request (202 expected),
 #            de-duplication on (every body is hashed and looked up);
-#   status:  wrk GETs the status URL of one job.
+#   status:  wrk GETs the status URL of one job, with 16 connections
+#            (throughput) and with 2 (latency).
 #
 # Usage: scripts/bench-jobs.sh [seconds-per-run] [connections]
 # Needs nginx and wrk (installed with apt-get when missing).
@@ -16,7 +17,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=bench/common.sh
 . scripts/bench/common.sh
 if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then
-  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
   exit 0
 fi
 secs=${1:-10}
@@ -100,14 +101,16 @@ bench() { # label port
   status_url=$(curl -s -X POST -H 'Content-Type: application/json' \
     -d '{"url":"https://example.com/status-probe"}' \
     "http://127.0.0.1:$port/api/v1/analyze/async" | python3 -c 'import json,sys; print(json.load(sys.stdin)["status_url"])')
-  out=$(wrk -t1 -c16 -d"${secs}s" --latency "http://127.0.0.1:$port$status_url")
-  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
-  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-  printf '%-10s status   %10s req/s   p50 %8s  p99 %8s\n' "$1" "$rps" "$p50" "$p99"
+  for c in 16 2; do
+    out=$(wrk -t1 -c"$c" -d"${secs}s" --latency "http://127.0.0.1:$port$status_url")
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+    p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+    printf '%-10s status   %10s req/s   p50 %8s  p99 %8s  (%s connections)\n' "$1" "$rps" "$p50" "$p99" "$c"
+  done
 }
 
-printf 'wrk %ss per run, %s connections (enqueue), 16 (status), %s cores\n' "$secs" "$conns" "$(nproc)"
+printf 'wrk %ss per run, %s connections (enqueue), %s cores\n' "$secs" "$conns" "$(nproc)"
 config "$dir/embedded.toml" embedded ""
 bench embedded "$(start "$dir/embedded.toml")"
 if command -v redis-server >/dev/null 2>&1; then
