@@ -549,3 +549,38 @@ async fn two_instances_on_redis_share_the_work_without_losing_or_doubling_it() {
     assert_eq!(r.json()["error"]["code"], "job_store_unavailable");
     assert!(r.has("retry-after"));
 }
+
+/// `rate`/`rate_per`: a third-party quota. Five calls per second with four
+/// workers: six jobs take at least a second, spaced evenly.
+#[tokio::test]
+async fn the_route_quota_spaces_upstream_calls() {
+    let origin = Origin::new()
+        .route("/api/v1/analyze", Rsp::json("{}"))
+        .run()
+        .await;
+    let gw = gateway(
+        &origin,
+        analyze_route(|a| {
+            a.concurrency = 4;
+            a.rate = 5;
+            a.rate_per = perfgate_config::Duration::from_secs(1);
+            a.dedup = DedupMode::Off;
+        }),
+        |_| {},
+    )
+    .await;
+    let start = std::time::Instant::now();
+    let mut urls = Vec::new();
+    for _ in 0..6 {
+        urls.push(submit(&gw, "", &json!({})).await.json()["status_url"].clone());
+    }
+    for url in &urls {
+        wait_state(&gw, url.as_str().unwrap(), "succeeded").await;
+    }
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(950),
+        "6 calls at 5/s took only {took:?}"
+    );
+    assert_eq!(origin.hits("/api/v1/analyze"), 6);
+}
