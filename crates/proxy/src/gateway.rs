@@ -394,9 +394,28 @@ impl Gateway {
         let mut req = req;
         let mut conn = conn;
         self.identify(policy, &route, &mut req, &mut conn)?; // identity.rs: 401
+        // A rule keyed by a body field (a login's account) needs the body
+        // first; it is read (bounded) and put back.
+        let body_key = if policy.limits.needs_body(&route.name, req.method()) {
+            let (parts, body) = req.into_parts();
+            let bytes = read_bounded(body, crate::limits::BODY_KEY_MAX).await?;
+            req = Request::from_parts(parts, Body::full(bytes.clone()));
+            Some(bytes)
+        } else {
+            None
+        };
         let (method, uri, headers) = (req.method(), req.uri(), req.headers());
-        self.limit(policy, &route, method, uri, headers, &conn, cx)
-            .await?; // limits.rs: 429
+        self.limit(
+            policy,
+            &route,
+            method,
+            uri,
+            headers,
+            &conn,
+            body_key.as_deref(),
+            cx,
+        )
+        .await?; // limits.rs: 429
         if let Some(uri) = crate::clamp::apply(&route.clamps, req.uri())? {
             *req.uri_mut() = uri;
         }
@@ -589,6 +608,24 @@ impl<'a> InFlight<'a> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.counter.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A client body of at most `max` bytes, read whole; larger → 413.
+async fn read_bounded(body: Body, max: usize) -> Result<bytes::Bytes, GatewayError> {
+    use http_body_util::BodyExt as _;
+    match http_body_util::Limited::new(body, max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::new(
+            ErrorKind::PayloadTooLarge,
+            format!(
+                "the request body is larger than {max} bytes, the most a rate-limited route reads"
+            ),
+        )),
+        Err(_) => Err(GatewayError::new(
+            ErrorKind::BadRequest,
+            "the request body broke off",
+        )),
     }
 }
 

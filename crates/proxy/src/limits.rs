@@ -67,10 +67,13 @@ pub(crate) enum KeyKind {
     Header(HeaderName),
     /// A query parameter's value (its first occurrence, percent-decoded).
     Query(String),
+    /// A top-level field of the request body (JSON, or form-encoded).
+    Body(String),
 }
 
 impl KeyKind {
-    /// Parses `ip`, `user`, `route`, `global`, `header:NAME`, `query:NAME`.
+    /// Parses `ip`, `user`, `route`, `global`, `header:NAME`, `query:NAME`,
+    /// `body:FIELD`.
     pub(crate) fn parse(key: &str) -> Option<Self> {
         Some(match key.split_once(':') {
             None => match key {
@@ -84,12 +87,14 @@ impl KeyKind {
                 KeyKind::Header(HeaderName::from_bytes(name.as_bytes()).ok()?)
             }
             Some(("query", name)) if !name.is_empty() => KeyKind::Query(name.to_string()),
+            Some(("body", name)) if !name.is_empty() => KeyKind::Body(name.to_string()),
             Some(_) => return None,
         })
     }
 
     /// Appends this request's value of the key to `out`; false when the
     /// request has none (the rule does not apply).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn write_value(
         &self,
         out: &mut String,
@@ -98,6 +103,7 @@ impl KeyKind {
         uri: &Uri,
         headers: &HeaderMap,
         conn: &Conn,
+        body: Option<&[u8]>,
     ) -> bool {
         match self {
             KeyKind::Ip => {
@@ -118,8 +124,46 @@ impl KeyKind {
                 Some(v) => push_bounded(out, &v),
                 None => return false,
             },
+            KeyKind::Body(field) => match body.and_then(|b| body_value(headers, b, field)) {
+                Some(v) => push_bounded(out, &v),
+                None => return false,
+            },
         }
         true
+    }
+}
+
+/// The most of a body read for `body:FIELD` keys; larger bodies → 413.
+pub(crate) const BODY_KEY_MAX: usize = 64 * 1024;
+
+/// A top-level field of a JSON body (strings as they are, numbers and
+/// booleans as written), or of a form-encoded one (percent-decoded).
+fn body_value(headers: &HeaderMap, body: &[u8], field: &str) -> Option<String> {
+    let ct = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if ct.contains("json") || (ct.is_empty() && body.first() == Some(&b'{')) {
+        return match serde_json::from_slice::<serde_json::Value>(body)
+            .ok()?
+            .get(field)?
+        {
+            serde_json::Value::String(s) => Some(s.clone()),
+            v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => Some(v.to_string()),
+            _ => None,
+        };
+    }
+    let text = std::str::from_utf8(body).ok()?;
+    query_value(text.trim(), field).map(Cow::into_owned)
+}
+
+impl Limits {
+    /// Whether a rule that applies to this route and method counts by a
+    /// body field (the body must be read before the limits are checked).
+    pub(crate) fn needs_body(&self, route: &str, method: &Method) -> bool {
+        self.rules
+            .iter()
+            .any(|r| matches!(r.key, KeyKind::Body(_)) && r.applies(route, method))
     }
 }
 
@@ -296,6 +340,7 @@ impl Gateway {
         uri: &http::Uri,
         headers: &http::HeaderMap,
         conn: &Conn,
+        body: Option<&[u8]>,
         cx: &mut Cx,
     ) -> Result<(), GatewayError> {
         let limits = &policy.limits;
@@ -310,10 +355,15 @@ impl Gateway {
             key.clear();
             key.push_str(&rule.name);
             key.push(':');
-            if !rule
-                .key
-                .write_value(&mut key, &route.name, &route.trusted, uri, headers, conn)
-            {
+            if !rule.key.write_value(
+                &mut key,
+                &route.name,
+                &route.trusted,
+                uri,
+                headers,
+                conn,
+                body,
+            ) {
                 continue;
             }
             let decision = self.decide(limits, rule, &key).await;

@@ -222,8 +222,11 @@ pub struct RateLimitConfig {
     /// Name in the `RateLimit-Policy` header, metrics and logs.
     pub name: String,
     /// What is counted: `ip` (the client, after trusted proxies), `user`
-    /// (the JWT user), `route`, `global`, `header:NAME` (an API key) or
-    /// `query:NAME`. A request without that value is not limited by the rule.
+    /// (the JWT user), `route`, `global`, `header:NAME` (an API key),
+    /// `query:NAME` or `body:FIELD` (a top-level field of a JSON or form
+    /// body, e.g. the account of a login; bodies of requests such a rule
+    /// applies to are read first, up to 64 KiB, larger → 413). A request
+    /// without that value is not limited by the rule.
     pub key: String,
     /// Requests allowed per `per`.
     pub rate: u32,

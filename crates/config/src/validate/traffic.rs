@@ -402,9 +402,9 @@ fn check_hash_key(key: &str) -> Result<(), String> {
 fn check_limit_key(key: &str) -> Result<(), String> {
     match key.split_once(':') {
         None if matches!(key, "ip" | "user" | "route" | "global") => Ok(()),
-        Some(("header" | "query", name)) if is_token(name) => Ok(()),
+        Some(("header" | "query" | "body", name)) if is_token(name) => Ok(()),
         _ => Err(format!(
-            "{key:?} is not a rate-limit key: use \"ip\", \"user\", \"route\", \"global\", \"header:NAME\" or \"query:NAME\""
+            "{key:?} is not a rate-limit key: use \"ip\", \"user\", \"route\", \"global\", \"header:NAME\", \"query:NAME\" or \"body:FIELD\""
         )),
     }
 }

@@ -109,6 +109,58 @@ async fn sixth_login_in_a_minute_is_429_with_headers() {
     assert_eq!(limited, Some(1.0));
 }
 
+/// The original services' login rule: 5 a minute per account (a field of
+/// the login body) besides a per-IP budget; the body still reaches the
+/// upstream whole.
+#[tokio::test]
+async fn logins_are_limited_per_account_and_per_ip() {
+    let origin = origin().await;
+    let mut ip = login_rule(false);
+    ip.rate = 10;
+    let account = RateLimitConfig {
+        name: "login-account".into(),
+        key: "body:username".into(),
+        ..login_rule(false)
+    };
+    let gw = Gateway::builder()
+        .upstream(origin.addr())
+        .route(RouteConfig {
+            name: Some("login".into()),
+            path: Some("/login".into()),
+            ..RouteConfig::default()
+        })
+        .config(move |c| c.rate_limits = vec![ip, account])
+        .spawn()
+        .await;
+    let login_as = |user: &str| {
+        gw.request(Method::POST, "/login")
+            .json(&serde_json::json!({"username": user, "password": "pw"}))
+    };
+    for _ in 0..5 {
+        assert_eq!(login_as("alice").await.status, 200);
+    }
+    let r = login_as("alice").await;
+    assert_limited(&r, "login-account", 5, 60);
+    let last = origin.last_request("/login").expect("a login");
+    assert_eq!(
+        &last.body[..],
+        br#"{"password":"pw","username":"alice"}"#,
+        "the upstream got the body"
+    );
+    // Another account has its own budget, until the IP's runs out (the
+    // refused sixth counted against the IP too: 6 + 4 = 10).
+    for _ in 0..4 {
+        assert_eq!(login_as("bob").await.status, 200);
+    }
+    assert_limited(&login_as("bob").await, "login-ip", 10, 60);
+    // A body larger than a limited route reads is refused, not let through.
+    let big = gw
+        .request(Method::POST, "/login")
+        .body(format!("username=carol&pad={}", "x".repeat(70 * 1024)))
+        .await;
+    assert_eq!(big.status, 413, "{}", big.text());
+}
+
 #[tokio::test]
 async fn api_keys_are_limited_independently() {
     let origin = origin().await;

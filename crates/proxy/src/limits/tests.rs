@@ -42,8 +42,84 @@ fn value_trusting(
     let kind = KeyKind::parse(kind).expect("key kind");
     let uri: Uri = uri.parse().expect("uri");
     let mut out = String::new();
-    kind.write_value(&mut out, "login", trusted, &uri, &headers(pairs), conn)
-        .then_some(out)
+    kind.write_value(
+        &mut out,
+        "login",
+        trusted,
+        &uri,
+        &headers(pairs),
+        conn,
+        None,
+    )
+    .then_some(out)
+}
+
+fn body_value_of(kind: &str, content_type: &str, body: &str) -> Option<String> {
+    let kind = KeyKind::parse(kind).expect("key kind");
+    let uri: Uri = "/login".parse().expect("uri");
+    let mut out = String::new();
+    let conn = Conn::new("127.0.0.1:1".parse().expect("addr"), false);
+    let h = if content_type.is_empty() {
+        headers(&[])
+    } else {
+        headers(&[("content-type", content_type)])
+    };
+    kind.write_value(
+        &mut out,
+        "login",
+        &[],
+        &uri,
+        &h,
+        &conn,
+        Some(body.as_bytes()),
+    )
+    .then_some(out)
+}
+
+#[test]
+fn body_keys_read_json_and_form_fields() {
+    assert_eq!(
+        body_value_of(
+            "body:username",
+            "application/json",
+            r#"{"username":"alice","p":"x"}"#
+        )
+        .as_deref(),
+        Some("alice")
+    );
+    assert_eq!(
+        body_value_of("body:id", "application/json; charset=utf-8", r#"{"id":42}"#).as_deref(),
+        Some("42")
+    );
+    assert_eq!(
+        body_value_of(
+            "body:username",
+            "application/x-www-form-urlencoded",
+            "username=al%69ce&password=x"
+        )
+        .as_deref(),
+        Some("alice")
+    );
+    assert_eq!(
+        body_value_of("body:username", "", r#"{"username":"bob"}"#).as_deref(),
+        Some("bob")
+    );
+    assert_eq!(
+        body_value_of("body:username", "application/json", r#"{"other":1}"#),
+        None
+    );
+    assert_eq!(
+        body_value_of("body:username", "application/json", "not json"),
+        None
+    );
+    assert_eq!(
+        body_value_of(
+            "body:username",
+            "application/json",
+            r#"{"username":{"x":1}}"#
+        ),
+        None
+    );
 }
 
 #[test]
@@ -223,6 +299,7 @@ async fn check(
         &uri,
         &headers(pairs),
         conn,
+        None,
         &mut cx,
     )
     .await?;
