@@ -62,6 +62,17 @@ struct ResultLabel {
     result: &'static str,
 }
 
+/// One series of `perfgate_rate_limit_decisions_total`, resolved once.
+#[derive(Clone, Debug, Default)]
+pub struct DecisionCounter(Counter);
+
+impl DecisionCounter {
+    /// Counts one decision.
+    pub fn inc(&self) {
+        self.0.inc();
+    }
+}
+
 /// The traffic-control families (part of [`Metrics`](crate::Metrics)).
 pub struct TrafficMetrics {
     shed: Counter,
@@ -141,14 +152,17 @@ impl TrafficMetrics {
         self.shed.inc();
     }
 
-    /// Counts one rate-limit decision.
-    pub fn rate_limit(&self, rule: &Arc<str>, result: LimitResult) {
-        self.limits
-            .get_or_create(&RuleLabels {
-                rule: rule.clone(),
-                result,
-            })
-            .inc();
+    /// The counter of one rule's decisions of one kind, resolved once (the
+    /// request path only increments it).
+    pub fn rate_limit_counter(&self, rule: &Arc<str>, result: LimitResult) -> DecisionCounter {
+        DecisionCounter(
+            self.limits
+                .get_or_create(&RuleLabels {
+                    rule: rule.clone(),
+                    result,
+                })
+                .clone(),
+        )
     }
 
     /// Counts one shared limit answered locally (Redis unavailable).

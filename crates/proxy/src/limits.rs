@@ -234,6 +234,11 @@ pub(crate) struct Rule {
     shared: bool,
     /// This instance's count: the rule's own, or the fallback of a shared one.
     local: Arc<LocalLimiter>,
+    /// `RateLimit-Policy` of this rule (it depends on the quota only).
+    policy_header: Option<HeaderValue>,
+    /// `perfgate_rate_limit_decisions_total` of this rule, resolved once.
+    allowed: perfgate_observe::DecisionCounter,
+    limited: perfgate_observe::DecisionCounter,
 }
 
 impl Rule {
@@ -256,7 +261,11 @@ impl Limits {
     /// Compiles the rules; keeps the local counters of `previous` rules
     /// that did not change (same name, key and quota: the counters mean the
     /// same thing; the route and method filters may change).
-    pub(crate) fn build(config: &Config, previous: Option<&Limits>) -> Result<Self, String> {
+    pub(crate) fn build(
+        config: &Config,
+        metrics: &perfgate_observe::Metrics,
+        previous: Option<&Limits>,
+    ) -> Result<Self, String> {
         let mut rules = Vec::with_capacity(config.rate_limits.len());
         for rc in &config.rate_limits {
             let key = KeyKind::parse(&rc.key)
@@ -282,8 +291,19 @@ impl Limits {
                     || Arc::new(LocalLimiter::new(quota, MAX_KEYS)),
                     |r| r.local.clone(),
                 );
+            let name: Arc<str> = Arc::from(rc.name.as_str());
+            let policy_header =
+                HeaderValue::from_str(&gcra::headers(&name, &quota, &gcra::Decision::default()).0)
+                    .ok();
             rules.push(Rule {
-                name: Arc::from(rc.name.as_str()),
+                allowed: metrics
+                    .traffic
+                    .rate_limit_counter(&name, LimitResult::allowed),
+                limited: metrics
+                    .traffic
+                    .rate_limit_counter(&name, LimitResult::limited),
+                policy_header,
+                name,
                 key,
                 quota,
                 routes: rc.routes.clone(),
@@ -320,10 +340,10 @@ impl Limits {
 
 /// The `(RateLimit-Policy, RateLimit)` header values of a decision.
 fn header_values(rule: &Rule, decision: &Decision) -> Option<(HeaderValue, HeaderValue)> {
-    let (policy, limit) = gcra::headers(&rule.name, &rule.quota, decision);
+    let limit = gcra::limit_header(&rule.name, decision);
     Some((
-        HeaderValue::from_str(&policy).ok()?,
-        HeaderValue::from_str(&limit).ok()?,
+        rule.policy_header.clone()?,
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(limit)).ok()?,
     ))
 }
 
@@ -368,9 +388,7 @@ impl Gateway {
             }
             let decision = self.decide(limits, rule, &key).await;
             if !decision.allowed {
-                self.metrics
-                    .traffic
-                    .rate_limit(&rule.name, LimitResult::limited);
+                rule.limited.inc();
                 let mut err = GatewayError::new(
                     ErrorKind::TooManyRequests,
                     format!("rate limit \"{}\" exceeded", rule.name),
@@ -383,9 +401,7 @@ impl Gateway {
                 }
                 return Err(err);
             }
-            self.metrics
-                .traffic
-                .rate_limit(&rule.name, LimitResult::allowed);
+            rule.allowed.inc();
             if tightest.is_none_or(|(_, d)| decision.remaining < d.remaining) {
                 tightest = Some((rule, decision));
             }

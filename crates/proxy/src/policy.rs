@@ -62,7 +62,7 @@ impl Policy {
             job_status_paths,
             pools,
             identity: Identity::build(config)?,
-            limits: Limits::build(config, previous.map(|p| &p.limits))?,
+            limits: Limits::build(config, metrics, previous.map(|p| &p.limits))?,
             guards: Guards {
                 max_body_bytes: s.max_body_bytes.get(),
                 max_header_count: s.max_header_count,

@@ -87,7 +87,7 @@ impl Quota {
 }
 
 /// The outcome of one request against a quota.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Decision {
     /// Whether the request may proceed.
     pub allowed: bool,
@@ -233,6 +233,11 @@ fn ceil_secs(d: Duration) -> u64 {
 /// outside printable ASCII replaced by `_`.
 fn sf_string(name: &str) -> String {
     let mut out = String::with_capacity(name.len() + 2);
+    push_sf_string(&mut out, name);
+    out
+}
+
+fn push_sf_string(out: &mut String, name: &str) {
     out.push('"');
     for c in name.chars() {
         match c {
@@ -245,7 +250,6 @@ fn sf_string(name: &str) -> String {
         }
     }
     out.push('"');
-    out
 }
 
 /// The header values of draft-ietf-httpapi-ratelimit-headers (draft 08+),
@@ -261,13 +265,22 @@ fn sf_string(name: &str) -> String {
 /// `name` is written as a Structured Field String (quotes and backslashes
 /// escaped, non-printable or non-ASCII characters replaced by `_`).
 pub fn headers(name: &str, quota: &Quota, decision: &Decision) -> (String, String) {
-    let name = sf_string(name);
     let window = ceil_secs(quota.tolerance()).max(1);
-    let policy = format!("{name};q={};w={window}", quota.burst);
-    let limit = format!(
-        "{name};r={};t={}",
+    let policy = format!("{};q={};w={window}", sf_string(name), quota.burst);
+    (policy, limit_header(name, decision))
+}
+
+/// The `RateLimit` value alone (the policy depends on the quota only, so
+/// callers make it once): `"<name>";r=<remaining>;t=<reset>`.
+pub fn limit_header(name: &str, decision: &Decision) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(name.len() + 24);
+    push_sf_string(&mut out, name);
+    let _ = write!(
+        out,
+        ";r={};t={}",
         decision.remaining,
         ceil_secs(decision.reset)
     );
-    (policy, limit)
+    out
 }

@@ -241,7 +241,12 @@ fn rules_match_routes_and_methods() {
     r.routes = vec!["login".into()];
     r.methods = vec!["POST".into()];
     let all = rule("all", "global", 100, 1);
-    let limits = Limits::build(&config_with(vec![r, all]), None).expect("build");
+    let limits = Limits::build(
+        &config_with(vec![r, all]),
+        &perfgate_observe::Metrics::new(),
+        None,
+    )
+    .expect("build");
     let [login, all] = limits.rules() else {
         panic!("two rules")
     };
@@ -262,10 +267,11 @@ fn rules_match_routes_and_methods() {
 #[test]
 fn reload_keeps_unchanged_counters() {
     let config = config_with(vec![rule("a", "ip", 5, 60), rule("b", "ip", 5, 60)]);
-    let first = Limits::build(&config, None).expect("build");
+    let first = Limits::build(&config, &perfgate_observe::Metrics::new(), None).expect("build");
     let mut changed = config_with(vec![rule("a", "ip", 5, 60), rule("b", "ip", 6, 60)]);
     changed.rate_limits[0].methods = vec!["POST".into()];
-    let second = Limits::build(&changed, Some(&first)).expect("reload");
+    let second =
+        Limits::build(&changed, &perfgate_observe::Metrics::new(), Some(&first)).expect("reload");
     assert!(
         Arc::ptr_eq(&first.rules()[0].local, &second.rules()[0].local),
         "same name, key and quota: counters kept"
