@@ -25,6 +25,7 @@ pub struct Running {
     /// The gateway (stats, metrics).
     pub gateway: Arc<Gateway>,
     reloader: Arc<Reload>,
+    drain_timeout: std::time::Duration,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -37,6 +38,9 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
+        // Job workers stopped claiming with the signal; let them record the
+        // jobs they hold.
+        self.gateway.drain_jobs(self.drain_timeout).await;
     }
 
     /// Where [`reload`](Self::reload) reads the configuration from.
@@ -163,6 +167,7 @@ pub async fn start_on(
         admin_addr,
         gateway,
         reloader,
+        drain_timeout: config.server.drain_timeout.get(),
         stop,
         tasks: vec![proxy_task, admin_task],
     })

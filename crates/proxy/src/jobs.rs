@@ -55,6 +55,9 @@ pub struct Jobs {
     /// Jobs waiting or running, as last counted by the depth updater (the
     /// health endpoints read it without touching the store).
     pub(crate) live: std::sync::atomic::AtomicI64,
+    /// Workers holding or claiming jobs, and their wake-up when it drops to 0.
+    pub(crate) busy: AtomicUsize,
+    pub(crate) idle: Notify,
 }
 
 /// What this instance saw of one async route.
@@ -140,6 +143,8 @@ impl Jobs {
             stats: Mutex::default(),
             started: Instant::now(),
             live: std::sync::atomic::AtomicI64::new(0),
+            busy: AtomicUsize::new(0),
+            idle: Notify::new(),
         })))
     }
 

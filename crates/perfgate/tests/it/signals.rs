@@ -217,3 +217,54 @@ backoff_max = "100ms"
     }
     assert!(origin.hits("/api/v1/analyze") >= 10);
 }
+
+/// `SIGTERM` with a job in flight: perfgate stops claiming, waits for the
+/// job's answer, records it and exits 0; after a restart the job is
+/// `succeeded` and the upstream was called once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_running_jobs_finish() {
+    let origin = Origin::new()
+        .route(
+            "/api/v1/analyze",
+            Rsp::json(r#"{"done":true}"#).delay(Duration::from_millis(600)),
+        )
+        .run()
+        .await;
+    let dir = TempDir::new();
+    let config = format!(
+        "[upstream]\nurl = \"{}\"\n\n[jobs]\ndata_dir = \"{}\"\n\n[[routes]]\nname = \"analyze\"\npath = \"/api/v1/analyze/async\"\n\n[routes.async]\nconcurrency = 1\n",
+        origin.url(),
+        dir.path().join("data").display()
+    );
+    let path = dir.write("perfgate.toml", config);
+    let start = || {
+        Binary::builder(EXE)
+            .arg("--config")
+            .arg(path.display().to_string())
+            .spawn()
+    };
+    let mut first = start().await;
+    let r = Client::new(first.url())
+        .request(http::Method::POST, "/api/v1/analyze/async")
+        .json(&serde_json::json!({"n": 1}))
+        .send()
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let url = r.json()["status_url"].as_str().unwrap().to_string();
+    eventually("the job reaches the upstream", PATIENCE, || {
+        origin.hits("/api/v1/analyze") == 1
+    })
+    .await;
+    first.terminate();
+    let status = first
+        .wait_exit(Duration::from_secs(15))
+        .await
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "{status}:\n{}", first.stderr());
+
+    let second = start().await;
+    let v = Client::new(second.url()).get(&url).send().await.json();
+    assert_eq!(v["status"], "succeeded", "recorded before exit: {v}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(origin.hits("/api/v1/analyze"), 1, "not run again");
+}

@@ -405,6 +405,9 @@ async fn worker(
             break;
         }
         drop(policy);
+        // Counted from the claim to the recorded outcome, so a shutdown can
+        // wait for the jobs in hand (`Gateway::drain_jobs`).
+        let busy = Busy::enter(&jobs);
         match jobs.store.claim(&route_name).await {
             Ok(Some(job)) if aj.batch_path.is_some() => {
                 let batch = fill_batch(&jobs, &route_name, &aj, job).await;
@@ -412,6 +415,7 @@ async fn worker(
             }
             Ok(Some(job)) => gw.run_job(&jobs, &route, &aj, job).await,
             Ok(None) => {
+                drop(busy);
                 drop(gw);
                 tokio::select! {
                     () = notify.notified() => {}
@@ -420,6 +424,7 @@ async fn worker(
                 }
             }
             Err(e) => {
+                drop(busy);
                 drop(gw);
                 tracing::warn!(route = %route_name, error = %e, "job store unavailable; workers pause");
                 tokio::select! {
@@ -430,6 +435,48 @@ async fn worker(
         }
     }
     running.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// A worker holding (or claiming) jobs.
+struct Busy<'a>(&'a Jobs);
+
+impl<'a> Busy<'a> {
+    fn enter(jobs: &'a Jobs) -> Self {
+        jobs.busy.fetch_add(1, Ordering::AcqRel);
+        Busy(jobs)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        if self.0.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Gateway {
+    /// Waits (up to `limit`) for the workers to finish the jobs they hold;
+    /// new jobs are no longer claimed once the stop signal is given. Jobs
+    /// still running after `limit` run again after a restart.
+    pub async fn drain_jobs(&self, limit: Duration) {
+        let Some(jobs) = self.jobs.get() else { return };
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let idle = jobs.idle.notified();
+            let n = jobs.busy.load(Ordering::Acquire);
+            if n == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                tracing::warn!(
+                    jobs = jobs.busy.load(Ordering::Acquire),
+                    "jobs still running at the end of the drain; they run again after a restart"
+                );
+                return;
+            }
+        }
+    }
 }
 
 /// Publishes `perfgate_jobs_depth` every second.
