@@ -8,4 +8,4 @@ mod traffic;
 
 pub use jobs::{CallResult, JobMetrics, Submission};
 pub use metrics::{CacheEvent, InvalidationSource, Metrics, RouteMetrics, UpstreamErrorKind};
-pub use traffic::{DecisionCounter, CircuitState, LimitResult, TrafficMetrics};
+pub use traffic::{CircuitState, DecisionCounter, LimitResult, TrafficMetrics};
