@@ -55,10 +55,20 @@ pub struct Jobs {
     /// Jobs waiting or running, as last counted by the depth updater (the
     /// health endpoints read it without touching the store).
     pub(crate) live: std::sync::atomic::AtomicI64,
+    /// L1 of finished jobs (the store is their L2): status reads and
+    /// results of jobs that will not change by themselves, kept for
+    /// [`FINISHED_TTL`] so an admin retry or discard on another instance is
+    /// seen soon.
+    pub(crate) finished: moka::sync::Cache<String, Arc<Job>>,
     /// Workers holding or claiming jobs, and their wake-up when it drops to 0.
     pub(crate) busy: AtomicUsize,
     pub(crate) idle: Notify,
 }
+
+/// Finished jobs kept in memory at most (their results included).
+const FINISHED_MAX: u64 = 10_000;
+/// How long a finished job is served from memory.
+const FINISHED_TTL: Duration = Duration::from_secs(10);
 
 /// What this instance saw of one async route.
 struct RouteJobStats {
@@ -143,6 +153,10 @@ impl Jobs {
             stats: Mutex::default(),
             started: Instant::now(),
             live: std::sync::atomic::AtomicI64::new(0),
+            finished: moka::sync::Cache::builder()
+                .max_capacity(FINISHED_MAX)
+                .time_to_live(FINISHED_TTL.min(j.result_ttl.get()))
+                .build(),
             busy: AtomicUsize::new(0),
             idle: Notify::new(),
         })))
@@ -263,8 +277,16 @@ impl Jobs {
             .collect())
     }
 
+    /// Keeps a finished job in memory (nothing else is kept).
+    pub(crate) fn remember(&self, job: &Arc<Job>) {
+        if job.state.is_terminal() {
+            self.finished.insert(job.id.clone(), job.clone());
+        }
+    }
+
     /// Puts a dead or failed job back in the queue (attempts reset).
     pub async fn retry(&self, id: &str) -> Result<Value, GatewayError> {
+        self.finished.invalidate(id);
         let job = self.store.requeue(id).await.map_err(store_error)?;
         self.notify_for(&job.route).notify_waiters();
         Ok(status_document(&job, &self.status_url_of(&job), false))
@@ -272,6 +294,7 @@ impl Jobs {
 
     /// Deletes a finished job.
     pub async fn discard(&self, id: &str) -> Result<(), GatewayError> {
+        self.finished.invalidate(id);
         self.store.discard(id).await.map_err(store_error)
     }
 

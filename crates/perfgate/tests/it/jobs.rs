@@ -548,6 +548,12 @@ async fn two_instances_on_redis_share_the_work_without_losing_or_doubling_it() {
     assert_eq!(r.status, 503, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "job_store_unavailable");
     assert!(r.has("retry-after"));
+    // Finished jobs just read are kept in memory (L1; the store is L2):
+    // their status still answers while Redis is away.
+    let (_, v, other) = &submitted[0];
+    let r = other.get(v["status_url"].as_str().unwrap()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["status"], "succeeded");
 }
 
 /// `rate`/`rate_per`: a third-party quota. Five calls per second with four

@@ -124,12 +124,20 @@ impl Jobs {
                 "task_id: expected 32 lowercase hexadecimal digits",
             ));
         }
-        let job = self
-            .store
-            .get(id)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| GatewayError::new(ErrorKind::NotFound, "no such task"))?;
+        let job = match self.finished.get(id) {
+            Some(job) => job,
+            None => {
+                let job = self
+                    .store
+                    .get(id)
+                    .await
+                    .map_err(store_error)?
+                    .ok_or_else(|| GatewayError::new(ErrorKind::NotFound, "no such task"))?;
+                let job = std::sync::Arc::new(job);
+                self.remember(&job);
+                job
+            }
+        };
         let url = format!("{prefix}/{id}");
         if !result {
             return Ok(json_response(

@@ -342,7 +342,12 @@ async fn conclude(
     }
     let id = job.id.clone();
     let ttl = u64::try_from(jobs.result_ttl.as_millis()).unwrap_or(u64::MAX);
-    if let Err(e) = jobs.store.finish(job, ttl).await {
+    let done = job.state.is_terminal().then(|| Arc::new(job.clone()));
+    let recorded = jobs.store.finish(job, ttl).await;
+    if let (Ok(()), Some(done)) = (&recorded, &done) {
+        jobs.remember(done);
+    }
+    if let Err(e) = recorded {
         // The job stays running in the store: after a restart (or the
         // lease, on Redis) it runs again. At least once.
         tracing::error!(task_id = %id, error = %e, "could not record a job's outcome");
