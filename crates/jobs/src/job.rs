@@ -183,9 +183,18 @@ fn take_prefixed(b: &[u8]) -> Option<(&[u8], &[u8])> {
     (rest.len() >= n).then(|| rest.split_at(n))
 }
 
-/// A random 128-bit id as 32 hex digits.
+/// A random 128-bit id as 32 hex digits, from the operating system's
+/// random source: ids work as capabilities (whoever has one can read the
+/// job), so they must not be predictable from earlier ones.
 pub fn new_id() -> String {
-    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        // The OS source is not expected to fail; if it does, still answer.
+        b[..8].copy_from_slice(&fastrand::u64(..).to_ne_bytes());
+        b[8..].copy_from_slice(&fastrand::u64(..).to_ne_bytes());
+        tracing::warn!("the OS random source failed; a task id was made without it");
+    }
+    format!("{:032x}", u128::from_be_bytes(b))
 }
 
 /// Whether `s` has the shape of a job id (so a malformed one is a 400, not
