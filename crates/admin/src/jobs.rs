@@ -12,7 +12,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use perfgate_proxy::{GatewayError, JobState, Jobs};
+use perfgate_proxy::{GatewayError, JobState, Jobs, is_valid_task_id};
 
 use crate::AdminState;
 use crate::envelope::{ApiError, ok};
@@ -50,20 +50,13 @@ fn id_of(id: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     let Ok(Path(id)) = id else {
         return Err(ApiError::bad_request("id", "missing task id"));
     };
-    if !perfgate_jobs_id_ok(&id) {
+    if !is_valid_task_id(&id) {
         return Err(ApiError::bad_request(
             "id",
             "expected 32 lowercase hexadecimal digits",
         ));
     }
     Ok(id)
-}
-
-fn perfgate_jobs_id_ok(id: &str) -> bool {
-    id.len() == 32
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 async fn list(State(state): State<AdminState>, RawQuery(q): RawQuery) -> Response {

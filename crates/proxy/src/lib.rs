@@ -35,6 +35,7 @@ pub use invalidate::{InvalidateReport, InvalidateRequest, Targets};
 pub use jobs::Jobs;
 pub use perfgate_cache::redis::L2Health;
 pub use perfgate_jobs::JobState;
+pub use perfgate_jobs::job::is_valid_id as is_valid_task_id;
 pub use pool::{PoolReport, ServerReport};
 pub use server::{ServerOptions, serve};
 pub use stats::{CacheStats, L1Stats, L2Stats, Layers, RouteCacheStats};
