@@ -159,3 +159,56 @@ where
         self.inner.size_hint()
     }
 }
+
+/// The `Content-Length` a head declares, when it is a number.
+pub(crate) fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Why [`read_bounded`] gave no body.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// Declared or found larger than the bound.
+    TooLarge,
+    /// The body broke off (the client went away, or its framing failed).
+    Broken(BoxError),
+}
+
+impl ReadError {
+    /// The client-facing error: 413, or 400 for a body that broke off.
+    pub(crate) fn into_gateway(self, max: u64) -> crate::GatewayError {
+        use crate::error::{ErrorKind, GatewayError};
+        match self {
+            ReadError::TooLarge => GatewayError::new(
+                ErrorKind::PayloadTooLarge,
+                format!("the request body is larger than {max} bytes"),
+            ),
+            ReadError::Broken(_) => {
+                GatewayError::new(ErrorKind::BadRequest, "the request body broke off")
+            }
+        }
+    }
+}
+
+/// Reads a whole request body of at most `max` bytes; a declared length
+/// over `max` is refused without reading.
+pub(crate) async fn read_bounded(
+    body: Body,
+    headers: &http::HeaderMap,
+    max: u64,
+) -> Result<Bytes, ReadError> {
+    if declared_length(headers).is_some_and(|n| n > max) {
+        return Err(ReadError::TooLarge);
+    }
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        // The client body is itself limited (`server.max_body_bytes`); both
+        // limits report the same error type.
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ReadError::TooLarge),
+        Err(e) => Err(ReadError::Broken(e)),
+    }
+}

@@ -471,11 +471,7 @@ impl Gateway {
                 ));
             }
         };
-        let declared = rsp
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let declared = crate::body::declared_length(rsp.headers());
         if declared.is_some_and(|n| n > self.max_object_bytes as u64) {
             cache.mark_unshareable(key);
             let label = detail_label("perfgate; fwd=miss", "too-large");

@@ -13,12 +13,12 @@
 
 use std::time::Instant;
 
-use http::header::{CONTENT_LENGTH, HOST};
+use http::header::HOST;
 use http::{HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 use perfgate_observe::UpstreamErrorKind;
 
-use crate::body::Body;
+use crate::body::{Body, ReadError};
 use crate::gateway::{Conn, Gateway, Outgoing, Waits};
 use crate::headers::{append_via, set_forwarded, strip_hop_by_hop};
 use crate::pool::{Pick, Refusal};
@@ -212,11 +212,7 @@ async fn replayable_body(
     headers: &http::HeaderMap,
     deadline: std::time::Duration,
 ) -> Result<Body, UpstreamError> {
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_none_or(|n| n > REPLAY_MAX_BYTES) {
+    if crate::body::declared_length(headers).is_none_or(|n| n > REPLAY_MAX_BYTES) {
         return Ok(body);
     }
     let failed = |detail: String, body_too_large: bool| UpstreamError {
@@ -225,11 +221,12 @@ async fn replayable_body(
         body_too_large,
         refused: None,
     };
-    match tokio::time::timeout(deadline, http_body_util::BodyExt::collect(body)).await {
-        Ok(Ok(collected)) => Ok(Body::full(collected.to_bytes())),
-        Ok(Err(e)) => {
-            let too_large = e.is::<http_body_util::LengthLimitError>();
-            Err(failed(format!("reading the client's body: {e}"), too_large))
+    let read = crate::body::read_bounded(body, headers, REPLAY_MAX_BYTES);
+    match tokio::time::timeout(deadline, read).await {
+        Ok(Ok(bytes)) => Ok(Body::full(bytes)),
+        Ok(Err(ReadError::TooLarge)) => Err(failed("the client's body is too large".into(), true)),
+        Ok(Err(ReadError::Broken(e))) => {
+            Err(failed(format!("reading the client's body: {e}"), false))
         }
         Err(_) => Err(failed(
             format!("the client's body stalled for {deadline:?}"),

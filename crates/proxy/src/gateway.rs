@@ -398,7 +398,10 @@ impl Gateway {
         // first; it is read (bounded) and put back.
         let body_key = if policy.limits.needs_body(&route.name, req.method()) {
             let (parts, body) = req.into_parts();
-            let bytes = read_bounded(body, crate::limits::BODY_KEY_MAX).await?;
+            let max = crate::limits::BODY_KEY_MAX;
+            let bytes = crate::body::read_bounded(body, &parts.headers, max)
+                .await
+                .map_err(|e| e.into_gateway(max))?;
             req = Request::from_parts(parts, Body::full(bytes.clone()));
             Some(bytes)
         } else {
@@ -608,24 +611,6 @@ impl<'a> InFlight<'a> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.counter.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A client body of at most `max` bytes, read whole; larger → 413.
-async fn read_bounded(body: Body, max: usize) -> Result<bytes::Bytes, GatewayError> {
-    use http_body_util::BodyExt as _;
-    match http_body_util::Limited::new(body, max).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::new(
-            ErrorKind::PayloadTooLarge,
-            format!(
-                "the request body is larger than {max} bytes, the most a rate-limited route reads"
-            ),
-        )),
-        Err(_) => Err(GatewayError::new(
-            ErrorKind::BadRequest,
-            "the request body broke off",
-        )),
     }
 }
 

@@ -134,7 +134,7 @@ impl KeyKind {
 }
 
 /// The most of a body read for `body:FIELD` keys; larger bodies → 413.
-pub(crate) const BODY_KEY_MAX: usize = 64 * 1024;
+pub(crate) const BODY_KEY_MAX: u64 = 64 * 1024;
 
 /// A top-level field of a JSON body (strings as they are, numbers and
 /// booleans as written), or of a form-encoded one (percent-decoded).

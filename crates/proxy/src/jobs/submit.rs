@@ -5,7 +5,6 @@
 
 use http::header::{CONTENT_LENGTH, HOST, LOCATION};
 use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use perfgate_config::AsyncRouteConfig;
 use perfgate_jobs::job::now_ms;
 use perfgate_jobs::{Job, JobRequest, Submitted};
@@ -14,7 +13,7 @@ use serde_json::Value;
 
 use super::status::{json_response, status_document};
 use super::store_error;
-use crate::body::Body;
+use crate::body::{Body, read_bounded};
 use crate::error::{ErrorKind, GatewayError};
 use crate::gateway::Gateway;
 use crate::headers::strip_hop_by_hop;
@@ -41,36 +40,11 @@ impl Gateway {
         let metrics = &self.metrics.jobs;
         let limit = aj.max_body_bytes.get();
         let (parts, body) = req.into_parts();
-        let too_large = || {
-            GatewayError::new(
-                ErrorKind::PayloadTooLarge,
-                format!("the request body is larger than {limit} bytes"),
-            )
-        };
-        let declared = parts
-            .headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            metrics.submitted(&route.name, Submission::refused, 0.0);
-            return Err(too_large());
-        }
-        let body = match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
-            .collect()
-            .await
-        {
-            Ok(c) => c.to_bytes(),
+        let body = match read_bounded(body, &parts.headers, limit).await {
+            Ok(b) => b,
             Err(e) => {
                 metrics.submitted(&route.name, Submission::refused, 0.0);
-                let limited = e.is::<http_body_util::LengthLimitError>()
-                    || std::error::Error::source(&*e)
-                        .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-                return Err(if limited {
-                    too_large()
-                } else {
-                    GatewayError::new(ErrorKind::BadRequest, "the request body broke off")
-                });
+                return Err(e.into_gateway(limit));
             }
         };
 
