@@ -313,6 +313,30 @@ impl Jobs {
     }
 }
 
+/// The end-to-end fields of a head, as a job stores them (hop-by-hop
+/// fields removed, values that are not text dropped).
+pub(crate) fn stored_fields(mut headers: http::HeaderMap) -> Vec<(String, String)> {
+    crate::headers::strip_hop_by_hop(&mut headers);
+    headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect()
+}
+
+/// Stored fields back into a head (any that no longer parse are skipped).
+pub(crate) fn head_fields(fields: &[(String, String)]) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::with_capacity(fields.len());
+    for (k, v) in fields {
+        if let (Ok(k), Ok(v)) = (
+            http::HeaderName::from_bytes(k.as_bytes()),
+            http::HeaderValue::from_str(v),
+        ) {
+            headers.append(k, v);
+        }
+    }
+    headers
+}
+
 /// The client-facing error for a store failure.
 pub(crate) fn store_error(e: StoreError) -> GatewayError {
     match e {

@@ -3,12 +3,12 @@
 //! came: status, headers, body).
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderName, HeaderValue, Response, StatusCode};
+use http::{HeaderValue, Response, StatusCode};
 use perfgate_jobs::Job;
 use perfgate_jobs::job::is_valid_id;
 use serde_json::{Value, json};
 
-use super::{Jobs, store_error};
+use super::{Jobs, head_fields, store_error};
 use crate::body::Body;
 use crate::error::{ErrorKind, GatewayError};
 
@@ -153,14 +153,7 @@ impl Jobs {
         };
         let mut rsp = Response::new(Body::full(job.result_body.clone()));
         *rsp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
-        for (k, v) in &r.headers {
-            if let (Ok(k), Ok(v)) = (
-                HeaderName::from_bytes(k.as_bytes()),
-                HeaderValue::from_str(v),
-            ) {
-                rsp.headers_mut().append(k, v);
-            }
-        }
+        *rsp.headers_mut() = head_fields(&r.headers);
         Ok(rsp)
     }
 }

@@ -12,11 +12,10 @@ use perfgate_observe::Submission;
 use serde_json::Value;
 
 use super::status::{json_response, status_document};
-use super::store_error;
+use super::{store_error, stored_fields};
 use crate::body::{Body, read_bounded};
 use crate::error::{ErrorKind, GatewayError};
 use crate::gateway::Gateway;
-use crate::headers::strip_hop_by_hop;
 use crate::route::Route;
 
 /// Priorities are clamped to this range.
@@ -62,14 +61,10 @@ impl Gateway {
             Some(q) => format!("{upstream_path}?{q}"),
             None => upstream_path,
         };
-        let mut headers = parts.headers.clone();
-        strip_hop_by_hop(&mut headers);
+        let mut headers = parts.headers;
         headers.remove(CONTENT_LENGTH);
         headers.remove(HOST);
-        let headers: Vec<(String, String)> = headers
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-            .collect();
+        let headers = stored_fields(headers);
         let method = parts.method.as_str().to_string();
         let dedup =
             perfgate_jobs::dedup::key(aj.dedup, &aj.dedup_url_field, &method, &target, &body);

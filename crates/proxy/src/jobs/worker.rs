@@ -19,7 +19,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
+use http::{Method, Uri, Version};
 use http_body_util::BodyExt;
 use perfgate_config::AsyncRouteConfig;
 use perfgate_jobs::job::now_ms;
@@ -27,10 +27,9 @@ use perfgate_jobs::{Job, JobResult, JobState};
 use perfgate_observe::CallResult;
 use tokio::sync::watch;
 
-use super::Jobs;
+use super::{Jobs, head_fields, stored_fields};
 use crate::body::Body;
 use crate::gateway::{Conn, Gateway, Outgoing, Waits};
-use crate::headers::strip_hop_by_hop;
 use crate::route::Route;
 
 /// Idle workers look for due retries and other instances' jobs this often.
@@ -100,15 +99,7 @@ impl Gateway {
             Err(e) => return Attempt::Failed(format!("invalid target: {e}")),
         };
         let method = Method::from_bytes(job.request.method.as_bytes()).unwrap_or(Method::POST);
-        let mut headers = HeaderMap::with_capacity(job.request.headers.len());
-        for (k, v) in &job.request.headers {
-            if let (Ok(k), Ok(v)) = (
-                HeaderName::from_bytes(k.as_bytes()),
-                HeaderValue::from_str(v),
-            ) {
-                headers.append(k, v);
-            }
-        }
+        let headers = head_fields(&job.request.headers);
         let conn = Conn::new(SocketAddr::from(([127, 0, 0, 1], 0)), false);
         let mut waits = Waits::default();
         let call = async {
@@ -133,16 +124,10 @@ impl Gateway {
                 .await
                 .map_err(|e| format!("upstream body: {e}"))?
                 .to_bytes();
-            let mut h = parts.headers;
-            strip_hop_by_hop(&mut h);
-            let headers = h
-                .iter()
-                .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-                .collect();
             Ok::<_, String>((
                 JobResult {
                     status: parts.status.as_u16(),
-                    headers,
+                    headers: stored_fields(parts.headers),
                 },
                 body,
             ))
