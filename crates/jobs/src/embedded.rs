@@ -512,14 +512,7 @@ impl Tables<'_> {
             self.dedup.insert(key.as_str(), job.id.as_str())?;
         }
         self.jobs.insert(job.id.as_str(), encoded)?;
-        if job.next_attempt_ms > now {
-            self.delayed.insert(
-                time_key(job.next_attempt_ms, &job.id).as_slice(),
-                job.id.as_str(),
-            )?;
-        } else {
-            self.enqueue(&job)?;
-        }
+        self.queue_or_delay(&job, now)?;
         delta.add(&job.route, JobState::Queued, 1);
         Ok(Submitted::New(job))
     }
@@ -532,40 +525,35 @@ impl Tables<'_> {
         now: u64,
     ) -> Result<Option<Job>, StoreError> {
         let (lo, hi) = route_range(route);
-        let (_ready_key, id) = if fifo {
-            let first = self
-                .fifo
-                .range(lo.as_slice()..hi.as_slice())?
+        let range = lo.as_slice()..hi.as_slice();
+        // The entry to take, as its keys in both indexes: the oldest (a
+        // `fifo` entry holds its `ready` key), or the most urgent (its
+        // `fifo` key is the route prefix and the sequence ending its key).
+        let keys = if fifo {
+            self.fifo
+                .range(range)?
                 .next()
                 .transpose()?
-                .map(|(k, v)| (k.value().to_vec(), v.value().to_vec()));
-            let Some((fk, rk)) = first else {
-                return Ok(None);
-            };
-            self.fifo.remove(fk.as_slice())?;
-            let id = self
-                .ready
-                .remove(rk.as_slice())?
-                .map(|v| v.value().to_string());
-            (rk, id)
+                .map(|(k, v)| (v.value().to_vec(), k.value().to_vec()))
         } else {
-            let first = self
-                .ready
-                .range(lo.as_slice()..hi.as_slice())?
-                .next()
-                .transpose()?
-                .map(|(k, v)| (k.value().to_vec(), v.value().to_string()));
-            let Some((rk, id)) = first else {
-                return Ok(None);
-            };
-            self.ready.remove(rk.as_slice())?;
-            let seq_at = rk.len().saturating_sub(8);
-            let mut fk = lo.clone();
-            fk.extend_from_slice(&rk[seq_at..]);
-            self.fifo.remove(fk.as_slice())?;
-            (rk, Some(id))
+            self.ready.range(range)?.next().transpose()?.map(|(k, _)| {
+                let rk = k.value().to_vec();
+                let mut fk = lo.clone();
+                fk.extend_from_slice(&rk[rk.len().saturating_sub(8)..]);
+                (rk, fk)
+            })
         };
-        let Some(id) = id else { return Ok(None) };
+        let Some((rk, fk)) = keys else {
+            return Ok(None);
+        };
+        self.fifo.remove(fk.as_slice())?;
+        let Some(id) = self
+            .ready
+            .remove(rk.as_slice())?
+            .map(|v| v.value().to_string())
+        else {
+            return Ok(None);
+        };
         let Some(mut job) = self.load(&id)? else {
             return Ok(None);
         };
@@ -590,36 +578,16 @@ impl Tables<'_> {
         };
         delta.add(&job.route, before.state, -1);
         delta.add(&job.route, job.state, 1);
-        match job.state {
-            JobState::Queued => {
-                if job.next_attempt_ms > now {
-                    self.delayed.insert(
-                        time_key(job.next_attempt_ms, &job.id).as_slice(),
-                        job.id.as_str(),
-                    )?;
-                } else {
-                    self.enqueue(&job)?;
-                }
-            }
-            JobState::Dead => {
+        if job.state == JobState::Queued {
+            self.queue_or_delay(&job, now)?;
+        } else {
+            if job.state == JobState::Dead {
                 // A dead job answers nobody: an identical submission is new work.
-                if let Some(key) = &job.dedup
-                    && self
-                        .dedup
-                        .get(key.as_str())?
-                        .is_some_and(|v| v.value() == job.id)
-                {
-                    self.dedup.remove(key.as_str())?;
-                }
-                let at = now.saturating_add(result_ttl_ms);
-                self.expiry
-                    .insert(time_key(at, &job.id).as_slice(), job.id.as_str())?;
+                self.unlink_dedup(&job)?;
             }
-            _ => {
-                let at = now.saturating_add(result_ttl_ms);
-                self.expiry
-                    .insert(time_key(at, &job.id).as_slice(), job.id.as_str())?;
-            }
+            let at = now.saturating_add(result_ttl_ms);
+            self.expiry
+                .insert(time_key(at, &job.id).as_slice(), job.id.as_str())?;
         }
         self.save(&job)
     }
@@ -656,6 +624,11 @@ impl Tables<'_> {
 
     fn remove(&mut self, job: &Job) -> Result<(), StoreError> {
         self.jobs.remove(job.id.as_str())?;
+        self.unlink_dedup(job)
+    }
+
+    /// Forgets the job's de-duplication key, if it still names this job.
+    fn unlink_dedup(&mut self, job: &Job) -> Result<(), StoreError> {
         if let Some(key) = &job.dedup
             && self
                 .dedup
@@ -665,6 +638,19 @@ impl Tables<'_> {
             self.dedup.remove(key.as_str())?;
         }
         Ok(())
+    }
+
+    /// A queued job into the queue, or among the delayed until its time.
+    fn queue_or_delay(&mut self, job: &Job, now: u64) -> Result<(), StoreError> {
+        if job.next_attempt_ms > now {
+            self.delayed.insert(
+                time_key(job.next_attempt_ms, &job.id).as_slice(),
+                job.id.as_str(),
+            )?;
+            Ok(())
+        } else {
+            self.enqueue(job)
+        }
     }
 
     /// Due retries back to the queue; expired finished jobs deleted.
@@ -701,36 +687,6 @@ impl Tables<'_> {
             }
         }
         Ok(changed)
-    }
-}
-
-/// Jobs per route and state (a helper for stats and the queue bound).
-impl Counts {
-    pub(crate) fn add(&mut self, route: &str, state: JobState, n: i64) {
-        let e = self
-            .by_route
-            .entry(route.to_string())
-            .or_default()
-            .entry(state)
-            .or_insert(0);
-        *e += n;
-    }
-
-    pub(crate) fn merge(&mut self, other: &Counts) {
-        for (route, states) in &other.by_route {
-            for (state, n) in states {
-                self.add(route, *state, *n);
-            }
-        }
-    }
-
-    fn total_signed(&self, state: JobState) -> i64 {
-        self.by_route.values().filter_map(|s| s.get(&state)).sum()
-    }
-
-    /// Jobs in `state` over all routes.
-    pub fn total(&self, state: JobState) -> u64 {
-        u64::try_from(self.total_signed(state).max(0)).unwrap_or(0)
     }
 }
 

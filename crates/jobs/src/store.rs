@@ -26,6 +26,38 @@ pub struct Counts {
     pub by_route: HashMap<String, HashMap<JobState, i64>>,
 }
 
+impl Counts {
+    /// Adds `n` (possibly negative) jobs of `route` in `state`.
+    pub(crate) fn add(&mut self, route: &str, state: JobState, n: i64) {
+        let e = self
+            .by_route
+            .entry(route.to_string())
+            .or_default()
+            .entry(state)
+            .or_insert(0);
+        *e += n;
+    }
+
+    /// Adds every count of `other`.
+    pub(crate) fn merge(&mut self, other: &Counts) {
+        for (route, states) in &other.by_route {
+            for (state, n) in states {
+                self.add(route, *state, *n);
+            }
+        }
+    }
+
+    /// Jobs in `state` over all routes, as counted (deltas may be negative).
+    pub(crate) fn total_signed(&self, state: JobState) -> i64 {
+        self.by_route.values().filter_map(|s| s.get(&state)).sum()
+    }
+
+    /// Jobs in `state` over all routes.
+    pub fn total(&self, state: JobState) -> u64 {
+        u64::try_from(self.total_signed(state).max(0)).unwrap_or(0)
+    }
+}
+
 /// The job store.
 #[derive(Clone)]
 pub enum Store {
