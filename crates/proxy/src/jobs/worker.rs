@@ -139,27 +139,18 @@ impl Gateway {
         }
     }
 
-    /// Runs one claimed job and records the outcome.
-    async fn run_job(&self, jobs: &Jobs, route: &Route, aj: &AsyncRouteConfig, job: Job) {
-        let heartbeat = begin(jobs, route, std::slice::from_ref(&job));
-        let wait = jobs.quota_wait(&route.name, aj);
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
-        let outcome = self.attempt(route, aj, &job).await;
-        heartbeat.abort();
-        self.count_attempt(jobs, route, aj, &outcome);
-        conclude(jobs, route, aj, job, outcome).await;
-    }
-
-    /// Runs a batch of claimed jobs as one upstream call to `batch_path`.
-    async fn run_batch(&self, jobs: &Jobs, route: &Route, aj: &AsyncRouteConfig, batch: Vec<Job>) {
+    /// Runs claimed jobs as one upstream call (one job, or a batch to
+    /// `batch_path`) and records each job's outcome.
+    async fn run(&self, jobs: &Jobs, route: &Route, aj: &AsyncRouteConfig, batch: Vec<Job>) {
         let heartbeat = begin(jobs, route, &batch);
         let wait = jobs.quota_wait(&route.name, aj);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
-        let outcomes = self.attempt_batch(route, aj, &batch).await;
+        let outcomes = match (&aj.batch_path, batch.as_slice()) {
+            (None, [job]) => vec![self.attempt(route, aj, job).await],
+            _ => self.attempt_batch(route, aj, &batch).await,
+        };
         heartbeat.abort();
         if let Some(first) = outcomes.first() {
             self.count_attempt(jobs, route, aj, first);
@@ -399,11 +390,14 @@ async fn worker(
         // wait for the jobs in hand (`Gateway::drain_jobs`).
         let busy = Busy::enter(&jobs);
         match jobs.store.claim(&route_name).await {
-            Ok(Some(job)) if aj.batch_path.is_some() => {
-                let batch = fill_batch(&jobs, &route_name, &aj, job).await;
-                gw.run_batch(&jobs, &route, &aj, batch).await;
+            Ok(Some(job)) => {
+                let batch = if aj.batch_path.is_some() {
+                    fill_batch(&jobs, &route_name, &aj, job).await
+                } else {
+                    vec![job]
+                };
+                gw.run(&jobs, &route, &aj, batch).await;
             }
-            Ok(Some(job)) => gw.run_job(&jobs, &route, &aj, job).await,
             Ok(None) => {
                 drop(busy);
                 drop(gw);
