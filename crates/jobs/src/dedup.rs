@@ -22,10 +22,24 @@ pub fn key(
     target: &str,
     body: &[u8],
 ) -> Option<String> {
+    let json = serde_json::from_slice(body).ok();
+    key_parsed(mode, url_field, method, target, body, json)
+}
+
+/// [`key`] for a body the caller already parsed (`json`: the body as JSON,
+/// `None` when it is not JSON), so a submission is parsed once.
+pub fn key_parsed(
+    mode: DedupMode,
+    url_field: &str,
+    method: &str,
+    target: &str,
+    body: &[u8],
+    json: Option<Value>,
+) -> Option<String> {
     let body = match mode {
         DedupMode::Off => return None,
-        DedupMode::Request => canonical_body(body, None),
-        DedupMode::Url => canonical_body(body, Some(url_field)),
+        DedupMode::Request => canonical_body(body, json, None),
+        DedupMode::Url => canonical_body(body, json, Some(url_field)),
     };
     let mut material = Vec::with_capacity(method.len() + target.len() + body.len() + 2);
     material.extend_from_slice(method.as_bytes());
@@ -38,8 +52,8 @@ pub fn key(
 
 /// Canonical JSON (with the URL field normalised), or the bytes as they are
 /// when the body is not JSON.
-fn canonical_body(body: &[u8], url_field: Option<&str>) -> Vec<u8> {
-    let Ok(mut v) = serde_json::from_slice::<Value>(body) else {
+fn canonical_body(body: &[u8], json: Option<Value>, url_field: Option<&str>) -> Vec<u8> {
+    let Some(mut v) = json else {
         return body.to_vec();
     };
     if let Some(field) = url_field

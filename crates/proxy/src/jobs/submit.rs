@@ -47,7 +47,9 @@ impl Gateway {
             }
         };
 
-        let priority = priority_of(&parts.headers, &body)?;
+        // Parsed once, for the priority and the de-duplication key.
+        let json = serde_json::from_slice::<Value>(&body).ok();
+        let priority = priority_of(&parts.headers, json.as_ref())?;
         let path = parts.uri.path();
         let upstream_path = match &aj.upstream_path {
             Some(p) => p.clone(),
@@ -66,8 +68,14 @@ impl Gateway {
         headers.remove(HOST);
         let headers = stored_fields(headers);
         let method = parts.method.as_str().to_string();
-        let dedup =
-            perfgate_jobs::dedup::key(aj.dedup, &aj.dedup_url_field, &method, &target, &body);
+        let dedup = perfgate_jobs::dedup::key_parsed(
+            aj.dedup,
+            &aj.dedup_url_field,
+            &method,
+            &target,
+            &body,
+            json,
+        );
         let mut job = Job::new(
             &route.name,
             JobRequest {
@@ -121,7 +129,7 @@ impl Gateway {
 /// The priority: the `X-Priority` header, else a top-level `"priority"`
 /// number in a JSON body, else 0; clamped to ±1000. A header that is not an
 /// integer is a 400.
-fn priority_of(headers: &http::HeaderMap, body: &[u8]) -> Result<i32, GatewayError> {
+fn priority_of(headers: &http::HeaderMap, json: Option<&Value>) -> Result<i32, GatewayError> {
     let clamp = |n: i64| {
         i32::try_from(n.clamp(*PRIORITY_RANGE.start(), *PRIORITY_RANGE.end())).unwrap_or(0)
     };
@@ -138,8 +146,7 @@ fn priority_of(headers: &http::HeaderMap, body: &[u8]) -> Result<i32, GatewayErr
                 )
             });
     }
-    if body.first() == Some(&b'{')
-        && let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(body)
+    if let Some(Value::Object(m)) = json
         && let Some(n) = m.get("priority").and_then(Value::as_i64)
     {
         return Ok(clamp(n));
