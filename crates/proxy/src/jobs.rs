@@ -44,13 +44,8 @@ pub struct Jobs {
     depth_updater: std::sync::atomic::AtomicBool,
     /// `GET {status_prefix}/{id}` works for every job.
     pub(crate) status_prefix: String,
-    /// Wakes a route's idle workers when a job is submitted.
-    notify: Mutex<HashMap<String, Arc<Notify>>>,
-    /// Workers running per route.
-    workers: Mutex<HashMap<String, Arc<AtomicUsize>>>,
-    /// The next time a route's quota allows a call.
-    quota: Mutex<HashMap<String, Instant>>,
-    stats: Mutex<HashMap<String, RouteJobStats>>,
+    /// What this instance keeps per async route.
+    routes: Mutex<HashMap<String, Arc<RouteQueue>>>,
     started: Instant,
     /// Jobs waiting or running, as last counted by the depth updater (the
     /// health endpoints read it without touching the store).
@@ -69,6 +64,64 @@ pub struct Jobs {
 const FINISHED_MAX: u64 = 10_000;
 /// How long a finished job is served from memory.
 const FINISHED_TTL: Duration = Duration::from_secs(10);
+
+/// One async route on this instance: its workers' wake-up and count, its
+/// quota, and what it saw.
+#[derive(Default)]
+pub(crate) struct RouteQueue {
+    /// Wakes the route's idle workers when a job is submitted.
+    pub(crate) notify: Notify,
+    /// Workers running.
+    pub(crate) workers: AtomicUsize,
+    /// The next time the quota allows a call.
+    quota: Mutex<Option<Instant>>,
+    stats: Mutex<RouteJobStats>,
+}
+
+impl RouteQueue {
+    /// How long to wait before the next upstream call under the route's
+    /// quota (`rate` per `rate_per`), reserving that slot.
+    pub(crate) fn quota_wait(&self, aj: &AsyncRouteConfig) -> Duration {
+        if aj.rate == 0 {
+            return Duration::ZERO;
+        }
+        let interval = aj.rate_per.get() / aj.rate;
+        let now = Instant::now();
+        let mut next = self.quota.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = next.filter(|t| *t > now).unwrap_or(now);
+        *next = Some(slot + interval);
+        slot - now
+    }
+
+    fn with_stats(&self, f: impl FnOnce(&mut RouteJobStats)) {
+        f(&mut self.stats.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    pub(crate) fn count_call(&self, unit_cost: f64) {
+        self.with_stats(|s| {
+            s.calls += 1;
+            s.cost += unit_cost;
+        });
+    }
+
+    pub(crate) fn count_saved(&self, unit_cost: f64) {
+        self.with_stats(|s| {
+            s.saved += 1;
+            s.saved_cost += unit_cost;
+        });
+    }
+
+    pub(crate) fn record_wait(&self, ms: u64) {
+        self.with_stats(|s| s.wait.saturating_record(ms.max(1)));
+    }
+
+    pub(crate) fn record_done(&self, run_ms: u64) {
+        self.with_stats(|s| {
+            s.completed += 1;
+            s.run.saturating_record(run_ms.max(1));
+        });
+    }
+}
 
 /// What this instance saw of one async route.
 struct RouteJobStats {
@@ -147,10 +200,7 @@ impl Jobs {
             lease: j.lease.get(),
             depth_updater: std::sync::atomic::AtomicBool::new(false),
             status_prefix: j.status_prefix.trim_end_matches('/').to_string(),
-            notify: Mutex::default(),
-            workers: Mutex::default(),
-            quota: Mutex::default(),
-            stats: Mutex::default(),
+            routes: Mutex::default(),
             started: Instant::now(),
             live: std::sync::atomic::AtomicI64::new(0),
             finished: moka::sync::Cache::builder()
@@ -162,76 +212,28 @@ impl Jobs {
         })))
     }
 
-    pub(crate) fn notify_for(&self, route: &str) -> Arc<Notify> {
-        self.notify
+    /// This instance's state of an async route (made on first use).
+    pub(crate) fn route(&self, name: &str) -> Arc<RouteQueue> {
+        self.routes
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .entry(route.to_string())
+            .entry(name.to_string())
             .or_default()
             .clone()
-    }
-
-    fn workers_of(&self, route: &str) -> Arc<AtomicUsize> {
-        self.workers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(route.to_string())
-            .or_default()
-            .clone()
-    }
-
-    /// How long to wait before the route's next upstream call under its
-    /// quota (`rate` per `rate_per`), reserving that slot.
-    pub(crate) fn quota_wait(&self, route: &str, aj: &AsyncRouteConfig) -> Duration {
-        if aj.rate == 0 {
-            return Duration::ZERO;
-        }
-        let interval = aj.rate_per.get() / aj.rate;
-        let now = Instant::now();
-        let mut q = self.quota.lock().unwrap_or_else(PoisonError::into_inner);
-        let slot = q.get(route).copied().filter(|t| *t > now).unwrap_or(now);
-        q.insert(route.to_string(), slot + interval);
-        slot - now
-    }
-
-    fn with_stats(&self, route: &str, f: impl FnOnce(&mut RouteJobStats)) {
-        let mut s = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
-        f(s.entry(route.to_string()).or_default());
-    }
-
-    pub(crate) fn count_call(&self, route: &str, unit_cost: f64) {
-        self.with_stats(route, |s| {
-            s.calls += 1;
-            s.cost += unit_cost;
-        });
-    }
-
-    pub(crate) fn count_saved(&self, route: &str, unit_cost: f64) {
-        self.with_stats(route, |s| {
-            s.saved += 1;
-            s.saved_cost += unit_cost;
-        });
-    }
-
-    pub(crate) fn record_wait(&self, route: &str, ms: u64) {
-        self.with_stats(route, |s| s.wait.saturating_record(ms.max(1)));
-    }
-
-    pub(crate) fn record_done(&self, route: &str, run_ms: u64) {
-        self.with_stats(route, |s| {
-            s.completed += 1;
-            s.run.saturating_record(run_ms.max(1));
-        });
     }
 
     /// `GET /admin/jobs/stats`: depth per state, calls made and saved,
     /// estimated cost, throughput and wait/run percentiles, per route.
     pub async fn stats(&self) -> Value {
         let counts = self.store.counts().await;
-        let stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        let queues: HashMap<String, Arc<RouteQueue>> = self
+            .routes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let minutes = (self.started.elapsed().as_secs_f64() / 60.0).max(1.0 / 60.0);
         let mut routes = serde_json::Map::new();
-        let mut names: Vec<&String> = counts.by_route.keys().chain(stats.keys()).collect();
+        let mut names: Vec<&String> = counts.by_route.keys().chain(queues.keys()).collect();
         names.sort();
         names.dedup();
         for name in names {
@@ -248,7 +250,10 @@ impl Jobs {
                     (st.as_str().to_string(), json!(n))
                 })
                 .collect();
-            let s = stats.get(name);
+            let stats = queues
+                .get(name)
+                .map(|q| q.stats.lock().unwrap_or_else(PoisonError::into_inner));
+            let s = stats.as_deref();
             let get = |f: fn(&RouteJobStats) -> u64| s.map_or(0, f);
             routes.insert(
                 name.clone(),
@@ -288,7 +293,7 @@ impl Jobs {
     pub async fn retry(&self, id: &str) -> Result<Value, GatewayError> {
         self.finished.invalidate(id);
         let job = self.store.requeue(id).await.map_err(store_error)?;
-        self.notify_for(&job.route).notify_waiters();
+        self.route(&job.route).notify.notify_waiters();
         Ok(status_document(&job, &self.status_url_of(&job), false))
     }
 

@@ -105,17 +105,17 @@ impl Gateway {
         match jobs.store.submit(job, jobs.max_queued).await {
             Ok(Submitted::New(job)) => {
                 metrics.submitted(&route.name, Submission::queued, 0.0);
-                jobs.notify_for(&route.name).notify_one();
+                jobs.route(&route.name).notify.notify_one();
                 Ok(answer(StatusCode::ACCEPTED, &job, false))
             }
             Ok(Submitted::Duplicate(job)) => {
                 metrics.submitted(&route.name, Submission::deduplicated, aj.unit_cost);
-                jobs.count_saved(&route.name, aj.unit_cost);
+                jobs.route(&route.name).count_saved(aj.unit_cost);
                 Ok(answer(StatusCode::ACCEPTED, &job, true))
             }
             Ok(Submitted::Done(job)) => {
                 metrics.submitted(&route.name, Submission::cached, aj.unit_cost);
-                jobs.count_saved(&route.name, aj.unit_cost);
+                jobs.route(&route.name).count_saved(aj.unit_cost);
                 Ok(answer(StatusCode::OK, &job, true))
             }
             Err(e) => {

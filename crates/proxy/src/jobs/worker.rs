@@ -59,13 +59,14 @@ impl Gateway {
         let policy = self.policy();
         for route in policy.routes.iter() {
             let Some(aj) = &route.async_job else { continue };
-            let running = jobs.workers_of(&route.name);
+            let queue = jobs.route(&route.name);
             loop {
-                let n = running.load(Ordering::Acquire);
+                let n = queue.workers.load(Ordering::Acquire);
                 if n >= aj.concurrency {
                     break;
                 }
-                if running
+                if queue
+                    .workers
                     .compare_exchange(n, n + 1, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
                 {
@@ -143,7 +144,7 @@ impl Gateway {
     /// `batch_path`) and records each job's outcome.
     async fn run(&self, jobs: &Jobs, route: &Route, aj: &AsyncRouteConfig, batch: Vec<Job>) {
         let heartbeat = begin(jobs, route, &batch);
-        let wait = jobs.quota_wait(&route.name, aj);
+        let wait = jobs.route(&route.name).quota_wait(aj);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
@@ -168,7 +169,7 @@ impl Gateway {
             _ => CallResult::error,
         };
         self.metrics.jobs.call(&route.name, result, aj.unit_cost);
-        jobs.count_call(&route.name, aj.unit_cost);
+        jobs.route(&route.name).count_call(aj.unit_cost);
     }
 
     /// One batch call: the jobs' JSON bodies as one array; the answer's
@@ -238,9 +239,10 @@ impl Gateway {
 /// over jobs whose lease ran out). Abort the handle when done.
 fn begin(jobs: &Jobs, route: &Route, batch: &[Job]) -> tokio::task::JoinHandle<()> {
     let started = now_ms();
+    let queue = jobs.route(&route.name);
     for job in batch {
         if job.attempts == 1 {
-            jobs.record_wait(&route.name, started.saturating_sub(job.created_ms));
+            queue.record_wait(started.saturating_sub(job.created_ms));
         }
     }
     let store = jobs.store.clone();
@@ -311,7 +313,8 @@ async fn conclude(
     }
     if job.state.is_terminal() {
         let first = job.started_ms.unwrap_or(now);
-        jobs.record_done(&route.name, now.saturating_sub(first));
+        jobs.route(&route.name)
+            .record_done(now.saturating_sub(first));
         if job.state == JobState::Dead {
             tracing::warn!(task_id = %job.id, route = %route.name, attempts = job.attempts, error = job.last_error.as_deref().unwrap_or(""), "job dead after its last attempt");
         }
@@ -335,7 +338,7 @@ async fn conclude(
 async fn fill_batch(jobs: &Jobs, route: &str, aj: &AsyncRouteConfig, first: Job) -> Vec<Job> {
     let mut batch = vec![first];
     let deadline = tokio::time::Instant::now() + aj.batch_window.get();
-    let notify = jobs.notify_for(route);
+    let queue = jobs.route(route);
     while batch.len() < aj.batch_max {
         match jobs.store.claim(route).await {
             Ok(Some(job)) => batch.push(job),
@@ -346,7 +349,7 @@ async fn fill_batch(jobs: &Jobs, route: &str, aj: &AsyncRouteConfig, first: Job)
                 }
                 let wait = (deadline - now).min(Duration::from_millis(5));
                 tokio::select! {
-                    () = notify.notified() => {}
+                    () = queue.notify.notified() => {}
                     () = tokio::time::sleep(wait) => {}
                 }
             }
@@ -363,8 +366,7 @@ async fn worker(
     index: usize,
     mut stop: watch::Receiver<bool>,
 ) {
-    let notify = jobs.notify_for(&route_name);
-    let running = jobs.workers_of(&route_name);
+    let queue = jobs.route(&route_name);
     loop {
         if *stop.borrow() {
             break;
@@ -402,7 +404,7 @@ async fn worker(
                 drop(busy);
                 drop(gw);
                 tokio::select! {
-                    () = notify.notified() => {}
+                    () = queue.notify.notified() => {}
                     () = tokio::time::sleep(POLL) => {}
                     _ = stop.changed() => {}
                 }
@@ -418,7 +420,7 @@ async fn worker(
             }
         }
     }
-    running.fetch_sub(1, Ordering::AcqRel);
+    queue.workers.fetch_sub(1, Ordering::AcqRel);
 }
 
 /// A worker holding (or claiming) jobs.
