@@ -152,6 +152,7 @@ impl GatewayBuilder {
             proxy.local_addr().expect("proxy addr"),
             admin.local_addr().expect("admin addr"),
         );
+        let jobs_dir = std::path::PathBuf::from(&config.jobs.data_dir);
         let running = perfgate::app::start_on(config, token.clone(), proxy, admin)
             .await
             .expect("start gateway");
@@ -165,6 +166,7 @@ impl GatewayBuilder {
             client,
             admin_client,
             token,
+            jobs_dir,
         }
     }
 }
@@ -175,6 +177,17 @@ pub struct RunningGateway {
     client: Client,
     admin_client: Client,
     token: Option<String>,
+    /// The job store directory `build_config` chose (removed on drop).
+    jobs_dir: std::path::PathBuf,
+}
+
+impl Drop for RunningGateway {
+    fn drop(&mut self) {
+        // Only the directory made for this gateway, never one a test named.
+        if self.jobs_dir.starts_with(std::env::temp_dir()) {
+            let _ = std::fs::remove_dir_all(&self.jobs_dir);
+        }
+    }
 }
 
 impl RunningGateway {
