@@ -254,3 +254,26 @@ impl TestResponse {
             .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
     }
 }
+
+impl Client {
+    /// Polls an async job's status URL until its `status` is `state`
+    /// (every 10 ms, up to [`PATIENCE`](crate::PATIENCE)); `Err` carries the
+    /// last status document seen.
+    pub async fn job_in_state(
+        &self,
+        status_url: &str,
+        state: &str,
+    ) -> Result<serde_json::Value, serde_json::Value> {
+        let deadline = std::time::Instant::now() + crate::PATIENCE;
+        loop {
+            let v = self.get(status_url).send().await.json();
+            if v["status"] == state {
+                return Ok(v);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(v);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+}

@@ -56,18 +56,10 @@ async fn submit(gw: &RunningGateway, query: &str, body: &Value) -> TestResponse 
 
 /// Polls a status URL until the job is in `state`.
 async fn wait_state(gw: &RunningGateway, url: &str, state: &str) -> Value {
-    let deadline = std::time::Instant::now() + PATIENCE;
-    loop {
-        let v = gw.get(url).await.json();
-        if v["status"] == state {
-            return v;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{url} did not become {state}: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    gw.client()
+        .job_in_state(url, state)
+        .await
+        .unwrap_or_else(|v| panic!("{url} did not become {state}: {v}"))
 }
 
 #[tokio::test]

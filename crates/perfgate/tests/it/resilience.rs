@@ -53,6 +53,24 @@ fn server_up(gw: &RunningGateway, pool: &str, addr: std::net::SocketAddr) -> boo
         .up
 }
 
+/// `clients` clients sending `each` GETs of `path` at once; every answer
+/// must be 200.
+async fn concurrent_gets(gw: &RunningGateway, path: &'static str, clients: usize, each: usize) {
+    let mut workers = Vec::new();
+    for _ in 0..clients {
+        let client = gw.new_client();
+        workers.push(tokio::spawn(async move {
+            for _ in 0..each {
+                let r = client.get(path).await;
+                assert_eq!(r.status, 200, "{}", r.text());
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+}
+
 /// Weighted round robin is exact per cycle: weights 1/1/2, 400 requests
 /// (from four concurrent clients) → 100/100/200.
 #[tokio::test]
@@ -62,19 +80,7 @@ async fn round_robin_follows_the_weights() {
     let c = named("c", "/rr").await;
     let gw = gateway_with(pool_of("api", &[(&a, 1), (&b, 1), (&c, 2)]), "/rr").await;
 
-    let mut workers = Vec::new();
-    for _ in 0..4 {
-        let client = gw.new_client();
-        workers.push(tokio::spawn(async move {
-            for _ in 0..100 {
-                let r = client.get("/rr").await;
-                assert_eq!(r.status, 200, "{}", r.text());
-            }
-        }));
-    }
-    for w in workers {
-        w.await.unwrap();
-    }
+    concurrent_gets(&gw, "/rr", 4, 100).await;
     assert_eq!(
         (a.hits("/rr"), b.hits("/rr"), c.hits("/rr")),
         (100, 100, 200)
@@ -94,19 +100,7 @@ async fn least_outstanding_prefers_the_fast_server() {
     pool.balance = Balance::LeastOutstanding;
     let gw = gateway_with(pool, "/lo").await;
 
-    let mut workers = Vec::new();
-    for _ in 0..8 {
-        let client = gw.new_client();
-        workers.push(tokio::spawn(async move {
-            for _ in 0..15 {
-                let r = client.get("/lo").await;
-                assert_eq!(r.status, 200, "{}", r.text());
-            }
-        }));
-    }
-    for w in workers {
-        w.await.unwrap();
-    }
+    concurrent_gets(&gw, "/lo", 8, 15).await;
     let (s, f) = (slow.hits("/lo"), fast.hits("/lo"));
     assert_eq!(s + f, 120);
     // Round robin would give 60/60; equal in-flight counts settle around

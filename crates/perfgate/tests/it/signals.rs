@@ -36,11 +36,7 @@ async fn sighup_reloads_the_file_and_a_broken_file_keeps_the_running_config() {
     let b = Origin::new().route("/who", Rsp::text("b")).run().await;
     let dir = TempDir::new();
     let path = dir.write("perfgate.toml", config_toml(&a.url()));
-    let mut bin = Binary::builder(EXE)
-        .arg("--config")
-        .arg(path.display().to_string())
-        .spawn()
-        .await;
+    let mut bin = start_with(&path).await;
     let client = Client::new(bin.url());
     assert_eq!(client.get("/who").send().await.text(), "a");
 
@@ -89,11 +85,7 @@ async fn slow_requests_are_logged_with_their_breakdown() {
         "perfgate.toml",
         config_toml(&origin.url()).replace("path = \"/who\"", "path = \"/\""),
     );
-    let bin = Binary::builder(EXE)
-        .arg("--config")
-        .arg(path.display().to_string())
-        .spawn()
-        .await;
+    let bin = start_with(&path).await;
     let client = Client::new(bin.url());
     assert_eq!(client.get("/fast").send().await.status, 200);
     assert_eq!(client.get("/slow").send().await.status, 200);
@@ -136,35 +128,12 @@ async fn kill_9_with_jobs_in_flight_then_restart_completes_every_job() {
         .run()
         .await;
     let dir = TempDir::new();
-    let data = dir.path().join("data");
-    let config = format!(
-        r#"
-[upstream]
-url = "{}"
-
-[jobs]
-data_dir = "{}"
-
-[[routes]]
-name = "analyze"
-path = "/api/v1/analyze/async"
-
-[routes.async]
-concurrency = 2
-status_path = "/api/v1/analyze/status"
-backoff_base = "20ms"
-backoff_max = "100ms"
-"#,
-        origin.url(),
-        data.display()
+    let path = async_route_config(
+        &dir,
+        &origin.url(),
+        "concurrency = 2\nstatus_path = \"/api/v1/analyze/status\"\nbackoff_base = \"20ms\"\nbackoff_max = \"100ms\"",
     );
-    let path = dir.write("perfgate.toml", config);
-    let start = || {
-        Binary::builder(EXE)
-            .arg("--config")
-            .arg(path.display().to_string())
-            .spawn()
-    };
+    let start = || start_with(&path);
     let mut first = start().await;
     let client = Client::new(first.url());
     let mut tasks = Vec::new();
@@ -199,19 +168,15 @@ backoff_max = "100ms"
     let second = start().await;
     let client = Client::new(second.url());
     for (i, id, url) in &tasks {
-        let deadline = std::time::Instant::now() + PATIENCE;
-        let v = loop {
-            let v = client.get(url).send().await.json();
-            if v["status"] == "succeeded" {
-                break v;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "task {i} ({id}) did not finish after the restart: {v}\n{}",
-                second.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let v = client
+            .job_in_state(url, "succeeded")
+            .await
+            .unwrap_or_else(|v| {
+                panic!(
+                    "task {i} ({id}) did not finish after the restart: {v}\n{}",
+                    second.stderr()
+                )
+            });
         assert_eq!(v["task_id"], id.as_str());
         assert_eq!(v["result"]["body"]["for"], format!("n={i}"), "{v}");
     }
@@ -231,18 +196,8 @@ async fn sigterm_lets_running_jobs_finish() {
         .run()
         .await;
     let dir = TempDir::new();
-    let config = format!(
-        "[upstream]\nurl = \"{}\"\n\n[jobs]\ndata_dir = \"{}\"\n\n[[routes]]\nname = \"analyze\"\npath = \"/api/v1/analyze/async\"\n\n[routes.async]\nconcurrency = 1\n",
-        origin.url(),
-        dir.path().join("data").display()
-    );
-    let path = dir.write("perfgate.toml", config);
-    let start = || {
-        Binary::builder(EXE)
-            .arg("--config")
-            .arg(path.display().to_string())
-            .spawn()
-    };
+    let path = async_route_config(&dir, &origin.url(), "concurrency = 1");
+    let start = || start_with(&path);
     let mut first = start().await;
     let r = Client::new(first.url())
         .request(http::Method::POST, "/api/v1/analyze/async")
@@ -267,4 +222,26 @@ async fn sigterm_lets_running_jobs_finish() {
     assert_eq!(v["status"], "succeeded", "recorded before exit: {v}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(origin.hits("/api/v1/analyze"), 1, "not run again");
+}
+
+/// `perfgate.toml` in `dir`: `upstream`, the job store in `dir/data`, and
+/// the async route `analyze` on `/api/v1/analyze/async` with `settings`
+/// (lines of `[routes.async]`).
+fn async_route_config(dir: &TempDir, upstream: &str, settings: &str) -> std::path::PathBuf {
+    let config = format!(
+        "[upstream]\nurl = \"{upstream}\"\n\n[jobs]\ndata_dir = \"{}\"\n\n\
+         [[routes]]\nname = \"analyze\"\npath = \"/api/v1/analyze/async\"\n\n\
+         [routes.async]\n{settings}\n",
+        dir.path().join("data").display()
+    );
+    dir.write("perfgate.toml", config)
+}
+
+/// The binary on `config` (free ports each time).
+async fn start_with(config: &std::path::Path) -> Binary {
+    Binary::builder(EXE)
+        .arg("--config")
+        .arg(config.display().to_string())
+        .spawn()
+        .await
 }
