@@ -39,20 +39,8 @@ cleanup() {
 trap cleanup EXIT
 
 origin_port=$(free_port)
-cat > "$dir/nginx.conf" <<NGX
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log $dir/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  server {
-    listen 127.0.0.1:$origin_port;
-    location / { default_type application/json; return 200 '{"ok":true}'; }
-  }
-}
-NGX
-nginx -c "$dir/nginx.conf"
+nginx_origin "$dir" "$origin_port" \
+  "    location / { default_type application/json; return 200 '{\"ok\":true}'; }"
 
 config() { # file backend redis_url
   cat > "$1" <<TOML
@@ -79,16 +67,6 @@ dedup = "url"
 TOML
 }
 
-start() { # config -> port
-  local port admin
-  port=$(free_port); admin=$(free_port)
-  PERFGATE_LOG=warn ./target/release/perfgate serve -c "$1" --listen "127.0.0.1:$port" \
-    --admin-listen "127.0.0.1:$admin" >"$1.log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
-  echo "$port"
-}
-
 bench() { # label port
   local port=$2 out rps p50 p99 status_url
   out=$(wrk -t2 -c"$conns" -d"${secs}s" --latency -s scripts/bench/submit.lua \
@@ -112,12 +90,14 @@ bench() { # label port
 
 printf 'wrk %ss per run, %s connections (enqueue), %s cores\n' "$secs" "$conns" "$(nproc)"
 config "$dir/embedded.toml" embedded ""
-bench embedded "$(start "$dir/embedded.toml")"
+start_perfgate "$dir/embedded.toml" / port
+bench embedded "$port"
 if command -v redis-server >/dev/null 2>&1; then
   rport=$(free_port)
   redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --daemonize no >"$dir/redis.log" 2>&1 &
   redis_pid=$!
   sleep 0.3
   config "$dir/redis.toml" redis "redis://127.0.0.1:$rport"
-  bench redis "$(start "$dir/redis.toml")"
+  start_perfgate "$dir/redis.toml" / port
+  bench redis "$port"
 fi

@@ -56,22 +56,9 @@ for sub in ("plain", "limited", "jwt", "both"):
     open(os.path.join(d, "www", sub, "e1k.json"), "w").write(body)
 PY
 chmod -R a+rX "$dir"
-cat > "$dir/nginx.conf" <<NGX
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log $dir/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  server {
-    listen 127.0.0.1:$origin_port;
-    root $dir/www;
+nginx_origin "$dir" "$origin_port" "    root $dir/www;
     default_type application/json;
-    location / { add_header Cache-Control "public, max-age=3600"; }
-  }
-}
-NGX
-nginx -c "$dir/nginx.conf"
+    location / { add_header Cache-Control \"public, max-age=3600\"; }"
 
 secret=bench-secret-0123456789abcdef0123
 printf '%s' "$secret" > "$dir/jwt.secret"
@@ -119,22 +106,17 @@ jwt = "required"
 TOML
 }
 
-start() { # config -> port
-  local port admin
-  port=$(free_port); admin=$(free_port)
-  PERFGATE_LOG=warn ./target/release/perfgate serve -c "$1" --listen "127.0.0.1:$port" \
-    --admin-listen "127.0.0.1:$admin" >"$1.log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/plain/e1k.json" && break; sleep 0.1; done
+start() { # config var: perfgate on config, every route answering, port in var
+  start_perfgate "$1" /plain/e1k.json "$2"
+  local r code
   for r in plain limited jwt both; do
-    code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "http://127.0.0.1:$port/$r/e1k.json")
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "http://127.0.0.1:${!2}/$r/e1k.json")
     [ "$code" = 200 ] || { echo "setup failed: /$r answered $code" >&2; cat "$1.log" >&2; exit 1; }
   done
-  echo "$port"
 }
 
 config "$dir/local.toml" ""
-pg=$(start "$dir/local.toml")
+start "$dir/local.toml" pg
 shared=""
 if command -v redis-server >/dev/null 2>&1; then
   rport=$(free_port)
@@ -142,7 +124,7 @@ if command -v redis-server >/dev/null 2>&1; then
   redis_pid=$!
   sleep 0.3
   config "$dir/shared.toml" "redis://127.0.0.1:$rport"
-  shared=$(start "$dir/shared.toml")
+  start "$dir/shared.toml" shared
 fi
 
 run() { # label url -> rps
