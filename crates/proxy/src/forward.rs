@@ -15,7 +15,6 @@ use std::time::Instant;
 
 use http::header::HOST;
 use http::{HeaderValue, Method, Request, Response};
-use hyper::body::Incoming;
 use perfgate_observe::UpstreamErrorKind;
 
 use crate::body::{Body, ReadError};
@@ -49,7 +48,7 @@ impl Gateway {
         conn: &Conn,
         body: Body,
         timing: &mut Waits,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<crate::upstream::UpstreamBody>, UpstreamError> {
         let Outgoing {
             method,
             uri,

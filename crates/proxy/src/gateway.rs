@@ -558,7 +558,7 @@ impl Gateway {
     pub(crate) fn stream_response(
         &self,
         route: &Route,
-        rsp: Response<Incoming>,
+        rsp: Response<crate::upstream::UpstreamBody>,
         label: HeaderValue,
         enc: Encoding,
     ) -> Response<Body> {

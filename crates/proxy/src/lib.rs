@@ -6,6 +6,7 @@ mod batch;
 mod body;
 mod cached;
 mod clamp;
+mod client;
 mod coalesce;
 mod compressing;
 mod error;

@@ -4,14 +4,13 @@
 use std::time::Duration;
 
 use http::{Request, Response, Uri};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use perfgate_config::UpstreamConfig;
 use perfgate_observe::UpstreamErrorKind;
 
 use crate::body::Body;
+pub use crate::client::Pooled as UpstreamBody;
+use crate::client::{Client, ClientError};
 use crate::error::{ErrorKind, GatewayError};
 use crate::pool::Refusal;
 use crate::route::Target;
@@ -20,7 +19,7 @@ use crate::route::Target;
 /// connect timeout).
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, Body>,
+    client: Client,
 }
 
 /// Why an upstream exchange failed.
@@ -97,12 +96,9 @@ impl Upstream {
         http.set_nodelay(true);
         http.set_keepalive(Some(Duration::from_secs(60)));
         http.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(cfg.pool_idle_timeout.get())
-            .pool_max_idle_per_host(cfg.pool_max_idle)
-            .build(http);
-        Self { client }
+        Self {
+            client: Client::new(http, cfg.pool_max_idle, cfg.pool_idle_timeout.get()),
+        }
     }
 
     /// The upstream URI for a client path and query.
@@ -125,7 +121,7 @@ impl Upstream {
         &self,
         req: Request<Body>,
         deadline: Duration,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         match tokio::time::timeout(deadline, self.client.request(req)).await {
             Ok(Ok(rsp)) => Ok(rsp),
             Ok(Err(e)) => Err(classify(&e)),
@@ -139,7 +135,7 @@ impl Upstream {
     }
 }
 
-fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
+fn classify(e: &ClientError) -> UpstreamError {
     let mut timed_out = false;
     let mut body_too_large = false;
     let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
@@ -155,7 +151,7 @@ fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
     }
     let kind = if timed_out {
         UpstreamErrorKind::timeout
-    } else if e.is_connect() {
+    } else if matches!(e, ClientError::Connect(_) | ClientError::NoAuthority) {
         UpstreamErrorKind::connect
     } else {
         UpstreamErrorKind::protocol
