@@ -12,7 +12,7 @@ R = json.load(open(sys.argv[1]))
 SVG = sys.argv[2] if len(sys.argv) > 2 else None
 L = R["loads"]
 NAMES = {"perfgate": "perfgate", "nginx": "nginx proxy_cache", "varnish": "Varnish", "nginx_pass": "nginx proxy_pass (no cache)"}
-ORDER = ["h1_1k_c64", "h1_1k_c256", "h1_1k_c1000", "gzip_64k", "br_64k", "h2_1k", "miss_1k"]
+ORDER = ["h1_1k_c64", "h1_1k_c256", "h1_1k_c1000", "h1_1k_c1000_rate", "gzip_64k", "br_64k", "h2_1k", "miss_1k"]
 
 
 def n(x, d=0):
@@ -96,9 +96,10 @@ def memory():
 
 # ---------------------------------------------------------------- SVG
 COLORS = {"perfgate": "#1b7f3b", "nginx": "#2b6cb0", "varnish": "#c05621", "nginx_pass": "#7f8c9a"}
-PLOT = ["h1_1k_c64", "h1_1k_c256", "h1_1k_c1000", "gzip_64k", "h2_1k", "miss_1k"]
+PLOT = ["h1_1k_c64", "h1_1k_c256", "h1_1k_c1000", "h1_1k_c1000_rate", "gzip_64k", "h2_1k", "miss_1k"]
 SHORT = {"h1_1k_c64": "1 KiB hit, 64 conns", "h1_1k_c256": "1 KiB hit, 256 conns",
-         "h1_1k_c1000": "1 KiB hit, 1,000 conns", "gzip_64k": "64 KiB hit, gzip",
+         "h1_1k_c1000": "1 KiB hit, 1,000 conns", "h1_1k_c1000_rate": "1 KiB hit, 1,000 conns, 30k req/s",
+         "gzip_64k": "64 KiB hit, gzip",
          "h2_1k": "1 KiB hit, HTTP/2", "miss_1k": "pass-through (no-store)"}
 
 

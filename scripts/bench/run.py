@@ -119,12 +119,23 @@ def wrk(url, conns, header=None, secs=SECS, script=None, env=None):
     return res
 
 
-def h2load(url, n, secs_hint):
+def h2load(url, n, secs_hint, rate=None):
+    """HTTP/2 (h2c) with -c64 -m10 and n requests; or, with rate=(conns,
+    rps_per_conn), HTTP/1.1 at a fixed request rate for SECS (open loop:
+    latency is not bounded by the client's own pace)."""
     logf = os.path.join(DIR, "h2load.log")
-    cmd = ["h2load", "-t2", "-c64", "-m10", "-n%d" % n, "--log-file=" + logf, url]
-    t = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if rate:
+        conns, per = rate
+        n = conns * per * SECS
+        cmd = ["h2load", "--h1", "-t2", "-c%d" % conns, "--rps=%d" % per, "-n%d" % n,
+               "--log-file=" + logf, url]
+        shown = cmd[:6]
+    else:
+        cmd = ["h2load", "-t2", "-c64", "-m10", "-n%d" % n, "--log-file=" + logf, url]
+        shown = cmd[:5]
+    t = subprocess.run(cmd, capture_output=True, text=True, timeout=SECS + 120)
     out = t.stdout
-    res = {"tool": "h2load", "cmd": " ".join(cmd[:5] + [url])}
+    res = {"tool": "h2load", "cmd": " ".join(shown + [url])}
     m = re.search(r"finished in ([\d.]+)(ms|s), ([\d.]+) req/s", out)
     if not m:
         res.update(rps=None, errors=n, note=(out + t.stderr)[-300:])
@@ -189,6 +200,8 @@ LOADS = [
     ("h2_1k", "cached 1 KiB, HTTP/2 h2c (h2load -c64 -m10)",
      lambda s: h2load("http://127.0.0.1:%d/e1k.json" % CFG["servers"][s].get("h2_port", CFG["servers"][s]["port"]),
                       50000 if QUICK else 200000, SECS)),
+    ("h1_1k_c1000_rate", "cached 1 KiB, HTTP/1.1, 1,000 conns at a fixed 30,000 req/s (h2load --rps)",
+     lambda s: h2load(base(s) + "/e1k.json", 0, SECS, rate=(1000, 30))),
     ("miss_1k", "pass-through: 1 KiB `no-store`, 64 conns", lambda s: wrk(base(s) + "/nocache/e1k.json", 64)),
 ]
 

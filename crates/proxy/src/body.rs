@@ -86,12 +86,16 @@ pub struct IdleTimeout(pub Duration);
 pin_project_lite::pin_project! {
     /// Wraps a streamed body: fails it when no frame arrives within `idle`,
     /// and reports the bytes that passed through when it ends or is dropped.
+    /// The timer is armed only when the body has to wait: a body that is
+    /// already there (most small responses) never touches the timer wheel.
     pub struct Watched<B, F: FnOnce(u64)> {
         #[pin]
         inner: B,
         idle: Duration,
         #[pin]
         sleep: Sleep,
+        // The sleep runs from the last frame (or the start).
+        armed: bool,
         bytes: u64,
         on_done: Option<F>,
     }
@@ -113,6 +117,7 @@ impl<B, F: FnOnce(u64)> Watched<B, F> {
             inner,
             idle,
             sleep: tokio::time::sleep(idle),
+            armed: true,
             bytes: 0,
             on_done: Some(on_done),
         }
@@ -138,16 +143,24 @@ where
                 if let Some(d) = frame.data_ref() {
                     *this.bytes += d.len() as u64;
                 }
-                let idle = *this.idle;
-                this.sleep.as_mut().reset(Instant::now() + idle);
+                *this.armed = false;
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => match this.sleep.poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(IdleTimeout(*this.idle))))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                if !*this.armed {
+                    // Measured from now rather than from the last frame: at
+                    // most one poll later, and no clock read per frame.
+                    let idle = *this.idle;
+                    this.sleep.as_mut().reset(Instant::now() + idle);
+                    *this.armed = true;
+                }
+                match this.sleep.poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(IdleTimeout(*this.idle))))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 

@@ -58,3 +58,61 @@ async fn hundred_megabytes_stream_with_bounded_memory() {
     assert_eq!(stats.json()["data"]["entries"], 0, "{}", stats.text());
     assert_eq!(origin.total_hits(), 3);
 }
+
+/// An upstream body that stops arriving is cut after
+/// `upstream.body_idle_timeout`: the client's connection ends short
+/// instead of hanging, and the next request still gets through.
+#[tokio::test]
+async fn a_stalled_upstream_body_is_cut_after_the_idle_timeout() {
+    use std::time::{Duration, Instant};
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut head = vec![0u8; 4096];
+                let n = s.read(&mut head).await.unwrap_or(0);
+                let stall = head[..n].starts_with(b"GET /stall");
+                let body: &[u8] = if stall { b"0123456789" } else { b"fine" };
+                let len = if stall { 1000 } else { body.len() };
+                let rsp = format!(
+                    "HTTP/1.1 200 OK\r\ncache-control: no-store\r\ncontent-length: {len}\r\n\r\n"
+                );
+                let _ = s.write_all(rsp.as_bytes()).await;
+                let _ = s.write_all(body).await;
+                // The stalled body never gets its other 990 bytes.
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    let gw = perfgate_test_support::Gateway::builder()
+        .upstream(origin)
+        .config(|c| c.upstream.body_idle_timeout = perfgate_config::Duration::from_millis(300))
+        .spawn()
+        .await;
+
+    let start = Instant::now();
+    let got = perfgate_test_support::raw_timeout(
+        gw.addr(),
+        "GET /stall HTTP/1.1\r\nHost: t\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .await;
+    let took = start.elapsed();
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(got.ends_with("0123456789"), "only what arrived: {got}");
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(5),
+        "cut after {took:?}"
+    );
+
+    let next = Client::new(gw.url()).get("/fine").send().await;
+    assert_eq!(next.status, 200);
+    assert_eq!(next.text(), "fine");
+}
