@@ -108,7 +108,7 @@ impl Conn {
 }
 
 struct Idle {
-    conn: Conn,
+    conn: Box<Conn>,
     since: Instant,
 }
 
@@ -126,7 +126,7 @@ struct Shared {
 impl Shared {
     /// The most recently used live connection to `host`, dropping the
     /// expired and the closed ones on the way.
-    fn checkout(&self, host: &Authority) -> Option<Conn> {
+    fn checkout(&self, host: &Authority) -> Option<Box<Conn>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.by_host.get_mut(host)?;
         let now = Instant::now();
@@ -144,7 +144,7 @@ impl Shared {
         None
     }
 
-    fn checkin(&self, host: Authority, conn: Conn) {
+    fn checkin(&self, host: Authority, conn: Box<Conn>) {
         if conn.done || self.max_idle == 0 {
             return;
         }
@@ -244,7 +244,7 @@ impl Client {
         }
     }
 
-    async fn connect(&self, target: &Uri) -> Result<Conn, ClientError> {
+    async fn connect(&self, target: &Uri) -> Result<Box<Conn>, ClientError> {
         let mut connector = self.connector.clone();
         let io = connector
             .call(target.clone())
@@ -254,11 +254,12 @@ impl Client {
             .handshake(io)
             .await
             .map_err(ClientError::Http)?;
-        Ok(Conn {
+        // Boxed: it moves between the pool and response bodies.
+        Ok(Box::new(Conn {
             tx,
             conn,
             done: false,
-        })
+        }))
     }
 }
 
@@ -267,7 +268,7 @@ impl Client {
 /// it closes the connection.
 pub struct Pooled {
     body: Incoming,
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     host: Option<Authority>,
     pool: Weak<Shared>,
 }
