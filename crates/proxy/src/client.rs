@@ -13,7 +13,7 @@
 //! a reused connection could not start is sent again on another (as
 //! hyper-util does); nothing else is retried here (see `forward.rs`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
@@ -112,9 +112,32 @@ struct Idle {
     since: Instant,
 }
 
+/// Idle connections per host. A list, not a map: a client serves the few
+/// servers of one pool, and hashing an `Authority` (case-insensitive
+/// SipHash) cost more than comparing a handful (callgrind: ~1,900
+/// instructions per request).
 #[derive(Default)]
 struct Idles {
-    by_host: HashMap<Authority, VecDeque<Idle>>,
+    by_host: Vec<(Authority, VecDeque<Idle>)>,
+}
+
+impl Idles {
+    fn get_mut(&mut self, host: &Authority) -> Option<&mut VecDeque<Idle>> {
+        self.by_host
+            .iter_mut()
+            .find(|(h, _)| h == host)
+            .map(|(_, l)| l)
+    }
+
+    fn entry(&mut self, host: Authority) -> &mut VecDeque<Idle> {
+        match self.by_host.iter().position(|(h, _)| *h == host) {
+            Some(i) => &mut self.by_host[i].1,
+            None => {
+                self.by_host.push((host, VecDeque::new()));
+                &mut self.by_host.last_mut().expect("just pushed").1
+            }
+        }
+    }
 }
 
 struct Shared {
@@ -128,7 +151,7 @@ impl Shared {
     /// expired and the closed ones on the way.
     fn checkout(&self, host: &Authority) -> Option<Box<Conn>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.by_host.get_mut(host)?;
+        let list = idle.get_mut(host)?;
         let now = Instant::now();
         while list
             .front()
@@ -149,7 +172,7 @@ impl Shared {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.by_host.entry(host).or_default();
+        let list = idle.entry(host);
         if list.len() >= self.max_idle {
             list.pop_front();
         }
