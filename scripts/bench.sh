@@ -14,14 +14,15 @@
 #   - Varnish (malloc 256m, HTTP/2 feature on; see the VCL below);
 #   - perfgate (release build, default config).
 # Warms each, then runs the same loads against each (scripts/bench/run.py):
-# cached 1 KiB at 64/256/1,000 HTTP/1.1 connections, cached 64 KiB with
+# cached 1 KiB at 64/256/1,000 HTTP/1.1 connections and at 1,000 connections
+# with a fixed 30,000 req/s (h2load --rps, open loop), cached 64 KiB with
 # gzip/br requested, HTTP/2 (h2load), pass-through of no-store responses, a
 # 1,000-request cold-key stampede; and fills a fresh perfgate with 100,000
 # cached 1 KiB objects to measure memory per entry.
 # Prints one markdown table, writes raw numbers to $BENCH_OUT (default
 # target/bench.json) and renders docs/bench-plot.svg.
 #
-# Usage: scripts/bench.sh [--quick]    (~4.5 min plus the build; --quick: 3 s runs, ~2 min)
+# Usage: scripts/bench.sh [--quick]    (~5.5 min plus the build; --quick: 3 s runs, ~2.5 min)
 # Everything listens on 127.0.0.1, every load is bounded, all processes stop
 # on exit.
 set -euo pipefail
