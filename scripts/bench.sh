@@ -22,7 +22,7 @@
 # Prints one markdown table, writes raw numbers to $BENCH_OUT (default
 # target/bench.json) and renders docs/bench-plot.svg.
 #
-# Usage: scripts/bench.sh [--quick]    (~5.5 min plus the build; --quick: 3 s runs, ~2.5 min)
+# Usage: scripts/bench.sh [--quick]    (~5.5 min plus the build; --quick: 3 s runs, ~2 min)
 # Everything listens on 127.0.0.1, every load is bounded, all processes stop
 # on exit.
 set -euo pipefail
