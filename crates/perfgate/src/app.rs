@@ -76,13 +76,44 @@ impl Running {
 
 /// Binds both listeners and starts serving. `config` must be validated.
 pub async fn start(config: Config, admin_token: Option<String>) -> anyhow::Result<Running> {
-    let proxy_listener = TcpListener::bind(&config.server.listen)
+    let proxy_listener = bind(&config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
-    let admin_listener = TcpListener::bind(&config.admin.listen)
+    let admin_listener = bind(&config.admin.listen)
         .await
         .with_context(|| format!("cannot listen on {} (admin.listen)", config.admin.listen))?;
     start_on(config, admin_token, proxy_listener, admin_listener).await
+}
+
+/// The accept queue's length (the kernel caps it at `net.core.somaxconn`).
+/// `TcpListener::bind` uses 128, as the standard library does: when 1,000
+/// clients connect at once the queue overflows, the kernel drops their
+/// handshakes, and they retry a second later (`ListenOverflows` in
+/// `nstat`). nginx's default is 511; HAProxy and Envoy use more.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` (`host:port`; the first address that binds wins) with
+/// [`LISTEN_BACKLOG`].
+async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolves to nothing",
+        )
+    }))
 }
 
 /// Like [`start`], on listeners the caller already bound (tests use port 0).
