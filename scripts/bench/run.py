@@ -201,7 +201,7 @@ LOADS = [
      lambda s: h2load("http://127.0.0.1:%d/e1k.json" % CFG["servers"][s].get("h2_port", CFG["servers"][s]["port"]),
                       50000 if QUICK else 200000, SECS)),
     ("h1_1k_c1000_rate", "cached 1 KiB, HTTP/1.1, 1,000 conns at a fixed 30,000 req/s (h2load --rps)",
-     lambda s: h2load(base(s) + "/e1k.json", 0, SECS, rate=(1000, 30))),
+     lambda s: h2load(base(s) + "/e1k.json", None, SECS, rate=(1000, 30))),
     ("miss_1k", "pass-through: 1 KiB `no-store`, 64 conns", lambda s: wrk(base(s) + "/nocache/e1k.json", 64)),
 ]
 

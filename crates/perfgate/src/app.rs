@@ -89,7 +89,7 @@ pub async fn start(config: Config, admin_token: Option<String>) -> anyhow::Resul
 /// `TcpListener::bind` uses 128, as the standard library does: when 1,000
 /// clients connect at once the queue overflows, the kernel drops their
 /// handshakes, and they retry a second later (`ListenOverflows` in
-/// `nstat`). nginx's default is 511; HAProxy and Envoy use more.
+/// `nstat`). nginx's default is 511.
 const LISTEN_BACKLOG: u32 = 4096;
 
 /// Binds `addr` (`host:port`; the first address that binds wins) with

@@ -94,7 +94,8 @@ pin_project_lite::pin_project! {
         idle: Duration,
         #[pin]
         sleep: Sleep,
-        // The sleep runs from the last frame (or the start).
+        // The sleep's deadline is current: set at the start, or at the
+        // first wait after a frame; false from a frame until that wait.
         armed: bool,
         bytes: u64,
         on_done: Option<F>,
