@@ -50,6 +50,7 @@ fn job(route: &str, body: &str) -> Job {
             method: "POST".into(),
             target: "/api/v1/analyze".into(),
             headers: vec![("content-type".into(), "application/json".into())],
+            ..JobRequest::default()
         },
         Bytes::from(body.to_string()),
         perfgate_jobs::job::now_ms(),
