@@ -380,3 +380,47 @@ pub(crate) fn store_error(e: StoreError) -> GatewayError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use perfgate_config::{AsyncRouteConfig, ByteSize, RouteConfig};
+
+    #[test]
+    fn finished_jobs_in_memory_are_bounded_in_bytes() {
+        let dir = std::env::temp_dir().join(format!(
+            "perfgate-finished-{}-{}",
+            std::process::id(),
+            perfgate_jobs::job::new_id()
+        ));
+        let mut config = Config::default();
+        config.jobs.data_dir = dir.to_string_lossy().into_owned();
+        config.jobs.finished_cache_bytes = ByteSize(1024 * 1024);
+        config.routes.push(RouteConfig {
+            async_job: Some(AsyncRouteConfig::default()),
+            ..RouteConfig::default()
+        });
+        let jobs = Jobs::open(&config, None).unwrap().unwrap();
+        // 100 finished jobs of 100 KiB results: 10 MiB, against 1 MiB.
+        for _ in 0..100 {
+            let mut job = Job::new(
+                "r",
+                perfgate_jobs::JobRequest::default(),
+                bytes::Bytes::new(),
+                0,
+            );
+            job.state = JobState::Succeeded;
+            job.result_body = bytes::Bytes::from(vec![b'x'; 100 * 1024]);
+            jobs.remember(&Arc::new(job));
+        }
+        jobs.finished.run_pending_tasks();
+        assert!(
+            jobs.finished.weighted_size() <= 1024 * 1024,
+            "{} bytes kept",
+            jobs.finished.weighted_size()
+        );
+        assert!(jobs.finished.entry_count() <= 10);
+        drop(jobs);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -5,8 +5,9 @@
 //! submitting client's address.
 
 use http::Method;
-use perfgate_config::{AsyncRouteConfig, Config, DedupScope, RouteConfig};
-use perfgate_test_support::{Gate, Gateway, Origin, Rsp, RunningGateway, TestResponse};
+use perfgate_config::{AsyncRouteConfig, Config, DedupScope, JwtMode, RouteConfig};
+use perfgate_test_support::jwt::{hs256, now};
+use perfgate_test_support::{Gate, Gateway, Origin, Rsp, RunningGateway, TempDir, TestResponse};
 use serde_json::{Value, json};
 
 fn route(tweak: impl FnOnce(&mut AsyncRouteConfig)) -> RouteConfig {
@@ -298,4 +299,39 @@ async fn the_upstream_sees_the_submitting_clients_address() {
     wait_state(&gw, r.json()["status_url"].as_str().unwrap(), "succeeded").await;
     let up = origin.last_request("/api/v1/analyze").unwrap();
     assert_eq!(up.header("x-forwarded-for"), "127.0.0.1");
+}
+
+#[tokio::test]
+async fn on_a_jwt_route_the_caller_is_the_subject() {
+    const SECRET: &[u8] = b"job-isolation-test-secret-0123456789";
+    let gate = Gate::new();
+    let origin = Origin::new()
+        .route("/api/v1/analyze", Rsp::json("{}").gated(&gate))
+        .run()
+        .await;
+    let dir = TempDir::new();
+    let secret = dir
+        .write("jwt.secret", SECRET)
+        .to_string_lossy()
+        .into_owned();
+    let mut r = route(|_| {});
+    r.jwt = Some(JwtMode::Required);
+    let gw = gateway(&origin, r, move |c| c.jwt.secret_file = Some(secret)).await;
+    let token = |sub: &str, n: u64| {
+        format!(
+            "Bearer {}",
+            hs256(SECRET, &json!({"sub": sub, "exp": now() + 60, "n": n}))
+        )
+    };
+    let body = json!({"url": "https://example.com/"});
+    let first = submit_as(&gw, &[("authorization", &token("alice", 1))], &body).await;
+    assert_eq!(first.status, 202, "{}", first.text());
+    // Another token of the same user: the same caller.
+    let same_user = submit_as(&gw, &[("authorization", &token("alice", 2))], &body).await;
+    assert_eq!(task(&same_user), task(&first));
+    // Another user: other work.
+    let other_user = submit_as(&gw, &[("authorization", &token("bob", 1))], &body).await;
+    assert_eq!(other_user.status, 202);
+    assert_ne!(task(&other_user), task(&first));
+    gate.open();
 }
