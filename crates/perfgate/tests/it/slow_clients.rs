@@ -12,7 +12,7 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use perfgate_config::{AsyncRouteConfig, RateLimitConfig, RouteConfig};
 use perfgate_test_support::{
-    Client, Gate, Gateway, GatewayBuilder, Origin, Rsp, eventually, raw_timeout, stays,
+    Client, Gate, Gateway, GatewayBuilder, Origin, Rsp, eventually, stays,
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -27,21 +27,46 @@ fn body_timeout(b: GatewayBuilder) -> GatewayBuilder {
 }
 
 /// Sends a head declaring a 64-byte body and only 5 bytes of it, then
-/// waits: the answer must be a 408 well before the 10 s limit of `raw`.
+/// waits: the answer must be a 408 well before 5 s. The connection is then
+/// closed: the rest of that body, sent late, is never read as a request.
 async fn assert_slowloris_gets_408(addr: std::net::SocketAddr, method: &str, path: &str) {
     let started = Instant::now();
+    let mut s = TcpStream::connect(addr).await.unwrap();
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 64\r\n\r\n{{\"a\":"
     );
-    let rsp = raw_timeout(addr, head, Duration::from_secs(5)).await;
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("request_timeout") {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            other => panic!("{method} {path}: no 408 ({other:?}): {got:?}"),
+        }
+    }
+    let rsp = String::from_utf8_lossy(&got).into_owned();
     assert!(
         rsp.starts_with("HTTP/1.1 408"),
         "{method} {path}: expected 408, got {rsp:?}"
     );
-    assert!(rsp.contains("request_timeout"), "{rsp}");
     assert!(
         started.elapsed() >= BODY_TIMEOUT,
         "answered before the deadline"
+    );
+    // The rest of the body, then a request hidden in it: never served.
+    let late = format!("{}GET /any HTTP/1.1\r\nHost: t\r\n\r\n", "x".repeat(59));
+    let _ = s.write_all(late.as_bytes()).await;
+    let mut after = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => after.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("{method} {path}: the connection stayed open after the 408"),
+        }
+    }
+    assert!(
+        !String::from_utf8_lossy(&after).contains("HTTP/1.1"),
+        "{method} {path}: a late body was read as a request: {after:?}"
     );
 }
 

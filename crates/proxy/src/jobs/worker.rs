@@ -568,3 +568,56 @@ async fn depth_updater(gw: Weak<Gateway>, jobs: Arc<Jobs>, mut stop: watch::Rece
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use perfgate_jobs::JobRequest;
+
+    fn job(auth: &str, ip: &str) -> Job {
+        Job::new(
+            "r",
+            JobRequest {
+                headers: vec![("authorization".into(), auth.into())],
+                client_ip: Some(ip.into()),
+                ..JobRequest::default()
+            },
+            Bytes::new(),
+            0,
+        )
+    }
+
+    #[test]
+    fn a_batch_is_split_by_caller_in_claim_order() {
+        let claimed = vec![
+            job("Bearer a", "192.0.2.1"),
+            job("Bearer b", "192.0.2.1"),
+            job("Bearer a", "192.0.2.1"),
+            job("Bearer a", "192.0.2.2"),
+        ];
+        let ids: Vec<String> = claimed.iter().map(|j| j.id.clone()).collect();
+        let groups: Vec<Vec<String>> = by_caller(claimed)
+            .into_iter()
+            .map(|g| g.into_iter().map(|j| j.id).collect())
+            .collect();
+        assert_eq!(
+            groups,
+            [
+                vec![ids[0].clone(), ids[2].clone()],
+                vec![ids[1].clone()],
+                vec![ids[3].clone()],
+            ]
+        );
+    }
+
+    #[test]
+    fn the_call_describes_the_submitter() {
+        let mut j = job("Bearer a", "203.0.113.9");
+        j.request.tls = true;
+        j.request.user = Some("alice".into());
+        let conn = submitter(&j);
+        assert_eq!(conn.peer.ip().to_string(), "203.0.113.9");
+        assert!(conn.tls);
+        assert_eq!(conn.user.as_deref(), Some("alice"));
+    }
+}
