@@ -415,6 +415,7 @@ const JOBS: &[Field] = &[
     f("result_ttl", Duration),
     f("lease", Duration),
     f("status_prefix", Str),
+    f("finished_cache_bytes", ByteSize),
 ];
 const ROUTE_ASYNC: &[Field] = &[
     f("upstream_path", Str),
@@ -430,6 +431,7 @@ const ROUTE_ASYNC: &[Field] = &[
     f("max_body_bytes", ByteSize),
     f("dedup", Enum(&["request", "url", "off"])),
     f("dedup_url_field", Str),
+    f("dedup_scope", Enum(&["per-caller", "global"])),
     f("unit_cost", F64),
     f("batch_path", Str),
     f("batch_max", Usize),
@@ -511,6 +513,7 @@ const BATCH: &[Field] = &[
     f("path", Str),
     f("max_requests", Usize),
     f("concurrency", Usize),
+    f("max_response_bytes", ByteSize),
 ];
 const REDIS: &[Field] = &[
     f("url", Str),
@@ -532,6 +535,12 @@ const SERVER: &[Field] = &[
     f("slow_request_threshold", Duration),
     f("header_read_timeout", Duration),
     f("drain_timeout", Duration),
+    f("request_body_timeout", Duration),
+    f("max_connections", Usize),
+    f("http2_max_concurrent_streams", U32),
+    f("http2_idle_timeout", Duration),
+    f("http2_keep_alive_interval", Duration),
+    f("http2_keep_alive_timeout", Duration),
     f("via_name", Str),
 ];
 const TLS: &[Field] = &[f("cert_file", Str), f("key_file", Str)];

@@ -71,6 +71,24 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// On SIGTERM/Ctrl-C, how long in-flight requests may take to finish.
     pub drain_timeout: Duration,
+    /// How long a client may take to send a request body that perfgate
+    /// reads whole (job submissions, `body:` rate-limit keys, replayable
+    /// retry bodies, batch requests); slower → 408.
+    pub request_body_timeout: Duration,
+    /// Client connections open at once; past it the listener stops
+    /// accepting (new connections wait in the kernel's accept queue) until
+    /// one closes. 0 = unlimited.
+    pub max_connections: usize,
+    /// Streams one HTTP/2 connection may have open at once; more are
+    /// refused by the client's own stack (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub http2_max_concurrent_streams: u32,
+    /// An HTTP/2 connection with no open stream for this long is closed
+    /// (GOAWAY).
+    pub http2_idle_timeout: Duration,
+    /// How often an HTTP/2 connection is pinged.
+    pub http2_keep_alive_interval: Duration,
+    /// An HTTP/2 connection that does not answer a ping within this is closed.
+    pub http2_keep_alive_timeout: Duration,
     /// Value of the `Via` pseudonym added to requests and responses.
     pub via_name: String,
 }
@@ -89,6 +107,12 @@ impl Default for ServerConfig {
             slow_request_threshold: Duration::from_secs(1),
             header_read_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
+            request_body_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            http2_max_concurrent_streams: 100,
+            http2_idle_timeout: Duration::from_secs(300),
+            http2_keep_alive_interval: Duration::from_secs(30),
+            http2_keep_alive_timeout: Duration::from_secs(10),
             via_name: "perfgate".into(),
         }
     }

@@ -72,6 +72,32 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         &mut p,
     );
     nonzero(server.drain_timeout, "server.drain_timeout", &mut p);
+    nonzero(
+        server.request_body_timeout,
+        "server.request_body_timeout",
+        &mut p,
+    );
+    if server.http2_max_concurrent_streams == 0 {
+        p(
+            "server.http2_max_concurrent_streams".into(),
+            "must be greater than 0 (0 would refuse every HTTP/2 request)".into(),
+        );
+    }
+    nonzero(
+        server.http2_idle_timeout,
+        "server.http2_idle_timeout",
+        &mut p,
+    );
+    nonzero(
+        server.http2_keep_alive_interval,
+        "server.http2_keep_alive_interval",
+        &mut p,
+    );
+    nonzero(
+        server.http2_keep_alive_timeout,
+        "server.http2_keep_alive_timeout",
+        &mut p,
+    );
 
     if let Some(file) = &config.admin.token_file {
         check_file(file, "admin.token_file", "token", &mut p);

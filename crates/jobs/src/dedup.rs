@@ -23,11 +23,13 @@ pub fn key(
     body: &[u8],
 ) -> Option<String> {
     let json = serde_json::from_slice(body).ok();
-    key_parsed(mode, url_field, method, target, body, json)
+    key_parsed(mode, url_field, method, target, body, json, None)
 }
 
 /// [`key`] for a body the caller already parsed (`json`: the body as JSON,
-/// `None` when it is not JSON), so a submission is parsed once.
+/// `None` when it is not JSON), so a submission is parsed once. `caller`
+/// (who submits, for per-caller de-duplication) makes the same work of
+/// two callers two keys; `None` shares the key with everyone.
 pub fn key_parsed(
     mode: DedupMode,
     url_field: &str,
@@ -35,13 +37,20 @@ pub fn key_parsed(
     target: &str,
     body: &[u8],
     json: Option<Value>,
+    caller: Option<&str>,
 ) -> Option<String> {
     let body = match mode {
         DedupMode::Off => return None,
         DedupMode::Request => canonical_body(body, json, None),
         DedupMode::Url => canonical_body(body, json, Some(url_field)),
     };
-    let mut material = Vec::with_capacity(method.len() + target.len() + body.len() + 2);
+    let caller = caller.unwrap_or("");
+    let mut material =
+        Vec::with_capacity(9 + caller.len() + method.len() + target.len() + body.len() + 2);
+    // Length-prefixed, so no caller can be read as the start of a method.
+    material.push(u8::from(!caller.is_empty()));
+    material.extend_from_slice(&(caller.len() as u64).to_be_bytes());
+    material.extend_from_slice(caller.as_bytes());
     material.extend_from_slice(method.as_bytes());
     material.push(b' ');
     material.extend_from_slice(target.as_bytes());
@@ -197,6 +206,26 @@ mod tests {
         );
         assert_ne!(request_mode, b);
         assert_eq!(key(DedupMode::Off, "url", "POST", "/analyze", b"{}"), None);
+    }
+
+    #[test]
+    fn the_same_work_of_two_callers_is_two_keys() {
+        let k = |caller: Option<&str>| {
+            key_parsed(
+                DedupMode::Request,
+                "url",
+                "POST",
+                "/a",
+                b"{}",
+                Some(serde_json::json!({})),
+                caller,
+            )
+        };
+        assert_ne!(k(Some("user:alice")), k(Some("user:bob")));
+        assert_ne!(k(Some("user:alice")), k(None));
+        assert_ne!(k(Some("anonymous")), k(None));
+        assert_eq!(k(Some("user:alice")), k(Some("user:alice")));
+        assert_eq!(k(None), key(DedupMode::Request, "url", "POST", "/a", b"{}"));
     }
 
     #[test]

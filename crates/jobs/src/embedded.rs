@@ -85,10 +85,7 @@ impl Embedded {
     /// Opens (or creates) `dir/jobs.redb`, puts interrupted jobs back in
     /// the queue and starts the writer thread.
     pub fn open(dir: &Path) -> Result<Embedded, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-        })?;
-        let path = dir.join("jobs.redb");
+        let path = private_file(dir, "jobs.redb")?;
         let db = Database::create(&path)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         let db = Arc::new(db);
@@ -197,6 +194,45 @@ impl Embedded {
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
+}
+
+/// `dir/name`, made ready to hold the jobs (request bodies with their
+/// credentials, results): the directory is created owner-only (0700) when
+/// missing and refused when anyone may write to it (they could replace the
+/// file); the file is created, or narrowed, to 0600.
+fn private_file(dir: &Path, name: &str) -> Result<std::path::PathBuf, StoreError> {
+    let failed = |what: &str, p: &Path, e: std::io::Error| {
+        StoreError::Unavailable(format!("cannot {what} {}: {e}", p.display()))
+    };
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir).map_err(|e| failed("create", dir, e))?;
+    let path = dir.join(name);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let meta = std::fs::metadata(dir).map_err(|e| failed("read", dir, e))?;
+        if meta.permissions().mode() & 0o002 != 0 {
+            return Err(StoreError::Unavailable(format!(
+                "{} is world-writable; use a directory only perfgate's user can write to",
+                dir.display()
+            )));
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| failed("create", &path, e))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| failed("restrict", &path, e))?;
+    }
+    Ok(path)
 }
 
 fn ready_key(route: &str, priority: i32, seq: u64) -> Vec<u8> {
@@ -499,9 +535,10 @@ impl Tables<'_> {
                 match found.state {
                     JobState::Queued | JobState::Running => return Ok(Submitted::Duplicate(found)),
                     // Kept until `result_ttl` after it finished (the sweep).
-                    JobState::Succeeded | JobState::Failed => return Ok(Submitted::Done(found)),
-                    // A dead job is not an answer: do the work again.
-                    _ => {}
+                    JobState::Succeeded => return Ok(Submitted::Done(found)),
+                    // A refusal (4xx) or a dead job is not an answer to
+                    // anyone else: do the work again.
+                    JobState::Failed | JobState::Dead => {}
                 }
             }
         }
@@ -581,8 +618,9 @@ impl Tables<'_> {
         if job.state == JobState::Queued {
             self.queue_or_delay(&job, now)?;
         } else {
-            if job.state == JobState::Dead {
-                // A dead job answers nobody: an identical submission is new work.
+            if matches!(job.state, JobState::Dead | JobState::Failed) {
+                // A dead or refused job answers nobody: an identical
+                // submission is new work.
                 self.unlink_dedup(&job)?;
             }
             let at = now.saturating_add(result_ttl_ms);

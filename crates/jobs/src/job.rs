@@ -59,7 +59,7 @@ impl JobState {
 }
 
 /// The upstream request a job makes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobRequest {
     /// Method (usually POST).
     pub method: String,
@@ -67,6 +67,16 @@ pub struct JobRequest {
     pub target: String,
     /// Header fields sent (end-to-end fields of the submission).
     pub headers: Vec<(String, String)>,
+    /// The submitting client's address (after trusted proxies), sent on as
+    /// `X-Forwarded-For`; `None` for jobs stored by older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
+    /// The submission came over TLS (`X-Forwarded-Proto: https`).
+    #[serde(default)]
+    pub tls: bool,
+    /// The submitter's user (validated JWT), for balancing by user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// The upstream's answer.
@@ -101,8 +111,14 @@ pub struct Job {
     pub finished_ms: Option<u64>,
     /// Not before this time (retry backoff); 0 = now.
     pub next_attempt_ms: u64,
-    /// Hash of the normalized request, when de-duplication is on.
+    /// Hash of the normalized request (and, unless the route's scope is
+    /// global, of the caller), when de-duplication is on.
     pub dedup: Option<String>,
+    /// Only the submitter can be given this job's result: de-duplication
+    /// is off, or per caller with a caller identity. Otherwise other
+    /// callers may join it, and its result is stored without `Set-Cookie`.
+    #[serde(default)]
+    pub private_result: bool,
     /// Why the last attempt failed.
     pub last_error: Option<String>,
     /// What to send upstream.
@@ -135,6 +151,7 @@ impl Job {
             finished_ms: None,
             next_attempt_ms: 0,
             dedup: None,
+            private_result: false,
             last_error: None,
             request,
             result: None,
@@ -223,6 +240,9 @@ mod tests {
                 method: "POST".into(),
                 target: "/api/v1/analyze".into(),
                 headers: vec![("content-type".into(), "application/json".into())],
+                client_ip: Some("192.0.2.7".into()),
+                tls: true,
+                user: None,
             },
             Bytes::from_static(b"{\"url\":\"https://example.com\"}"),
             1_700_000_000_000,
@@ -239,6 +259,22 @@ mod tests {
     fn encode_roundtrips_binary_bodies() {
         let j = job();
         assert_eq!(Job::decode(&j.encode()).unwrap(), j);
+    }
+
+    #[test]
+    fn jobs_stored_before_the_caller_fields_still_decode() {
+        // The metadata of a version-1 job written before `client_ip`,
+        // `tls`, `user` and `private_result` existed.
+        let meta = br#"{"id":"0123456789abcdef0123456789abcdef","route":"r","priority":0,"state":"queued","attempts":0,"max_attempts":1,"created_ms":1,"started_ms":null,"finished_ms":null,"next_attempt_ms":0,"dedup":null,"last_error":null,"request":{"method":"POST","target":"/a","headers":[]},"result":null}"#;
+        let mut b = vec![1u8];
+        b.extend_from_slice(&(meta.len() as u32).to_be_bytes());
+        b.extend_from_slice(meta);
+        b.extend_from_slice(&0u32.to_be_bytes());
+        let j = Job::decode(&b).unwrap();
+        assert_eq!(j.request.client_ip, None);
+        assert!(!j.request.tls);
+        // Unknown: treated as shareable, so its Set-Cookie is never stored.
+        assert!(!j.private_result);
     }
 
     #[test]

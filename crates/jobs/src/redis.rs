@@ -284,10 +284,10 @@ if dedup ~= '' then
     local st = redis.call('HGET', rec, 'state')
     if st == 'queued' or st == 'running' then
       return {'duplicate', redis.call('HGET', rec, 'data'), st}
-    elseif st == 'succeeded' or st == 'failed' then
+    elseif st == 'succeeded' then
       return {'done', redis.call('HGET', rec, 'data'), st}
     end
-    -- Dead or gone: this is new work.
+    -- Failed (4xx), dead or gone: this is new work.
   end
 end
 local live = tonumber(redis.call('HGET', KEYS[6], 'queued') or '0')
@@ -387,8 +387,9 @@ if state == 'queued' then
 elseif TERMINAL[state] then
   redis.call('ZADD', KEYS[5], ARGV[8], id)
   if dk then
-    -- A dead job answers nobody: an identical submission is new work.
-    if state == 'dead' then redis.call('DEL', dk) else redis.call('PEXPIRE', dk, ARGV[7]) end
+    -- A dead or refused (4xx) job answers nobody: an identical submission
+    -- is new work.
+    if state == 'succeeded' then redis.call('PEXPIRE', dk, ARGV[7]) else redis.call('DEL', dk) end
   end
   redis.call('PEXPIRE', rec, ARGV[7])
 end

@@ -50,6 +50,7 @@ fn job(route: &str, body: &str) -> Job {
             method: "POST".into(),
             target: "/api/v1/analyze".into(),
             headers: vec![("content-type".into(), "application/json".into())],
+            ..JobRequest::default()
         },
         Bytes::from(body.to_string()),
         perfgate_jobs::job::now_ms(),
@@ -222,6 +223,27 @@ async fn dedup_is_duplicate_while_live_done_after_success_and_new_after_dead() {
         Submitted::Duplicate(j) => assert_eq!(j.id, third.id),
         other => panic!("expected a duplicate of the new job, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_failed_job_is_never_an_answer_to_a_new_submission() {
+    let Some((_server, _l2, store)) = setup(Duration::from_secs(30)).await else {
+        return;
+    };
+    let first = submit_new(&store, with_dedup(job(ROUTE, "f"), "kf")).await;
+    let claimed = store.claim(ROUTE).await.unwrap().unwrap();
+    assert_eq!(claimed.id, first.id);
+    store
+        .finish(terminal(claimed, JobState::Failed), TTL_MS)
+        .await
+        .unwrap();
+    // A 4xx answered its submitter only: the same work again is new work.
+    let second = submit_new(&store, with_dedup(job(ROUTE, "f"), "kf")).await;
+    assert_ne!(second.id, first.id);
+    assert_eq!(
+        store.get(&first.id).await.unwrap().unwrap().state,
+        JobState::Failed
+    );
 }
 
 #[tokio::test]

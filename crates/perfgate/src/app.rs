@@ -144,6 +144,11 @@ pub async fn start_on(
         header_read_timeout: config.server.header_read_timeout.get(),
         drain_timeout: config.server.drain_timeout.get(),
         tls,
+        max_connections: config.server.max_connections,
+        http2_max_concurrent_streams: config.server.http2_max_concurrent_streams,
+        http2_idle_timeout: config.server.http2_idle_timeout.get(),
+        http2_keep_alive_interval: config.server.http2_keep_alive_interval.get(),
+        http2_keep_alive_timeout: config.server.http2_keep_alive_timeout.get(),
     };
     let proxy_addr = proxy_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;

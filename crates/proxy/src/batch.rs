@@ -10,12 +10,13 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{ACCEPT_ENCODING, AUTHORIZATION, CONTENT_TYPE, COOKIE, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use serde_json::{Map, Value, json};
 
 use crate::body::Body;
@@ -34,7 +35,7 @@ struct Item {
     headers: HeaderMap,
 }
 
-type Answer = Pin<Box<dyn Future<Output = Value> + Send>>;
+type Answer = Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
 
 type Answered = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;
 
@@ -59,16 +60,11 @@ impl Gateway {
         let policy = &policy;
         let conn = &conn;
         let (parts, body) = req.into_parts();
-        let bytes = Limited::new(body, MAX_REQUEST_BYTES)
-            .collect()
+        let max = MAX_REQUEST_BYTES as u64;
+        let bytes = crate::body::read_bounded(body, &parts.headers, max, self.body_timeout)
             .await
-            .map_err(|_| {
-                GatewayError::new(
-                    ErrorKind::PayloadTooLarge,
-                    format!("a batch body is at most {MAX_REQUEST_BYTES} bytes"),
-                )
-            })?
-            .to_bytes();
+            .map_err(|e| e.into_gateway(max))?;
+        let budget = Arc::new(Budget::new(policy.batch.max_response_bytes.get()));
         let items = parse(&bytes, policy.batch.max_requests)?;
         let mut shared = HeaderMap::new();
         for name in [HOST, AUTHORIZATION, COOKIE] {
@@ -82,6 +78,7 @@ impl Gateway {
                 let gw = self.clone();
                 let policy = policy.clone();
                 let conn = conn.clone();
+                let budget = budget.clone();
                 let mut headers = shared.clone();
                 for (k, v) in &item.headers {
                     headers.insert(k.clone(), v.clone());
@@ -95,16 +92,26 @@ impl Gateway {
                 *sub.version_mut() = parts.version;
                 let fut: Answer = Box::pin(async move {
                     let rsp = gw.handle_with(policy, sub, conn).await;
-                    render(rsp).await
+                    render(rsp, &budget).await
                 });
                 fut
             })
             .collect();
-        let results: Vec<Value> = futures_util::stream::iter(answers)
+        let results: Vec<Vec<u8>> = futures_util::stream::iter(answers)
             .buffered(policy.batch.concurrency.max(1))
             .collect()
             .await;
-        let mut rsp = Response::new(Body::full(Value::Array(results).to_string()));
+        let mut out = Vec::with_capacity(results.iter().map(|r| r.len() + 1).sum::<usize>() + 1);
+        out.push(b'[');
+        for (i, item) in results.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(item);
+        }
+        out.push(b']');
+        drop(results);
+        let mut rsp = Response::new(Body::full(out));
         rsp.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         rsp.headers_mut().insert(
@@ -202,8 +209,73 @@ fn parse(bytes: &Bytes, max: usize) -> Result<Vec<Item>, GatewayError> {
         .collect()
 }
 
-/// One sub-response as JSON.
-async fn render(rsp: Response<Body>) -> Value {
+/// The bytes of sub-responses one batch may still hold
+/// (`batch.max_response_bytes`), shared by its items.
+struct Budget(AtomicU64);
+
+impl Budget {
+    fn new(bytes: u64) -> Self {
+        Budget(AtomicU64::new(bytes))
+    }
+
+    /// Takes `n` bytes, or nothing when fewer are left.
+    fn take(&self, n: usize) -> bool {
+        let n = n as u64;
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                left.checked_sub(n)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, n: usize) {
+        self.0.fetch_add(n as u64, Ordering::AcqRel);
+    }
+}
+
+/// An item whose answer did not fit in the batch's budget.
+fn over_budget() -> Vec<u8> {
+    let e = GatewayError::new(
+        ErrorKind::BatchTooLarge,
+        "the batch's answers exceed batch.max_response_bytes; request this item on its own",
+    );
+    json!({
+        "status": e.kind.status().as_u16(),
+        "headers": {},
+        "body": { "success": false, "error": { "code": e.kind.code(), "message": e.message } },
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Reads a sub-response body, taking each frame's bytes from the budget;
+/// `None` when the budget (or the item limit) runs out, or the body breaks.
+async fn read_within(mut body: Body, budget: &Budget) -> Result<Bytes, bool> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            budget.give_back(buf.len());
+            return Err(false);
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if buf.len() + data.len() > MAX_ITEM_BYTES {
+            budget.give_back(buf.len());
+            return Err(false);
+        }
+        if !budget.take(data.len()) {
+            budget.give_back(buf.len());
+            return Err(true);
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.freeze())
+}
+
+/// One sub-response as JSON bytes, charged to the batch's budget: the body
+/// while it is read, then the rendered item instead.
+async fn render(rsp: Response<Body>, budget: &Budget) -> Vec<u8> {
     let (parts, body) = rsp.into_parts();
     let mut headers = Map::new();
     for (name, value) in &parts.headers {
@@ -218,14 +290,17 @@ async fn render(rsp: Response<Body>) -> Value {
             }
         }
     }
-    let bytes = match Limited::new(body, MAX_ITEM_BYTES).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
+    let bytes = match read_within(body, budget).await {
+        Ok(b) => b,
+        Err(true) => return over_budget(),
+        Err(false) => {
             return json!({
                 "status": 502,
                 "headers": {},
                 "body": { "success": false, "error": { "code": "batch_item_failed", "message": "the response body could not be read (or exceeds 8 MiB)" } },
-            });
+            })
+            .to_string()
+            .into_bytes();
         }
     };
     let is_json = parts
@@ -244,7 +319,17 @@ async fn render(rsp: Response<Body>) -> Value {
     } else {
         Value::String(String::from_utf8_lossy(&bytes).into_owned())
     };
-    json!({ "status": parts.status.as_u16(), "headers": headers, "body": body })
+    let item = json!({ "status": parts.status.as_u16(), "headers": headers, "body": body })
+        .to_string()
+        .into_bytes();
+    // The rendered item replaces the raw body in the budget (JSON escaping
+    // can make it several times larger).
+    budget.give_back(bytes.len());
+    drop(bytes);
+    if !budget.take(item.len()) {
+        return over_budget();
+    }
+    item
 }
 
 #[cfg(test)]

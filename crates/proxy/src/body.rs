@@ -189,6 +189,8 @@ pub(crate) enum ReadError {
     TooLarge,
     /// The body broke off (the client went away, or its framing failed).
     Broken(BoxError),
+    /// The whole body did not arrive within the deadline.
+    TimedOut(Duration),
 }
 
 impl ReadError {
@@ -203,26 +205,86 @@ impl ReadError {
             ReadError::Broken(_) => {
                 GatewayError::new(ErrorKind::BadRequest, "the request body broke off")
             }
+            ReadError::TimedOut(d) => GatewayError::new(
+                ErrorKind::RequestTimeout,
+                format!("the request body did not arrive within {d:?}"),
+            ),
         }
     }
 }
 
-/// Reads a whole request body of at most `max` bytes; a declared length
-/// over `max` is refused without reading.
+/// Reads a whole request body of at most `max` bytes within `deadline`
+/// (`server.request_body_timeout`: a client trickling its body must not
+/// hold the request, and the memory read so far, for ever); a declared
+/// length over `max` is refused without reading.
 pub(crate) async fn read_bounded(
     body: Body,
     headers: &http::HeaderMap,
     max: u64,
+    deadline: Duration,
 ) -> Result<Bytes, ReadError> {
     if declared_length(headers).is_some_and(|n| n > max) {
         return Err(ReadError::TooLarge);
     }
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
+    let read = http_body_util::Limited::new(body, limit).collect();
+    match tokio::time::timeout(deadline, read).await {
+        Ok(Ok(c)) => Ok(c.to_bytes()),
         // The client body is itself limited (`server.max_body_bytes`); both
         // limits report the same error type.
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ReadError::TooLarge),
-        Err(e) => Err(ReadError::Broken(e)),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ReadError::TooLarge),
+        Ok(Err(e)) => Err(ReadError::Broken(e)),
+        Err(_) => Err(ReadError::TimedOut(deadline)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body that sends one byte and then nothing.
+    struct Trickle(bool);
+
+    impl HttpBody for Trickle {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            if self.0 {
+                Poll::Pending
+            } else {
+                self.0 = true;
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"{")))))
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_ends_at_the_deadline() {
+        let deadline = Duration::from_secs(10);
+        let headers = http::HeaderMap::new();
+        let read = read_bounded(Body::stream(Trickle(false)), &headers, 1024, deadline);
+        match read.await {
+            Err(ReadError::TimedOut(d)) => assert_eq!(d, deadline),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        let err = ReadError::TimedOut(deadline).into_gateway(1024);
+        assert_eq!(err.kind.status(), http::StatusCode::REQUEST_TIMEOUT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_complete_body_is_read() {
+        let got = read_bounded(
+            Body::full("hello"),
+            &http::HeaderMap::new(),
+            1024,
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+        assert_eq!(&got[..], b"hello");
     }
 }

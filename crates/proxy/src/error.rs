@@ -17,6 +17,11 @@ pub enum ErrorKind {
     Unauthorized,
     /// The request body exceeds the configured limit → 413.
     PayloadTooLarge,
+    /// The request body did not arrive within `server.request_body_timeout` → 408.
+    RequestTimeout,
+    /// A batch item's answer does not fit in `batch.max_response_bytes`
+    /// (reported inside the batch answer) → 413.
+    BatchTooLarge,
     /// The request target is longer than `server.max_uri_bytes` → 414.
     UriTooLong,
     /// A rate limit refused the request → 429.
@@ -54,7 +59,8 @@ impl ErrorKind {
         match self {
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
-            ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::PayloadTooLarge | ErrorKind::BatchTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
             ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -76,6 +82,8 @@ impl ErrorKind {
             ErrorKind::BadRequest => "bad_request",
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::PayloadTooLarge => "payload_too_large",
+            ErrorKind::RequestTimeout => "request_timeout",
+            ErrorKind::BatchTooLarge => "batch_too_large",
             ErrorKind::UriTooLong => "uri_too_long",
             ErrorKind::TooManyRequests => "rate_limited",
             ErrorKind::HeadersTooLarge => "headers_too_large",

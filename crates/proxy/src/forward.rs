@@ -82,7 +82,7 @@ impl Gateway {
         let pq = uri.path_and_query().map_or("/", |p| p.as_str());
 
         let body = if pool.retry.attempts > 0 && matches!(body, Body::Stream(_)) {
-            replayable_body(body, &headers, route.body_idle_timeout).await?
+            replayable_body(body, &headers, self.body_timeout).await?
         } else {
             body
         };
@@ -220,16 +220,14 @@ async fn replayable_body(
         body_too_large,
         refused: None,
     };
-    let read = crate::body::read_bounded(body, headers, REPLAY_MAX_BYTES);
-    match tokio::time::timeout(deadline, read).await {
-        Ok(Ok(bytes)) => Ok(Body::full(bytes)),
-        Ok(Err(ReadError::TooLarge)) => Err(failed("the client's body is too large".into(), true)),
-        Ok(Err(ReadError::Broken(e))) => {
-            Err(failed(format!("reading the client's body: {e}"), false))
-        }
-        Err(_) => Err(failed(
-            format!("the client's body stalled for {deadline:?}"),
-            false,
-        )),
+    match crate::body::read_bounded(body, headers, REPLAY_MAX_BYTES, deadline).await {
+        Ok(bytes) => Ok(Body::full(bytes)),
+        Err(ReadError::TooLarge) => Err(failed("the client's body is too large".into(), true)),
+        Err(ReadError::Broken(e)) => Err(failed(format!("reading the client's body: {e}"), false)),
+        // The client's fault, answered 408 (`server.request_body_timeout`).
+        Err(ReadError::TimedOut(d)) => Err(UpstreamError {
+            refused: Some(crate::pool::Refusal::ClientBodyTimeout(d)),
+            ..failed(format!("the client's body stalled for {d:?}"), false)
+        }),
     }
 }

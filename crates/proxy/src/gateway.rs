@@ -187,6 +187,8 @@ pub struct Gateway {
     pub(crate) jobs: std::sync::OnceLock<Arc<crate::jobs::Jobs>>,
     /// Stops the job workers (set by `run_background`).
     pub(crate) jobs_stop: std::sync::OnceLock<tokio::sync::watch::Receiver<bool>>,
+    /// `server.request_body_timeout`: the deadline of every whole-body read.
+    pub(crate) body_timeout: Duration,
 }
 
 impl Gateway {
@@ -243,6 +245,7 @@ impl Gateway {
             ),
             via_h1: via("1.1")?,
             via_h2: via("2")?,
+            body_timeout: config.server.request_body_timeout.get(),
         }))
     }
 
@@ -399,7 +402,7 @@ impl Gateway {
         let body_key = if policy.limits.needs_body(&route.name, req.method()) {
             let (parts, body) = req.into_parts();
             let max = crate::limits::BODY_KEY_MAX;
-            let bytes = crate::body::read_bounded(body, &parts.headers, max)
+            let bytes = crate::body::read_bounded(body, &parts.headers, max, self.body_timeout)
                 .await
                 .map_err(|e| e.into_gateway(max))?;
             req = Request::from_parts(parts, Body::full(bytes.clone()));
@@ -425,7 +428,7 @@ impl Gateway {
         if let Some(aj) = &route.async_job
             && req.method() == Method::POST
         {
-            return self.submit_job(&route, aj, req).await; // jobs/submit.rs: 202/413/503
+            return self.submit_job(&route, aj, req, &conn).await; // jobs/submit.rs: 202/413/503
         }
         match self.cache_eligibility(&route, &req) {
             Ok(()) => self.cached(route, req, conn, cx).await,

@@ -53,15 +53,16 @@ pub struct Jobs {
     /// L1 of finished jobs (the store is their L2): status reads and
     /// results of jobs that will not change by themselves, kept for
     /// [`FINISHED_TTL`] so an admin retry or discard on another instance is
-    /// seen soon.
+    /// seen soon, and weighed in bytes (`jobs.finished_cache_bytes`).
     pub(crate) finished: moka::sync::Cache<String, Arc<Job>>,
     /// Workers holding or claiming jobs, and their wake-up when it drops to 0.
     pub(crate) busy: AtomicUsize,
     pub(crate) idle: Notify,
 }
 
-/// Finished jobs kept in memory at most (their results included).
-const FINISHED_MAX: u64 = 10_000;
+/// What a finished job is counted as besides its bodies and header fields
+/// (the struct, ids, the map entry), so that many tiny jobs are bounded too.
+const FINISHED_OVERHEAD: usize = 512;
 /// How long a finished job is served from memory.
 const FINISHED_TTL: Duration = Duration::from_secs(10);
 
@@ -204,7 +205,8 @@ impl Jobs {
             started: Instant::now(),
             live: std::sync::atomic::AtomicI64::new(0),
             finished: moka::sync::Cache::builder()
-                .max_capacity(FINISHED_MAX)
+                .max_capacity(j.finished_cache_bytes.get())
+                .weigher(|_, job: &Arc<Job>| weight(job))
                 .time_to_live(FINISHED_TTL.min(j.result_ttl.get()))
                 .build(),
             busy: AtomicUsize::new(0),
@@ -318,6 +320,20 @@ impl Jobs {
     }
 }
 
+/// The bytes a finished job holds in memory, as weighed by `Jobs::finished`.
+fn weight(job: &Job) -> u32 {
+    let fields =
+        |f: &[(String, String)]| f.iter().map(|(k, v)| k.len() + v.len() + 16).sum::<usize>();
+    let n = FINISHED_OVERHEAD
+        + job.body.len()
+        + job.result_body.len()
+        + job.request.target.len()
+        + fields(&job.request.headers)
+        + job.result.as_ref().map_or(0, |r| fields(&r.headers))
+        + job.last_error.as_ref().map_or(0, String::len);
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 /// The end-to-end fields of a head, as a job stores them (hop-by-hop
 /// fields removed, values that are not text dropped).
 pub(crate) fn stored_fields(mut headers: http::HeaderMap) -> Vec<(String, String)> {
@@ -362,5 +378,49 @@ pub(crate) fn store_error(e: StoreError) -> GatewayError {
             )
             .retry_after(Duration::from_secs(5))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use perfgate_config::{AsyncRouteConfig, ByteSize, RouteConfig};
+
+    #[test]
+    fn finished_jobs_in_memory_are_bounded_in_bytes() {
+        let dir = std::env::temp_dir().join(format!(
+            "perfgate-finished-{}-{}",
+            std::process::id(),
+            perfgate_jobs::job::new_id()
+        ));
+        let mut config = Config::default();
+        config.jobs.data_dir = dir.to_string_lossy().into_owned();
+        config.jobs.finished_cache_bytes = ByteSize(1024 * 1024);
+        config.routes.push(RouteConfig {
+            async_job: Some(AsyncRouteConfig::default()),
+            ..RouteConfig::default()
+        });
+        let jobs = Jobs::open(&config, None).unwrap().unwrap();
+        // 100 finished jobs of 100 KiB results: 10 MiB, against 1 MiB.
+        for _ in 0..100 {
+            let mut job = Job::new(
+                "r",
+                perfgate_jobs::JobRequest::default(),
+                bytes::Bytes::new(),
+                0,
+            );
+            job.state = JobState::Succeeded;
+            job.result_body = bytes::Bytes::from(vec![b'x'; 100 * 1024]);
+            jobs.remember(&Arc::new(job));
+        }
+        jobs.finished.run_pending_tasks();
+        assert!(
+            jobs.finished.weighted_size() <= 1024 * 1024,
+            "{} bytes kept",
+            jobs.finished.weighted_size()
+        );
+        assert!(jobs.finished.entry_count() <= 10);
+        drop(jobs);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

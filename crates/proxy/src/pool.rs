@@ -132,6 +132,9 @@ pub(crate) enum Refusal {
     NoHealthy,
     /// No connection slot within `queue_timeout`.
     Busy,
+    /// The client's (replayable) body did not arrive within
+    /// `server.request_body_timeout`: nothing was sent.
+    ClientBodyTimeout(Duration),
 }
 
 impl Pool {

@@ -2,17 +2,26 @@
 //! HTTP/2 (h2c by prior knowledge, or ALPN `h2` over TLS), and draining on
 //! shutdown. It takes an already-bound listener and a shutdown future, which
 //! is what makes it testable on port 0.
+//!
+//! Slow or idle clients are bounded: at most `server.max_connections` are
+//! open (past it the loop stops accepting, so new connections wait in the
+//! kernel's accept queue until one closes); HTTP/1 heads must arrive within
+//! `server.header_read_timeout` (`framing.rs`); an HTTP/2 connection has at
+//! most `server.http2_max_concurrent_streams` streams, is pinged and closed
+//! when a ping goes unanswered, and is closed (GOAWAY) after
+//! `server.http2_idle_timeout` without a request in flight.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::framing::Framed;
@@ -31,6 +40,17 @@ pub struct ServerOptions {
     pub drain_timeout: Duration,
     /// TLS, when the listener is HTTPS.
     pub tls: Option<TlsAcceptor>,
+    /// Client connections open at once (0 = unlimited).
+    pub max_connections: usize,
+    /// Streams one HTTP/2 connection may have open at once.
+    pub http2_max_concurrent_streams: u32,
+    /// A connection with no request in flight for this long is closed
+    /// gracefully (HTTP/2: GOAWAY).
+    pub http2_idle_timeout: Duration,
+    /// How often HTTP/2 connections are pinged.
+    pub http2_keep_alive_interval: Duration,
+    /// An unanswered ping closes the HTTP/2 connection after this long.
+    pub http2_keep_alive_timeout: Duration,
 }
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting and
@@ -51,17 +71,30 @@ pub async fn serve(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+        .max_concurrent_streams(opts.http2_max_concurrent_streams)
+        .keep_alive_interval(Some(opts.http2_keep_alive_interval))
+        .keep_alive_timeout(opts.http2_keep_alive_timeout);
     let builder = if opts.http2 {
         builder
     } else {
         builder.http1_only()
     };
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    // Every connection task holds a receiver until its connection is done:
+    // `true` asks it to finish gracefully, and the sender sees when all are
+    // gone.
+    let (drain, draining) = watch::channel(false);
+    let slots = (opts.max_connections > 0).then(|| Arc::new(Semaphore::new(opts.max_connections)));
     tokio::pin!(shutdown);
     loop {
+        // A slot first: past `max_connections` nothing is accepted.
+        let slot = match &slots {
+            Some(slots) => tokio::select! {
+                s = slots.clone().acquire_owned() => s.ok(),
+                () = &mut shutdown => break,
+            },
+            None => None,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -77,19 +110,34 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let conn = Conn::new(peer, opts.tls.is_some());
         let gw = gateway.clone();
+        let activity = Arc::new(Activity::default());
+        let seen = activity.clone();
         let svc = service_fn(move |req| {
             let gw = gw.clone();
             let conn = conn.clone();
-            async move { Ok::<_, Infallible>(gw.handle(req, conn).await) }
+            let busy = Busy::enter(seen.clone());
+            async move {
+                let rsp = gw.handle(req, conn).await;
+                drop(busy);
+                Ok::<_, Infallible>(rsp)
+            }
         });
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let watch = Watch {
+            builder: builder.clone(),
+            draining: draining.clone(),
+            activity,
+            idle: opts.http2_idle_timeout,
+            peer,
+        };
         let max_head = opts.max_header_bytes;
         let head_timeout = opts.header_read_timeout;
         match opts.tls.clone() {
             None => {
                 let io = Framed::new(stream, max_head, head_timeout);
-                tokio::spawn(serve_conn(builder, io, svc, watcher, peer));
+                tokio::spawn(async move {
+                    serve_conn(watch, io, svc).await;
+                    drop(slot);
+                });
             }
             Some(acceptor) => {
                 tokio::spawn(async move {
@@ -104,39 +152,66 @@ pub async fn serve(
                     };
                     // HTTP/2 has its own framing; the HTTP/1 check is not needed.
                     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-                        serve_conn(builder, tls, svc, watcher, peer).await;
+                        serve_conn(watch, tls, svc).await;
                     } else {
-                        serve_conn(
-                            builder,
-                            Framed::new(tls, max_head, head_timeout),
-                            svc,
-                            watcher,
-                            peer,
-                        )
-                        .await;
+                        serve_conn(watch, Framed::new(tls, max_head, head_timeout), svc).await;
                     }
+                    drop(slot);
                 });
             }
         }
     }
     drop(listener);
+    drop(draining);
     tracing::info!(timeout = ?opts.drain_timeout, "draining connections");
+    let _ = drain.send(true);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = drain.closed() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(opts.drain_timeout) => {
             tracing::warn!("drain timeout elapsed; closing remaining connections");
         }
     }
 }
 
-/// Serves one connection under the graceful-shutdown watcher.
-async fn serve_conn<I, S>(
+/// Requests of one connection: in flight now, and started so far.
+#[derive(Default)]
+struct Activity {
+    in_flight: AtomicU64,
+    started: AtomicU64,
+}
+
+/// A request in flight on its connection.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn enter(a: Arc<Activity>) -> Self {
+        a.in_flight.fetch_add(1, Ordering::AcqRel);
+        a.started.fetch_add(1, Ordering::Relaxed);
+        Busy(a)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What a connection task watches besides its connection.
+struct Watch {
     builder: Arc<auto::Builder<TokioExecutor>>,
-    io: I,
-    svc: S,
-    watcher: hyper_util::server::graceful::Watcher,
+    draining: watch::Receiver<bool>,
+    activity: Arc<Activity>,
+    idle: Duration,
     peer: std::net::SocketAddr,
-) where
+}
+
+/// Serves one connection until it ends; asks it to finish gracefully on
+/// shutdown, or once no request was in flight or started for a whole idle
+/// period (checked every `idle`, so an idle connection closes between one
+/// and two periods after its last request).
+async fn serve_conn<I, S>(w: Watch, io: I, svc: S)
+where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<
             http::Request<hyper::body::Incoming>,
@@ -147,8 +222,43 @@ async fn serve_conn<I, S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let c = builder.serve_connection(TokioIo::new(io), svc).into_owned();
-    if let Err(e) = watcher.watch(c).await {
-        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+    let Watch {
+        builder,
+        mut draining,
+        activity,
+        idle,
+        peer,
+    } = w;
+    let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
+    tokio::pin!(conn);
+    let mut closing = *draining.borrow();
+    if closing {
+        conn.as_mut().graceful_shutdown();
+    }
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + idle, idle);
+    let mut last_started = activity.started.load(Ordering::Relaxed);
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            changed = draining.changed(), if !closing => {
+                if changed.is_err() || *draining.borrow() {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+            _ = tick.tick(), if !closing => {
+                let started = activity.started.load(Ordering::Relaxed);
+                if started == last_started && activity.in_flight.load(Ordering::Acquire) == 0 {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                last_started = started;
+            }
+        }
     }
 }

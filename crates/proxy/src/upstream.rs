@@ -66,6 +66,12 @@ impl UpstreamError {
                 )
                 .retry_after(Duration::from_secs(1));
             }
+            Some(Refusal::ClientBodyTimeout(d)) => {
+                return GatewayError::new(
+                    ErrorKind::RequestTimeout,
+                    format!("the request body did not arrive within {d:?}"),
+                );
+            }
             Some(Refusal::Busy) => {
                 return GatewayError::new(
                     ErrorKind::Overloaded,

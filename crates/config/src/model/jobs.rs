@@ -37,6 +37,9 @@ pub struct JobsConfig {
     pub lease: Duration,
     /// Generic status URL of every job: `GET {status_prefix}/{task_id}`.
     pub status_prefix: String,
+    /// Bytes of finished jobs (results included) kept in memory for status
+    /// reads, on top of the store.
+    pub finished_cache_bytes: ByteSize,
 }
 
 impl Default for JobsConfig {
@@ -48,6 +51,7 @@ impl Default for JobsConfig {
             result_ttl: Duration::from_secs(3600),
             lease: Duration::from_secs(30),
             status_prefix: "/perfgate/jobs".into(),
+            finished_cache_bytes: ByteSize(64 * 1024 * 1024),
         }
     }
 }
@@ -66,6 +70,20 @@ pub enum DedupMode {
     Url,
     /// Every submission is new work.
     Off,
+}
+
+/// Whose submissions can share one job.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DedupScope {
+    /// Only the same caller's: the JWT subject where the route validates
+    /// tokens, else the `Authorization` and `Cookie` values (callers with
+    /// neither are one anonymous caller).
+    #[default]
+    PerCaller,
+    /// Everyone's: any caller gets the task (and result) of the same work.
+    /// Results are then stored without `Set-Cookie`.
+    Global,
 }
 
 /// An async route: `POST` answers `202 Accepted` with a task id; a worker
@@ -105,6 +123,9 @@ pub struct AsyncRouteConfig {
     pub dedup: DedupMode,
     /// The JSON field holding the URL, for `dedup = "url"`.
     pub dedup_url_field: String,
+    /// `per-caller` (default): a submission joins only the same caller's
+    /// job; `global`: anyone's.
+    pub dedup_scope: DedupScope,
     /// Estimated cost of one upstream call (any currency), for cost tracking.
     pub unit_cost: f64,
     /// Batching: when set, workers collect up to `batch_max` jobs (or what
@@ -134,6 +155,7 @@ impl Default for AsyncRouteConfig {
             max_body_bytes: ByteSize(1024 * 1024),
             dedup: DedupMode::Request,
             dedup_url_field: "url".into(),
+            dedup_scope: DedupScope::PerCaller,
             unit_cost: 0.0,
             batch_path: None,
             batch_max: 10,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::units::Duration;
+use crate::units::{ByteSize, Duration};
 
 /// A named group of upstream servers that routes target with `pool`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -357,6 +357,10 @@ pub struct BatchConfig {
     pub max_requests: usize,
     /// Requests of one batch served at once.
     pub concurrency: usize,
+    /// Bytes of sub-responses one batch may hold in memory (its answer is
+    /// about this size at most); an item that does not fit is answered
+    /// with its own 413 error in the list.
+    pub max_response_bytes: ByteSize,
 }
 
 impl Default for BatchConfig {
@@ -366,6 +370,7 @@ impl Default for BatchConfig {
             path: "/batch".into(),
             max_requests: 50,
             concurrency: 8,
+            max_response_bytes: ByteSize(16 * 1024 * 1024),
         }
     }
 }

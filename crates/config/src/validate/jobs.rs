@@ -14,6 +14,12 @@ pub(super) fn check(config: &Config, p: &mut impl FnMut(String, String)) {
     }
     nonzero(j.result_ttl, "jobs.result_ttl", p);
     nonzero(j.lease, "jobs.lease", p);
+    if j.finished_cache_bytes.get() == 0 {
+        p(
+            "jobs.finished_cache_bytes".into(),
+            "must be greater than 0".into(),
+        );
+    }
     if !j.status_prefix.starts_with('/') || j.status_prefix.trim_end_matches('/').is_empty() {
         p(
             "jobs.status_prefix".into(),

@@ -280,6 +280,12 @@ pub(super) fn check(config: &Config, p: &mut impl FnMut(String, String)) {
     if b.concurrency == 0 {
         p("batch.concurrency".into(), "must be greater than 0".into());
     }
+    if b.max_response_bytes.get() == 0 {
+        p(
+            "batch.max_response_bytes".into(),
+            "must be greater than 0".into(),
+        );
+    }
 }
 
 fn check_policies(

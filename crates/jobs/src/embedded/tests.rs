@@ -20,6 +20,7 @@ fn job(route: &str, priority: i32, dedup: Option<&str>) -> Job {
             method: "POST".into(),
             target: "/work".into(),
             headers: vec![],
+            ..JobRequest::default()
         },
         Bytes::from_static(b"{}"),
         now_ms(),
@@ -178,5 +179,53 @@ async fn reopening_puts_running_jobs_back_and_requeue_rules_hold() {
     s.discard(&c.id).await.unwrap();
     assert!(s.get(&c.id).unwrap().is_none());
     assert!(matches!(s.discard(&c.id).await, Err(StoreError::NotFound)));
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[tokio::test]
+async fn a_failed_job_is_never_an_answer_to_a_new_submission() {
+    let d = dir("failed");
+    let s = Embedded::open(&d).unwrap();
+    let Submitted::New(first) = s.submit(job("r", 0, Some("k")), 10).await.unwrap() else {
+        panic!()
+    };
+    let mut c = s.claim("r").await.unwrap().unwrap();
+    c.state = JobState::Failed;
+    c.finished_ms = Some(now_ms());
+    c.result_body = Bytes::from_static(b"{\"error\":\"bad token\"}");
+    s.finish(c, 60_000).await.unwrap();
+    let Submitted::New(second) = s.submit(job("r", 0, Some("k")), 10).await.unwrap() else {
+        panic!("a failed (4xx) result must not be reused")
+    };
+    assert_ne!(second.id, first.id);
+    // The failed job itself is still readable by its id.
+    assert_eq!(s.get(&first.id).unwrap().unwrap().state, JobState::Failed);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[cfg(unix)]
+#[test]
+fn the_store_file_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dir("mode");
+    let _s = Embedded::open(&d).unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&d.join("jobs.redb")), 0o600);
+    assert_eq!(mode(&d) & 0o022, 0, "the directory is writable by others");
+    drop(_s);
+    let _ = std::fs::remove_dir_all(&d);
+
+    // An existing world-writable directory is refused.
+    let d = dir("open-dir");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = Embedded::open(&d).err().expect("refused");
+    assert!(err.to_string().contains("writable"), "{err}");
+    // A file made by an older version with a wider mode is narrowed.
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(d.join("jobs.redb"), b"").unwrap();
+    std::fs::set_permissions(d.join("jobs.redb"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let _s = Embedded::open(&d).unwrap();
+    assert_eq!(mode(&d.join("jobs.redb")), 0o600);
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -12,6 +12,7 @@ mod coalescing;
 mod compression;
 mod guards;
 mod invalidation;
+mod job_isolation;
 mod jobs;
 mod l2;
 mod limits;
@@ -21,6 +22,7 @@ mod reload;
 mod resilience;
 mod shutdown;
 mod signals;
+mod slow_clients;
 mod streaming;
 mod warmup;
 

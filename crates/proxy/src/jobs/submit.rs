@@ -3,19 +3,20 @@
 //! store decides whether it is new work, joins a live job, or is answered
 //! from a finished one.
 
-use http::header::{CONTENT_LENGTH, HOST, LOCATION};
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, COOKIE, HOST, LOCATION};
 use http::{HeaderValue, Request, Response, StatusCode};
-use perfgate_config::AsyncRouteConfig;
+use perfgate_config::{AsyncRouteConfig, DedupScope};
 use perfgate_jobs::job::now_ms;
 use perfgate_jobs::{Job, JobRequest, Submitted};
 use perfgate_observe::Submission;
 use serde_json::Value;
+use xxhash_rust::xxh3::xxh3_128;
 
 use super::status::{json_response, status_document};
 use super::{store_error, stored_fields};
 use crate::body::{Body, read_bounded};
 use crate::error::{ErrorKind, GatewayError};
-use crate::gateway::Gateway;
+use crate::gateway::{Conn, Gateway};
 use crate::route::Route;
 
 /// Priorities are clamped to this range.
@@ -29,6 +30,7 @@ impl Gateway {
         route: &Route,
         aj: &AsyncRouteConfig,
         req: Request<Body>,
+        conn: &Conn,
     ) -> Result<Response<Body>, GatewayError> {
         let Some(jobs) = self.jobs.get() else {
             return Err(GatewayError::new(
@@ -39,7 +41,7 @@ impl Gateway {
         let metrics = &self.metrics.jobs;
         let limit = aj.max_body_bytes.get();
         let (parts, body) = req.into_parts();
-        let body = match read_bounded(body, &parts.headers, limit).await {
+        let body = match read_bounded(body, &parts.headers, limit, self.body_timeout).await {
             Ok(b) => b,
             Err(e) => {
                 metrics.submitted(&route.name, Submission::refused, 0.0);
@@ -63,9 +65,19 @@ impl Gateway {
             Some(q) => format!("{upstream_path}?{q}"),
             None => upstream_path,
         };
+        let client_ip = crate::headers::client_ip(&parts.headers, conn, &route.trusted);
+        let caller = match aj.dedup_scope {
+            DedupScope::Global => None,
+            DedupScope::PerCaller => Some(caller_identity(conn, &parts.headers)),
+        };
         let mut headers = parts.headers;
         headers.remove(CONTENT_LENGTH);
         headers.remove(HOST);
+        // The call describes the submitter from what is stored below, not
+        // from what the client claimed (nor from the worker's connection).
+        for name in FORWARDING {
+            headers.remove(name);
+        }
         let headers = stored_fields(headers);
         let method = parts.method.as_str().to_string();
         let dedup = perfgate_jobs::dedup::key_parsed(
@@ -75,13 +87,20 @@ impl Gateway {
             &target,
             &body,
             json,
+            caller.as_deref(),
         );
+        // Others can join this job (and be given its result) unless
+        // de-duplication is off or bound to a caller with an identity.
+        let private_result = dedup.is_none() || caller.as_deref().is_some_and(|c| c != ANONYMOUS);
         let mut job = Job::new(
             &route.name,
             JobRequest {
                 method,
                 target,
                 headers,
+                client_ip: Some(client_ip.to_string()),
+                tls: conn.tls,
+                user: conn.user.as_deref().map(str::to_string),
             },
             body,
             now_ms(),
@@ -89,6 +108,7 @@ impl Gateway {
         job.priority = priority;
         job.max_attempts = aj.max_attempts.max(1);
         job.dedup = dedup;
+        job.private_result = private_result;
 
         let prefix = route
             .job_status_path
@@ -124,6 +144,43 @@ impl Gateway {
             }
         }
     }
+}
+
+/// Fields that describe how a request reached perfgate; a job's call sets
+/// them again from the stored client address and protocol.
+const FORWARDING: [&str; 7] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-real-ip",
+];
+
+/// The caller identity of callers with no credentials at all.
+const ANONYMOUS: &str = "anonymous";
+
+/// Who submits, for per-caller de-duplication: the validated JWT user
+/// when the route has one, else a hash of the `Authorization` and `Cookie`
+/// values (each field length-prefixed, so no two lists read alike), else
+/// [`ANONYMOUS`].
+fn caller_identity(conn: &Conn, headers: &http::HeaderMap) -> String {
+    if let Some(user) = &conn.user {
+        return format!("user:{user}");
+    }
+    let mut material = Vec::new();
+    for name in [AUTHORIZATION, COOKIE] {
+        for v in headers.get_all(&name) {
+            material.extend_from_slice(name.as_str().as_bytes());
+            material.extend_from_slice(&(v.len() as u64).to_be_bytes());
+            material.extend_from_slice(v.as_bytes());
+        }
+    }
+    if material.is_empty() {
+        return ANONYMOUS.to_string();
+    }
+    format!("credentials:{:032x}", xxh3_128(&material))
 }
 
 /// The priority: the `X-Priority` header, else a top-level `"priority"`

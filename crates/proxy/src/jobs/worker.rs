@@ -13,7 +13,7 @@
 //! job, so a lower `concurrency` (or a removed route) makes the extra ones
 //! stop, and [`Gateway::sync_job_workers`] starts the missing ones.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -101,7 +101,7 @@ impl Gateway {
         };
         let method = Method::from_bytes(job.request.method.as_bytes()).unwrap_or(Method::POST);
         let headers = head_fields(&job.request.headers);
-        let conn = Conn::new(SocketAddr::from(([127, 0, 0, 1], 0)), false);
+        let conn = submitter(job);
         let mut waits = Waits::default();
         let call = async {
             let rsp = self
@@ -138,6 +138,24 @@ impl Gateway {
             Ok(Err(e)) => Attempt::Failed(e),
             Err(_) => Attempt::Failed(format!("no answer within {}", aj.timeout)),
         }
+    }
+
+    /// Runs claimed jobs: each group of jobs from one caller (see
+    /// [`caller_of`]) as one upstream call, the groups at once.
+    async fn run_claimed(
+        &self,
+        jobs: &Jobs,
+        route: &Route,
+        aj: &AsyncRouteConfig,
+        claimed: Vec<Job>,
+    ) {
+        let groups = by_caller(claimed);
+        futures_util::future::join_all(
+            groups
+                .into_iter()
+                .map(|group| self.run(jobs, route, aj, group)),
+        )
+        .await;
     }
 
     /// Runs claimed jobs as one upstream call (one job, or a batch to
@@ -272,6 +290,16 @@ async fn conclude(
     outcome: Attempt,
 ) {
     let now = now_ms();
+    // A result others may be given never carries the submitter's cookies.
+    let outcome = match outcome {
+        Attempt::Answered(mut result, body) if !job.private_result => {
+            result
+                .headers
+                .retain(|(k, _)| !k.eq_ignore_ascii_case("set-cookie"));
+            Attempt::Answered(result, body)
+        }
+        other => other,
+    };
     let retry = |job: &mut Job, why: String| {
         job.last_error = Some(why);
         if job.attempts < job.max_attempts {
@@ -331,6 +359,57 @@ async fn conclude(
         // lease, on Redis) it runs again. At least once.
         tracing::error!(task_id = %id, error = %e, "could not record a job's outcome");
     }
+}
+
+/// The connection a job's upstream call describes: the submitting client's
+/// address and protocol, and its user. Jobs stored before these were kept
+/// fall back to the loopback address.
+fn submitter(job: &Job) -> Conn {
+    let ip = job
+        .request
+        .client_ip
+        .as_deref()
+        .and_then(|ip| ip.parse::<IpAddr>().ok())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let mut conn = Conn::new(SocketAddr::new(ip, 0), job.request.tls);
+    conn.user = job.request.user.as_deref().map(Arc::from);
+    conn
+}
+
+/// What makes two jobs one caller's, so that one upstream call can carry
+/// both: the same credentials (`Authorization`, `Cookie`), user, client
+/// address and protocol. A batch call is sent with its first job's head,
+/// so jobs that differ in any of these never share one.
+fn caller_of(job: &Job) -> impl Eq + '_ {
+    let credentials: Vec<&(String, String)> = job
+        .request
+        .headers
+        .iter()
+        .filter(|(k, _)| {
+            k.eq_ignore_ascii_case("authorization") || k.eq_ignore_ascii_case("cookie")
+        })
+        .collect();
+    (
+        credentials,
+        job.request.user.as_deref(),
+        job.request.client_ip.as_deref(),
+        job.request.tls,
+    )
+}
+
+/// Claimed jobs split into groups of one caller each, in claim order.
+fn by_caller(claimed: Vec<Job>) -> Vec<Vec<Job>> {
+    let mut groups: Vec<Vec<Job>> = Vec::new();
+    for job in claimed {
+        match groups
+            .iter_mut()
+            .find(|g| g.first().is_some_and(|f| caller_of(f) == caller_of(&job)))
+        {
+            Some(g) => g.push(job),
+            None => groups.push(vec![job]),
+        }
+    }
+    groups
 }
 
 /// More jobs for a batch: up to `batch_max`, or what arrives within
@@ -398,7 +477,7 @@ async fn worker(
                 } else {
                     vec![job]
                 };
-                gw.run(&jobs, &route, &aj, batch).await;
+                gw.run_claimed(&jobs, &route, &aj, batch).await;
             }
             Ok(None) => {
                 drop(busy);
@@ -487,5 +566,58 @@ async fn depth_updater(gw: Weak<Gateway>, jobs: Arc<Jobs>, mut stop: watch::Rece
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = stop.wait_for(|v| *v) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use perfgate_jobs::JobRequest;
+
+    fn job(auth: &str, ip: &str) -> Job {
+        Job::new(
+            "r",
+            JobRequest {
+                headers: vec![("authorization".into(), auth.into())],
+                client_ip: Some(ip.into()),
+                ..JobRequest::default()
+            },
+            Bytes::new(),
+            0,
+        )
+    }
+
+    #[test]
+    fn a_batch_is_split_by_caller_in_claim_order() {
+        let claimed = vec![
+            job("Bearer a", "192.0.2.1"),
+            job("Bearer b", "192.0.2.1"),
+            job("Bearer a", "192.0.2.1"),
+            job("Bearer a", "192.0.2.2"),
+        ];
+        let ids: Vec<String> = claimed.iter().map(|j| j.id.clone()).collect();
+        let groups: Vec<Vec<String>> = by_caller(claimed)
+            .into_iter()
+            .map(|g| g.into_iter().map(|j| j.id).collect())
+            .collect();
+        assert_eq!(
+            groups,
+            [
+                vec![ids[0].clone(), ids[2].clone()],
+                vec![ids[1].clone()],
+                vec![ids[3].clone()],
+            ]
+        );
+    }
+
+    #[test]
+    fn the_call_describes_the_submitter() {
+        let mut j = job("Bearer a", "203.0.113.9");
+        j.request.tls = true;
+        j.request.user = Some("alice".into());
+        let conn = submitter(&j);
+        assert_eq!(conn.peer.ip().to_string(), "203.0.113.9");
+        assert!(conn.tls);
+        assert_eq!(conn.user.as_deref(), Some("alice"));
     }
 }
