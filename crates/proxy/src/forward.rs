@@ -19,7 +19,7 @@ use perfgate_observe::UpstreamErrorKind;
 
 use crate::body::{Body, ReadError};
 use crate::gateway::{Conn, Gateway, Outgoing, Waits};
-use crate::headers::{append_via, set_forwarded, strip_hop_by_hop};
+use crate::headers::{append_via, set_forwarded, set_framing, strip_hop_by_hop};
 use crate::pool::{Pick, Refusal};
 use crate::route::Route;
 use crate::stats::Stats;
@@ -77,7 +77,13 @@ impl Gateway {
         let proto = if conn.tls { "https" } else { "http" };
         let trusted = route.trusted.iter().any(|n| n.contains(conn.peer.ip()));
         let client_ip = crate::headers::client_ip(&headers, conn, &route.trusted);
-        set_forwarded(&mut headers, &conn.peer_ip, trusted, proto);
+        set_forwarded(
+            &mut headers,
+            &conn.peer_ip,
+            trusted,
+            &route.trusted_headers,
+            proto,
+        );
         append_via(&mut headers, self.via_for(version));
         let pq = uri.path_and_query().map_or("/", |p| p.as_str());
 
@@ -86,6 +92,8 @@ impl Gateway {
         } else {
             body
         };
+        // The body that goes upstream, not the client's head, frames it.
+        set_framing(&mut headers, &method, &body);
         let replayable = matches!(body, Body::Empty | Body::Full(_));
         let retries = if replayable { pool.retry.attempts } else { 0 };
         let deadline = route.total_timeout.map(|d| start + d);

@@ -4,15 +4,39 @@
 //! oversized heads with 400/431).
 
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
-use http::{Request, Version};
+use http::{HeaderValue, Method, Request, Version};
 
 use crate::error::{ErrorKind, GatewayError};
 use crate::framing::{CONFLICT_HEADER, conflict_marker};
 use crate::policy::Guards;
 
+/// The methods perfgate forwards (`Allow` of a refused CONNECT or TRACE).
+const ALLOWED: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
 /// Checks a request head; the error says what the client got wrong.
 pub(crate) fn check<B>(req: &Request<B>, guards: &Guards) -> Result<(), GatewayError> {
     let max_body = guards.max_body_bytes;
+    // A reverse proxy has no use for tunnels (CONNECT) and must not echo
+    // a request with its credentials back (TRACE, RFC 9110 §9.3.8).
+    if req.method() == Method::CONNECT || req.method() == Method::TRACE {
+        return Err(GatewayError::new(
+            ErrorKind::MethodNotAllowed,
+            format!("{} is not allowed", req.method()),
+        )
+        .with_header(http::header::ALLOW, HeaderValue::from_static(ALLOWED)));
+    }
+    // RFC 9112 §3.2: origin-form or absolute-form (hyper also accepts
+    // authority-form and `*` on any method; the asterisk-form of a
+    // server-wide OPTIONS has no route to go to).
+    let uri = req.uri();
+    let origin_or_absolute =
+        uri.path().starts_with('/') && (uri.scheme().is_some() || uri.authority().is_none());
+    if !origin_or_absolute {
+        return Err(GatewayError::new(
+            ErrorKind::BadRequest,
+            "the request target is not in origin or absolute form",
+        ));
+    }
     let h = req.headers();
     if h.len() > guards.max_header_count {
         return Err(GatewayError::new(
