@@ -11,6 +11,7 @@ mod cluster;
 mod coalescing;
 mod compression;
 mod guards;
+mod hostile;
 mod invalidation;
 mod jobs;
 mod l2;
