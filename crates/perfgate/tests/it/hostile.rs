@@ -1315,3 +1315,184 @@ async fn hostile_http2_inputs_are_framed_or_refused() {
         violations.join("\n")
     );
 }
+
+/// One request of the property test.
+#[derive(Debug, Clone)]
+struct Random {
+    method: &'static str,
+    route: Route,
+    /// 0: none (no body), 1: Content-Length, 2: chunked, 3: both (refused),
+    /// 4: two different Content-Lengths (refused).
+    framing: u8,
+    body: Vec<u8>,
+    extra: Vec<&'static str>,
+}
+
+/// Fields a hostile client adds; none may change the framing upstream.
+const EXTRA: [&str; 10] = [
+    "Content_Length: 3",
+    "Transfer_Encoding: chunked",
+    "X_User_Id: mallory",
+    "Forwarded: host=evil.example",
+    "X-Forwarded-Host: evil.example",
+    "Expect: 100-continue",
+    "Connection: x-forwarded-for, via",
+    "Upgrade: websocket",
+    "Connection: content-length",
+    "X-A: \u{e9}t\u{e9}",
+];
+
+fn random_request() -> impl proptest::strategy::Strategy<Value = Random> {
+    use proptest::prelude::*;
+    (
+        prop::sample::select(vec!["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]),
+        any::<bool>(),
+        prop_oneof![4 => Just(1u8), 3 => Just(2u8), 2 => Just(0u8), 1 => Just(3u8), 1 => Just(4u8)],
+        prop::collection::vec(any::<u8>(), 0..48),
+        prop::collection::vec(prop::sample::select(EXTRA.to_vec()), 0..3),
+    )
+        .prop_map(|(method, cached, framing, body, extra)| Random {
+            method,
+            route: if cached { Route::Cached } else { Route::Pass },
+            framing,
+            body: if framing == 0 { Vec::new() } else { body },
+            extra,
+        })
+}
+
+impl Random {
+    fn bytes(&self, target: &str) -> Vec<u8> {
+        let mut head = format!("{} {target} HTTP/1.1\r\nHost: x\r\n", self.method);
+        for e in &self.extra {
+            head.push_str(e);
+            head.push_str("\r\n");
+        }
+        let n = self.body.len();
+        match self.framing {
+            1 => head.push_str(&format!("Content-Length: {n}\r\n")),
+            2 => head.push_str("Transfer-Encoding: chunked\r\n"),
+            3 => head.push_str(&format!(
+                "Content-Length: {n}\r\nTransfer-Encoding: chunked\r\n"
+            )),
+            4 => head.push_str(&format!(
+                "Content-Length: {n}\r\nContent-Length: {}\r\n",
+                n + 1
+            )),
+            _ => {}
+        }
+        head.push_str("\r\n");
+        let mut v = head.into_bytes();
+        match self.framing {
+            2 | 3 => {
+                if !self.body.is_empty() {
+                    v.extend_from_slice(format!("{:x}\r\n", n).as_bytes());
+                    v.extend_from_slice(&self.body);
+                    v.extend_from_slice(b"\r\n");
+                }
+                v.extend_from_slice(b"0\r\n\r\n");
+            }
+            _ => v.extend_from_slice(&self.body),
+        }
+        v
+    }
+}
+
+/// Sends `reqs` pipelined on one keep-alive connection; the final
+/// statuses in order (fewer when the gateway closed the connection).
+async fn pipeline(addr: SocketAddr, reqs: &[Random], targets: &[String]) -> Vec<u16> {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let mut all = Vec::new();
+    for (r, t) in reqs.iter().zip(targets) {
+        all.extend_from_slice(&r.bytes(t));
+    }
+    let _ = s.write_all(&all).await;
+    let deadline = tokio::time::Instant::now() + CASE_WAIT;
+    let (mut buf, mut statuses, mut chunk) = (Vec::new(), Vec::new(), [0u8; 8192]);
+    loop {
+        while let Some((used, status)) = one_response(
+            &buf,
+            reqs.get(statuses.len()).is_some_and(|r| r.method == "HEAD"),
+        ) {
+            buf.drain(..used);
+            if status >= 200 {
+                statuses.push(status);
+            }
+        }
+        if statuses.len() >= reqs.len() {
+            break;
+        }
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    statuses
+}
+
+#[test]
+fn random_pipelines_reach_the_upstream_as_accepted() {
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (upstream, gw) = rt.block_on(setup());
+    let addr = gw.addr();
+    let run = std::sync::atomic::AtomicUsize::new(0);
+    let mut runner = TestRunner::new(Config {
+        cases: 32,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let strategy = proptest::collection::vec(random_request(), 1..6);
+    let result = runner.run(&strategy, |reqs| {
+        let n = run.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let targets: Vec<String> = reqs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| format!("{}x?m=prop{n}-{i}.", r.route.prefix()))
+            .collect();
+        let statuses = rt.block_on(async {
+            let s = pipeline(addr, &reqs, &targets).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            s
+        });
+        let accepted = statuses.iter().filter(|s| !(400..500).contains(*s)).count();
+        let seen: usize = targets
+            .iter()
+            .map(|t| upstream.seen_with(&t[5..]).len())
+            .sum();
+        proptest::prop_assert_eq!(
+            accepted,
+            seen,
+            "answers {:?}, the upstream saw {}",
+            statuses,
+            seen
+        );
+        for (i, status) in statuses.iter().enumerate() {
+            let got = upstream.seen_with(&targets[i][5..]);
+            let r = &reqs[i];
+            if *status != 200 {
+                continue;
+            }
+            // A cache fill sends no body; `Upgrade` makes a request
+            // ineligible for the cache (passed through with its body).
+            let fill = r.route == Route::Cached
+                && (r.method == "GET" || r.method == "HEAD")
+                && !r.extra.iter().any(|e| e.starts_with("Upgrade"));
+            let want: &[u8] = if fill { b"" } else { &r.body };
+            proptest::prop_assert_eq!(got.len(), 1);
+            proptest::prop_assert_eq!(got[0].body.as_slice(), want, "request {}", i);
+        }
+        let violations = upstream.violations();
+        if !violations.is_empty() {
+            return Err(TestCaseError::fail(violations.join("\n")));
+        }
+        Ok(())
+    });
+    drop(gw);
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
