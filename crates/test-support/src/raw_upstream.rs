@@ -75,16 +75,20 @@ impl Drop for RawUpstream {
     }
 }
 
-/// The fixed answer: storable, so a cached route stores it.
-const ANSWER: &[u8] =
-    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncache-control: max-age=60\r\n\r\nok";
-/// The same for HEAD: no body.
-const ANSWER_HEAD: &[u8] =
-    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncache-control: max-age=60\r\n\r\n";
-
 impl RawUpstream {
-    /// Starts one on 127.0.0.1:0.
+    /// Starts one on 127.0.0.1:0 whose answer is storable
+    /// (`cache-control: max-age=60`), so a cached route stores it.
     pub async fn start() -> Self {
+        Self::start_with("cache-control: max-age=60").await
+    }
+
+    /// Starts one whose answer (`200`, body `ok`) carries `fields`
+    /// (header lines separated by CRLF, e.g. caching and validators).
+    pub async fn start_with(fields: &str) -> Self {
+        // The head; a HEAD gets it alone, anything else the body too.
+        let head = Arc::new(
+            format!("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n{fields}\r\n\r\n").into_bytes(),
+        );
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(Mutex::new(State::default()));
@@ -96,7 +100,7 @@ impl RawUpstream {
                     st.conns += 1;
                     st.conns - 1
                 };
-                tokio::spawn(serve(s, id, st.clone()));
+                tokio::spawn(serve(s, id, st.clone(), head.clone()));
             }
         });
         Self { addr, state, task }
@@ -150,17 +154,20 @@ enum Parse {
     Done(Box<Seen>, usize),
 }
 
-async fn serve(mut s: TcpStream, id: usize, state: Arc<Mutex<State>>) {
+async fn serve(mut s: TcpStream, id: usize, state: Arc<Mutex<State>>, head: Arc<Vec<u8>>) {
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     loop {
         match parse(&buf, id) {
             Parse::Done(seen, used) => {
                 buf.drain(..used);
-                let head = seen.method == "HEAD";
+                let is_head = seen.method == "HEAD";
                 state.lock().expect("state").seen.push(*seen);
-                let answer = if head { ANSWER_HEAD } else { ANSWER };
-                if s.write_all(answer).await.is_err() {
+                let mut answer = head.as_slice().to_vec();
+                if !is_head {
+                    answer.extend_from_slice(b"ok");
+                }
+                if s.write_all(&answer).await.is_err() {
                     return;
                 }
                 continue;

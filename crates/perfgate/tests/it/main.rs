@@ -10,6 +10,7 @@ mod cli;
 mod cluster;
 mod coalescing;
 mod compression;
+mod desync;
 mod guards;
 mod hostile;
 mod invalidation;
