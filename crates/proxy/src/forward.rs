@@ -136,6 +136,7 @@ impl Gateway {
                 kind: UpstreamErrorKind::protocol,
                 detail: "invalid request target".into(),
                 body_too_large: false,
+                body_broken: false,
                 refused: None,
             })?;
             let attempt_body = match &body {
@@ -165,9 +166,9 @@ impl Gateway {
             timing.attempts += 1;
             let failed = match &result {
                 Ok(rsp) => rsp.status().is_server_error(),
-                Err(e) => !e.body_too_large,
+                Err(e) => !e.clients_fault(),
             };
-            if !matches!(&result, Err(e) if e.body_too_large) {
+            if !matches!(&result, Err(e) if e.clients_fault()) {
                 pool.report(i, !failed);
             }
             match &result {
@@ -175,7 +176,7 @@ impl Gateway {
                     self.metrics.upstream_error(UpstreamErrorKind::status_5xx);
                 }
                 Ok(_) => {}
-                Err(e) if e.body_too_large => {}
+                Err(e) if e.clients_fault() => {}
                 Err(e) => {
                     self.metrics.upstream_error(e.kind);
                     tracing::warn!(route = %route.name, pool = %pool.name, server = %server.label, attempt = attempt + 1, error = %e.detail, "upstream request failed");
@@ -185,7 +186,7 @@ impl Gateway {
                 && match &result {
                     // Never reached the upstream: safe for any method.
                     Err(e) if e.kind == UpstreamErrorKind::connect => true,
-                    Err(e) => !e.body_too_large && idempotent(&method),
+                    Err(e) => !e.clients_fault() && idempotent(&method),
                     Ok(rsp) => {
                         idempotent(&method) && pool.retry.on_status.contains(&rsp.status().as_u16())
                     }
@@ -226,6 +227,7 @@ async fn replayable_body(
         kind: UpstreamErrorKind::protocol,
         detail,
         body_too_large,
+        body_broken: !body_too_large,
         refused: None,
     };
     let read = crate::body::read_bounded(body, headers, REPLAY_MAX_BYTES);

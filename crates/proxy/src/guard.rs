@@ -81,20 +81,22 @@ pub(crate) fn check<B>(req: &Request<B>, guards: &Guards) -> Result<(), GatewayE
             "more than one Host header",
         ));
     }
-    // RFC 9112 §6.1: a request's framing is chunked or Content-Length;
-    // a Transfer-Encoding whose last coding is not chunked cannot be
-    // framed, and HTTP/1.0 has no Transfer-Encoding at all.
+    // RFC 9112 §6.1: a request's framing is chunked or Content-Length.
+    // perfgate decodes no other transfer coding, so the only one accepted
+    // is a single `chunked` (`gzip, chunked` would reach the upstream
+    // still gzip-coded, unmarked; `chunked, chunked` is invalid), and
+    // HTTP/1.0 has no Transfer-Encoding at all.
     if h.contains_key(TRANSFER_ENCODING) {
-        let last = h
+        let mut codings = h
             .get_all(TRANSFER_ENCODING)
             .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .map(str::trim);
-        if req.version() == Version::HTTP_10
-            || !last.is_some_and(|c| c.eq_ignore_ascii_case("chunked"))
-        {
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii);
+        let only_chunked = codings
+            .next()
+            .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
+            && codings.next().is_none();
+        if req.version() == Version::HTTP_10 || !only_chunked {
             return Err(GatewayError::new(
                 ErrorKind::BadRequest,
                 "unsupported Transfer-Encoding",

@@ -378,3 +378,43 @@ async fn connect_and_trace_are_refused_with_405() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(up.seen().is_empty(), "{:?}", up.seen());
 }
+
+#[tokio::test]
+async fn a_malformed_client_body_is_a_400_and_never_counts_against_the_upstream() {
+    let up = RawUpstream::start().await;
+    let gw = builder(&up)
+        .route(RouteConfig {
+            path: Some("/p".into()),
+            cache: perfgate_config::RouteCachePolicy {
+                bypass: true,
+                ..Default::default()
+            },
+            ..RouteConfig::default()
+        })
+        .config(|c| {
+            c.upstream.breaker.enabled = true;
+            c.upstream.breaker.consecutive_failures = 3;
+        })
+        .spawn()
+        .await;
+    // A chunk size hyper cannot parse: the body breaks off after the head
+    // went upstream. Before, each was a 502 and a failure of the upstream,
+    // so a few of them opened the breaker for everyone.
+    for i in 0..6 {
+        let rsp = raw(
+            gw.addr(),
+            format!(
+                "POST /p/{i} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+                 -5\r\nhello\r\n0\r\n\r\n"
+            ),
+        )
+        .await;
+        assert_eq!(status_of(&rsp), 400, "{rsp}");
+        assert!(
+            rsp.to_ascii_lowercase().contains("connection: close"),
+            "{rsp}"
+        );
+    }
+    still_in_sync(&gw, &up).await;
+    assert!(up.seen_with("/p/").is_empty(), "{:?}", up.seen());
+}
