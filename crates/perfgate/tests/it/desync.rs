@@ -305,6 +305,17 @@ async fn trusted_proxies_pass_only_the_configured_headers_which_are_keyed() {
         "{rsp}"
     );
     assert_eq!(up.seen_with("/k").len(), 2);
+    // A successful unsafe request invalidates the URI under every prefix.
+    let post = raw(
+        gw.addr(),
+        "POST /k HTTP/1.1\r\nHost: api.example\r\nX-Forwarded-Prefix: /c\r\n\
+         Content-Length: 0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&post), 200, "{post}");
+    assert_eq!(status_of(&get("/a").await), 200);
+    assert_eq!(status_of(&get("/b").await), 200);
+    assert_eq!(up.seen_with("/k").len(), 5, "both entries were invalidated");
 }
 
 const SECRET: &[u8] = b"integration-test-secret-0123456789";
