@@ -562,7 +562,7 @@ const UPSTREAM: &[Field] = &[
     f("breaker", Table(BREAKER)),
     f("retry", Table(RETRY)),
 ];
-const FORWARDED: &[Field] = &[f("trusted_proxies", StrList)];
+const FORWARDED: &[Field] = &[f("trusted_proxies", StrList), f("trusted_headers", StrList)];
 const CACHE: &[Field] = &[
     f("enabled", Bool),
     f("max_bytes", ByteSize),

@@ -198,13 +198,45 @@ impl Default for UpstreamConfig {
     }
 }
 
-/// Trust of `X-Forwarded-*` headers sent by clients.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+/// Trust of the forwarding headers (`Forwarded`, `X-Forwarded-*`,
+/// `X-Real-IP`) sent by clients.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ForwardedConfig {
-    /// Peers (IP addresses or CIDR blocks) whose `X-Forwarded-For/Proto/Host`
-    /// are kept and appended to; from anyone else they are replaced.
+    /// Peers (IP addresses or CIDR blocks) whose `trusted_headers` are kept
+    /// (`X-Forwarded-For` appended to); from anyone else every forwarding
+    /// header is removed and perfgate sets its own
+    /// `X-Forwarded-For/Proto/Host`.
     pub trusted_proxies: Vec<String>,
+    /// The forwarding headers a trusted proxy may pass upstream, among
+    /// `forwarded`, `x-forwarded-for`, `x-forwarded-proto`,
+    /// `x-forwarded-host`, `x-forwarded-port`, `x-forwarded-prefix` and
+    /// `x-real-ip`; the others are removed even from trusted proxies. Those
+    /// passed that can change the answer (all but `x-forwarded-for` and
+    /// `x-real-ip`) are part of the cache key.
+    pub trusted_headers: Vec<String>,
+}
+
+/// The forwarding headers `forwarded.trusted_headers` may name.
+pub const FORWARDING_HEADERS: [&str; 7] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-real-ip",
+];
+
+impl Default for ForwardedConfig {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: Vec::new(),
+            trusted_headers: ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
 }
 
 /// The L1 response cache.

@@ -300,6 +300,7 @@ listen = "127.0.0.1:9090"
 url = "http://u"
 [forwarded]
 trusted_proxies = ["10.0.0.0/8", "10.0.0.1/8", "nope"]
+trusted_headers = ["X-Forwarded-Host", "cookie"]
 [cache]
 max_bytes = "1MiB"
 max_object_bytes = "2MiB"
@@ -327,6 +328,7 @@ pattern = "/a/*/b"
         "server.tls.key_file",
         "forwarded.trusted_proxies[1]",
         "forwarded.trusted_proxies[2]",
+        "forwarded.trusted_headers[1]",
         "cache.max_object_bytes",
         "compression.algorithms[1]",
         "compression.brotli_level",
@@ -343,7 +345,7 @@ pattern = "/a/*/b"
         let p = find(&e, path);
         assert!(at(p).is_some(), "{p}");
     }
-    assert_eq!(e.problems.len(), 18, "{e}");
+    assert_eq!(e.problems.len(), 19, "{e}");
     assert!(find(&e, "routes[0].methods[0]").reason.contains("\"GET\""));
     assert!(
         find(&e, "server.tls.key_file")

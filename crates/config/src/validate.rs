@@ -127,6 +127,17 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             p(format!("forwarded.trusted_proxies[{i}]"), e);
         }
     }
+    for (i, name) in config.forwarded.trusted_headers.iter().enumerate() {
+        if !crate::model::FORWARDING_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            p(
+                format!("forwarded.trusted_headers[{i}]"),
+                format!(
+                    "{name:?} is not a forwarding header (one of {})",
+                    crate::model::FORWARDING_HEADERS.join(", ")
+                ),
+            );
+        }
+    }
 
     // Cache.
     let cache = &config.cache;

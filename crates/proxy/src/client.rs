@@ -222,6 +222,11 @@ impl Client {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         *req.uri_mut() = Uri::from(pq);
+        // Whoever built the request, its framing is the body's (hyper
+        // would trust a `Content-Length` field over an empty body).
+        let (mut parts, body) = req.into_parts();
+        crate::headers::set_framing(&mut parts.headers, &parts.method, &body);
+        let mut req = Request::from_parts(parts, body);
         loop {
             let (mut conn, reused) = match self.shared.checkout(&host) {
                 Some(c) => (c, true),

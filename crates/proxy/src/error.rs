@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 
 use crate::body::Body;
@@ -15,6 +15,8 @@ pub enum ErrorKind {
     BadRequest,
     /// A missing or invalid bearer token where one is required → 401.
     Unauthorized,
+    /// A method perfgate never forwards (CONNECT, TRACE) → 405 with `Allow`.
+    MethodNotAllowed,
     /// The request body exceeds the configured limit → 413.
     PayloadTooLarge,
     /// The request body did not arrive within `server.request_body_timeout` → 408.
@@ -59,6 +61,7 @@ impl ErrorKind {
         match self {
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::PayloadTooLarge | ErrorKind::BatchTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
@@ -76,11 +79,25 @@ impl ErrorKind {
         }
     }
 
+    /// Whether the client connection is closed after this error: a
+    /// malformed or refused head whose body may not have been read.
+    pub fn closes(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::BadRequest
+                | ErrorKind::PayloadTooLarge
+                | ErrorKind::UriTooLong
+                | ErrorKind::HeadersTooLarge
+                | ErrorKind::MethodNotAllowed
+        )
+    }
+
     /// The machine-readable `error.code` of the envelope.
     pub fn code(self) -> &'static str {
         match self {
             ErrorKind::BadRequest => "bad_request",
             ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::PayloadTooLarge => "payload_too_large",
             ErrorKind::RequestTimeout => "request_timeout",
             ErrorKind::BatchTooLarge => "batch_too_large",
@@ -149,6 +166,11 @@ impl GatewayError {
         let h = rsp.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if self.kind.closes() {
+            // The head or body could not be trusted: nothing after it on
+            // this connection can be either (ignored on HTTP/2).
+            h.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(d) = self.retry_after {
             // Rounded up: a client retrying at the given second must not be early.
             let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);

@@ -19,7 +19,7 @@ use perfgate_observe::UpstreamErrorKind;
 
 use crate::body::{Body, ReadError};
 use crate::gateway::{Conn, Gateway, Outgoing, Waits};
-use crate::headers::{append_via, set_forwarded, strip_hop_by_hop};
+use crate::headers::{append_via, set_forwarded, set_framing, strip_hop_by_hop};
 use crate::pool::{Pick, Refusal};
 use crate::route::Route;
 use crate::stats::Stats;
@@ -77,7 +77,13 @@ impl Gateway {
         let proto = if conn.tls { "https" } else { "http" };
         let trusted = route.trusted.iter().any(|n| n.contains(conn.peer.ip()));
         let client_ip = crate::headers::client_ip(&headers, conn, &route.trusted);
-        set_forwarded(&mut headers, &conn.peer_ip, trusted, proto);
+        set_forwarded(
+            &mut headers,
+            &conn.peer_ip,
+            trusted,
+            &route.trusted_headers,
+            proto,
+        );
         append_via(&mut headers, self.via_for(version));
         let pq = uri.path_and_query().map_or("/", |p| p.as_str());
 
@@ -86,6 +92,8 @@ impl Gateway {
         } else {
             body
         };
+        // The body that goes upstream, not the client's head, frames it.
+        set_framing(&mut headers, &method, &body);
         let replayable = matches!(body, Body::Empty | Body::Full(_));
         let retries = if replayable { pool.retry.attempts } else { 0 };
         let deadline = route.total_timeout.map(|d| start + d);
@@ -128,6 +136,7 @@ impl Gateway {
                 kind: UpstreamErrorKind::protocol,
                 detail: "invalid request target".into(),
                 body_too_large: false,
+                body_broken: false,
                 refused: None,
             })?;
             let attempt_body = match &body {
@@ -157,9 +166,9 @@ impl Gateway {
             timing.attempts += 1;
             let failed = match &result {
                 Ok(rsp) => rsp.status().is_server_error(),
-                Err(e) => !e.body_too_large,
+                Err(e) => !e.clients_fault(),
             };
-            if !matches!(&result, Err(e) if e.body_too_large) {
+            if !matches!(&result, Err(e) if e.clients_fault()) {
                 pool.report(i, !failed);
             }
             match &result {
@@ -167,7 +176,7 @@ impl Gateway {
                     self.metrics.upstream_error(UpstreamErrorKind::status_5xx);
                 }
                 Ok(_) => {}
-                Err(e) if e.body_too_large => {}
+                Err(e) if e.clients_fault() => {}
                 Err(e) => {
                     self.metrics.upstream_error(e.kind);
                     tracing::warn!(route = %route.name, pool = %pool.name, server = %server.label, attempt = attempt + 1, error = %e.detail, "upstream request failed");
@@ -177,7 +186,7 @@ impl Gateway {
                 && match &result {
                     // Never reached the upstream: safe for any method.
                     Err(e) if e.kind == UpstreamErrorKind::connect => true,
-                    Err(e) => !e.body_too_large && idempotent(&method),
+                    Err(e) => !e.clients_fault() && idempotent(&method),
                     Ok(rsp) => {
                         idempotent(&method) && pool.retry.on_status.contains(&rsp.status().as_u16())
                     }
@@ -218,6 +227,7 @@ async fn replayable_body(
         kind: UpstreamErrorKind::protocol,
         detail,
         body_too_large,
+        body_broken: !body_too_large,
         refused: None,
     };
     match crate::body::read_bounded(body, headers, REPLAY_MAX_BYTES, deadline).await {

@@ -223,10 +223,12 @@ impl Gateway {
             keep_stale: config.cache.keep_stale.get(),
             instance_id: instance_id(),
             flush_pending: std::sync::atomic::AtomicBool::new(false),
+            // Keys with a suffix (`\nuser=`, `\nfwd=`) need the walk.
             per_user_routes: config
                 .routes
                 .iter()
-                .any(|r| r.cache.authorized == AuthorizedPolicy::PerUser),
+                .any(|r| r.cache.authorized == AuthorizedPolicy::PerUser)
+                || !config.forwarded.trusted_proxies.is_empty(),
             policy: ArcSwap::from_pointee(policy),
             in_flight: AtomicUsize::new(0),
             cache,
@@ -381,6 +383,16 @@ impl Gateway {
         cx: &mut Cx,
     ) -> Result<Response<Body>, GatewayError> {
         guard::check(&req, &policy.guards)?;
+        let mut req = req;
+        // Hop-by-hop fields go first, before perfgate adds its own (claims,
+        // forwarding fields, Via): a client naming those in `Connection`
+        // cannot remove them. `Upgrade` stays for `cache_eligibility`; it is
+        // removed with the rest on the way upstream.
+        let upgrade = req.headers_mut().remove(http::header::UPGRADE);
+        strip_hop_by_hop(req.headers_mut());
+        if let Some(u) = upgrade {
+            req.headers_mut().insert(http::header::UPGRADE, u);
+        }
         if let Some(jobs) = self.jobs.get()
             && (req.method() == Method::GET || req.method() == Method::HEAD)
             && let Some((id, prefix, result)) =
@@ -394,7 +406,6 @@ impl Gateway {
             .ok_or_else(|| GatewayError::new(ErrorKind::NoRoute, "no route for this path"))?
             .clone();
         cx.route = Some(route.clone());
-        let mut req = req;
         let mut conn = conn;
         self.identify(policy, &route, &mut req, &mut conn)?; // identity.rs: 401
         // A rule keyed by a body field (a login's account) needs the body
@@ -507,6 +518,18 @@ impl Gateway {
         {
             key.push_str("\nuser=");
             key.push_str(&url_hash(&String::from_utf8_lossy(auth.as_bytes())));
+        }
+        // Forwarding fields a trusted proxy passes upstream can change the
+        // answer (links, redirects): they are part of the key.
+        if !route.trusted.is_empty()
+            && let Some(fwd) = crate::headers::forwarded_key(
+                headers,
+                route.trusted.iter().any(|n| n.contains(conn.peer.ip())),
+                &route.trusted_headers,
+            )
+        {
+            key.push_str("\nfwd=");
+            key.push_str(&url_hash(&fwd));
         }
         key
     }

@@ -4,15 +4,39 @@
 //! oversized heads with 400/431).
 
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
-use http::{Request, Version};
+use http::{HeaderValue, Method, Request, Version};
 
 use crate::error::{ErrorKind, GatewayError};
 use crate::framing::{CONFLICT_HEADER, conflict_marker};
 use crate::policy::Guards;
 
+/// The methods perfgate forwards (`Allow` of a refused CONNECT or TRACE).
+const ALLOWED: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
 /// Checks a request head; the error says what the client got wrong.
 pub(crate) fn check<B>(req: &Request<B>, guards: &Guards) -> Result<(), GatewayError> {
     let max_body = guards.max_body_bytes;
+    // A reverse proxy has no use for tunnels (CONNECT) and must not echo
+    // a request with its credentials back (TRACE, RFC 9110 §9.3.8).
+    if req.method() == Method::CONNECT || req.method() == Method::TRACE {
+        return Err(GatewayError::new(
+            ErrorKind::MethodNotAllowed,
+            format!("{} is not allowed", req.method()),
+        )
+        .with_header(http::header::ALLOW, HeaderValue::from_static(ALLOWED)));
+    }
+    // RFC 9112 §3.2: origin-form or absolute-form (hyper also accepts
+    // authority-form and `*` on any method; the asterisk-form of a
+    // server-wide OPTIONS has no route to go to).
+    let uri = req.uri();
+    let origin_or_absolute =
+        uri.path().starts_with('/') && (uri.scheme().is_some() || uri.authority().is_none());
+    if !origin_or_absolute {
+        return Err(GatewayError::new(
+            ErrorKind::BadRequest,
+            "the request target is not in origin or absolute form",
+        ));
+    }
     let h = req.headers();
     if h.len() > guards.max_header_count {
         return Err(GatewayError::new(
@@ -57,20 +81,22 @@ pub(crate) fn check<B>(req: &Request<B>, guards: &Guards) -> Result<(), GatewayE
             "more than one Host header",
         ));
     }
-    // RFC 9112 §6.1: a request's framing is chunked or Content-Length;
-    // a Transfer-Encoding whose last coding is not chunked cannot be
-    // framed, and HTTP/1.0 has no Transfer-Encoding at all.
+    // RFC 9112 §6.1: a request's framing is chunked or Content-Length.
+    // perfgate decodes no other transfer coding, so the only one accepted
+    // is a single `chunked` (`gzip, chunked` would reach the upstream
+    // still gzip-coded, unmarked; `chunked, chunked` is invalid), and
+    // HTTP/1.0 has no Transfer-Encoding at all.
     if h.contains_key(TRANSFER_ENCODING) {
-        let last = h
+        let mut codings = h
             .get_all(TRANSFER_ENCODING)
             .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .map(str::trim);
-        if req.version() == Version::HTTP_10
-            || !last.is_some_and(|c| c.eq_ignore_ascii_case("chunked"))
-        {
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii);
+        let only_chunked = codings
+            .next()
+            .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
+            && codings.next().is_none();
+        if req.version() == Version::HTTP_10 || !only_chunked {
             return Err(GatewayError::new(
                 ErrorKind::BadRequest,
                 "unsupported Transfer-Encoding",

@@ -48,6 +48,9 @@ pub(crate) struct Identity {
     validator: JwtValidator,
     /// `jwt.forward_claims`: claim → header sent to the upstream.
     forward: Vec<(String, HeaderName)>,
+    /// Some forwarded-claim header has a `_` in its name: a client field
+    /// with a `-` can then match it too.
+    underscored: bool,
 }
 
 /// Why a request was refused with 401.
@@ -167,8 +170,13 @@ impl Identity {
                     .map(|name| (claim.clone(), name))
                     .map_err(|_| format!("jwt.forward_claims.{claim}: invalid header name"))
             })
-            .collect::<Result<_, _>>()?;
-        Ok(Self { validator, forward })
+            .collect::<Result<Vec<_>, _>>()?;
+        let underscored = forward.iter().any(|(_, n)| n.as_str().contains('_'));
+        Ok(Self {
+            validator,
+            forward,
+            underscored,
+        })
     }
 
     /// Applies `mode` (not `Off`) to a request's headers: removes the
@@ -181,9 +189,7 @@ impl Identity {
         headers: &mut HeaderMap,
     ) -> Result<Option<Arc<str>>, Refusal> {
         // First, whatever the token: clients must not choose these.
-        for (_, name) in &self.forward {
-            headers.remove(name);
-        }
+        self.strip_claim_headers(headers);
         let claims = {
             let mut fields = headers.get_all(AUTHORIZATION).iter();
             let token = match (fields.next(), fields.next()) {
@@ -216,6 +222,46 @@ impl Identity {
         }
         Ok(claims.user().map(Arc::from))
     }
+}
+
+impl Identity {
+    /// Removes every client field that an upstream could read as a
+    /// forwarded claim: the exact names, and any whose name equals one
+    /// once `_` is read as `-` (`X_User_Id`; hyper has already lowercased
+    /// it), as CGI/WSGI-style servers do (both turn into `HTTP_X_USER_ID`).
+    pub(crate) fn strip_claim_headers(&self, headers: &mut HeaderMap) {
+        for (_, name) in &self.forward {
+            headers.remove(name);
+        }
+        if self.forward.is_empty() {
+            return;
+        }
+        let spoofed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| {
+                let k = k.as_str();
+                k.contains('_') || self.underscored
+            })
+            .filter(|k| {
+                self.forward
+                    .iter()
+                    .any(|(_, n)| same_modulo_underscore(k.as_str(), n.as_str()))
+            })
+            .cloned()
+            .collect();
+        for name in spoofed {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Equal after lowercasing and reading `_` as `-`.
+fn same_modulo_underscore(a: &str, b: &str) -> bool {
+    let norm = |c: u8| match c {
+        b'_' => b'-',
+        c => c.to_ascii_lowercase(),
+    };
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| norm(x) == norm(y))
 }
 
 /// `Bearer` alone or followed by whitespace (case-insensitive).
@@ -284,9 +330,7 @@ impl Gateway {
             // The upstream may trust the forwarded-claim headers on every
             // route: a client never gets to set them, here either.
             if let Some(identity) = &policy.identity {
-                for (_, name) in &identity.forward {
-                    req.headers_mut().remove(name);
-                }
+                identity.strip_claim_headers(req.headers_mut());
             }
             return Ok(());
         }

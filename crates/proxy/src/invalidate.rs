@@ -184,7 +184,13 @@ impl Gateway {
         rsp_headers: &HeaderMap,
         conn: &Conn,
     ) -> Targets {
-        let mut keys = vec![self.key_for(route, uri, req_headers, conn)];
+        // The URI's entries for every credential and forwarding context:
+        // the key without its suffixes (`\nuser=`, `\nfwd=`) matches them all.
+        let mut own = self.key_for(route, uri, req_headers, conn);
+        if let Some(i) = own.find('\n') {
+            own.truncate(i);
+        }
+        let mut keys = vec![own];
         let own_authority = request_host(uri, req_headers);
         for name in [LOCATION, CONTENT_LOCATION] {
             for v in rsp_headers.get_all(&name) {

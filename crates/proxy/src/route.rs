@@ -160,6 +160,9 @@ pub struct Route {
     pub metrics: RouteMetrics,
     /// Peers whose `X-Forwarded-*` headers are trusted.
     pub(crate) trusted: Arc<[IpNet]>,
+    /// The forwarding fields a trusted peer may pass upstream
+    /// (`forwarded.trusted_headers`).
+    pub(crate) trusted_headers: Arc<[http::HeaderName]>,
     /// Query parameters clamped before routing and caching.
     pub(crate) clamps: Vec<QueryClamp>,
     /// JWT validation on this route.
@@ -197,6 +200,16 @@ impl Routes {
             })
             .collect::<Result<Vec<_>, _>>()?
             .into();
+        let trusted_headers: Arc<[http::HeaderName]> = config
+            .forwarded
+            .trusted_headers
+            .iter()
+            .map(|s| {
+                http::HeaderName::from_bytes(s.as_bytes())
+                    .map_err(|_| format!("forwarded.trusted_headers: invalid header name {s:?}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?
+            .into();
         let mut routes = Vec::with_capacity(config.routes.len());
         for rc in &config.routes {
             routes.push(Arc::new(compile(
@@ -205,6 +218,7 @@ impl Routes {
                 default_target.as_ref(),
                 metrics,
                 &trusted,
+                &trusted_headers,
                 pools,
             )?));
         }
@@ -230,6 +244,7 @@ impl Routes {
                 metrics: metrics.route("default"),
                 stats: Stats::default(),
                 trusted: trusted.clone(),
+                trusted_headers: trusted_headers.clone(),
                 clamps: Vec::new(),
                 jwt: config.jwt.mode,
             })
@@ -267,6 +282,7 @@ fn compile(
     default_target: Option<&Arc<Pool>>,
     metrics: &Metrics,
     trusted: &Arc<[IpNet]>,
+    trusted_headers: &Arc<[http::HeaderName]>,
     pools: &Pools,
 ) -> Result<Route, String> {
     let matcher = match (&rc.path, &rc.pattern) {
@@ -328,6 +344,7 @@ fn compile(
         metrics: metrics.route(&name),
         stats: Stats::default(),
         trusted: trusted.clone(),
+        trusted_headers: trusted_headers.clone(),
         clamps: rc.query_clamps.clone(),
         jwt: rc.jwt.unwrap_or(config.jwt.mode),
         name,

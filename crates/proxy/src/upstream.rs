@@ -31,17 +31,28 @@ pub struct UpstreamError {
     pub detail: String,
     /// The request body was over the limit (the client's fault → 413).
     pub body_too_large: bool,
+    /// The client's request body broke off while it was sent (malformed
+    /// chunked coding, the client went away): the client's fault → 400,
+    /// never counted against the upstream.
+    pub body_broken: bool,
     /// The pool refused before sending (breaker open, nothing healthy, no slot).
     pub(crate) refused: Option<Refusal>,
 }
 
 impl UpstreamError {
+    /// The client caused it (its body), not the upstream: not counted by
+    /// the breaker or outlier detection, never retried.
+    pub(crate) fn clients_fault(&self) -> bool {
+        self.body_too_large || self.body_broken
+    }
+
     /// The pool refused to send the request.
     pub(crate) fn refused(why: Refusal) -> Self {
         Self {
             kind: UpstreamErrorKind::connect,
             detail: format!("{why:?}"),
             body_too_large: false,
+            body_broken: false,
             refused: Some(why),
         }
     }
@@ -50,6 +61,9 @@ impl UpstreamError {
     pub fn to_gateway(&self) -> GatewayError {
         if self.body_too_large {
             return GatewayError::new(ErrorKind::PayloadTooLarge, "request body too large");
+        }
+        if self.body_broken {
+            return GatewayError::new(ErrorKind::BadRequest, "the request body broke off");
         }
         match self.refused {
             Some(Refusal::CircuitOpen(after)) => {
@@ -138,6 +152,7 @@ impl Upstream {
                 kind: UpstreamErrorKind::timeout,
                 detail: format!("no response head within {deadline:?}"),
                 body_too_large: false,
+                body_broken: false,
                 refused: None,
             }),
         }
@@ -169,6 +184,9 @@ fn classify(e: &ClientError) -> UpstreamError {
         kind,
         detail,
         body_too_large,
+        // hyper calls an error of the body we send a user error: the
+        // client's body, whose framing hyper's server decoding rejected.
+        body_broken: !body_too_large && matches!(e, ClientError::Http(h) if h.is_user()),
         refused: None,
     }
 }

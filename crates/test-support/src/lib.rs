@@ -23,6 +23,7 @@ pub mod jwt;
 mod origin;
 mod pools;
 mod raw;
+mod raw_upstream;
 mod redis;
 mod shared;
 mod util;
@@ -33,6 +34,7 @@ pub use gateway::{Gateway, GatewayBuilder, RunningGateway};
 pub use origin::{Gate, Origin, Recorded, Req, Rsp, RunningOrigin};
 pub use pools::{ClosedPort, Instance, Listeners, pool_of, pool_of_urls, pool_route};
 pub use raw::{raw, raw_timeout};
+pub use raw_upstream::{Framing, RawUpstream, Seen};
 pub use redis::{RedisCluster, RedisServer};
 pub use shared::{
     L1_HIT, L2_HIT, SHARED_HOST, STORED, TOKEN, cache_status, is_hit, metric_value,

@@ -188,6 +188,27 @@ fn optional_without_token_strips_forwarded_headers() {
 }
 
 #[test]
+fn claim_headers_spelled_with_underscores_are_stripped() {
+    // Issue #11 item 16: `X_User_Id` is `x-user-id` to CGI/WSGI upstreams.
+    let id = identity();
+    let mut h = headers(&[
+        ("X_User_Id", "mallory"),
+        ("x_role", "admin"),
+        ("x-user_id", "mallory"),
+        ("x_user_ids", "kept"),
+        ("x-other", "kept"),
+    ]);
+    id.strip_claim_headers(&mut h);
+    let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+    left.sort_unstable();
+    assert_eq!(left, ["x-other", "x_user_ids"]);
+    // The same on a route whose mode is `optional` (check strips first).
+    let mut h = headers(&[("X_USER_ID", "mallory")]);
+    assert_eq!(id.check(JwtMode::Optional, &mut h), Ok(None));
+    assert!(h.is_empty(), "{h:?}");
+}
+
+#[test]
 fn required_without_token_is_missing() {
     let id = identity();
     for pairs in [
