@@ -181,6 +181,16 @@ impl Entry {
         !self.freshness.no_cache && self.freshness.usable_if_error(self.age(now))
     }
 
+    /// True when this copy may stand in for the upstream while the route's
+    /// circuit breaker is open, however stale: any copy the store still
+    /// holds (within its stale windows, or kept for `cache.keep_stale`)
+    /// unless the response forbade serving it stale (`no-cache`,
+    /// `must-revalidate`, `proxy-revalidate`, or `s-maxage` without an
+    /// explicit `stale-while-revalidate`/`stale-if-error`).
+    pub fn usable_while_open(&self) -> bool {
+        !self.freshness.no_cache && !self.freshness.must_revalidate
+    }
+
     /// True when the entry has a validator to revalidate with.
     pub fn has_validators(&self) -> bool {
         self.etag.is_some() || self.last_modified.is_some()

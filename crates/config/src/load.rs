@@ -474,6 +474,8 @@ const BREAKER: &[Field] = &[
     f("consecutive_failures", U32),
     f("open_for", Duration),
     f("half_open_requests", U32),
+    f("on_errors", StrList),
+    f("on_status", U32List),
 ];
 const RETRY: &[Field] = &[
     f("attempts", U32),

@@ -28,6 +28,7 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::gateway::{CACHE_STATUS, Conn, Cx, Gateway, Outgoing, Waits, request_host};
 use crate::headers::{append_via, strip_hop_by_hop, strip_tag_headers};
 use crate::invalidate::response_tags;
+use crate::pool::Refusal;
 use crate::route::Route;
 use crate::stats::Stats;
 use crate::tiers::L2Lookup;
@@ -41,6 +42,10 @@ const HIT_FOR_MISS: HeaderValue =
 const MISS_STORED: HeaderValue = HeaderValue::from_static("perfgate; fwd=miss; stored");
 const MISS_COLLAPSED: HeaderValue = HeaderValue::from_static("perfgate; fwd=miss; collapsed");
 const MISS_HEAD: HeaderValue = HeaderValue::from_static("perfgate; fwd=miss; detail=head");
+const STALE_502: HeaderValue =
+    HeaderValue::from_static("perfgate; fwd=stale; fwd-status=502; detail=stale-if-error");
+const STALE_OPEN: HeaderValue =
+    HeaderValue::from_static("perfgate; fwd=stale; detail=circuit-open");
 const REVALIDATED: HeaderValue =
     HeaderValue::from_static("perfgate; fwd=stale; fwd-status=304; stored");
 const REFETCHED: HeaderValue =
@@ -379,9 +384,19 @@ impl Gateway {
         let rsp = match sent {
             Ok(rsp) => rsp,
             Err(e) => {
-                return match stale.filter(|s| s.usable_if_error(Instant::now())) {
-                    Some(entry) => Ok(self.stale_if_error(route, entry, 502)),
-                    None => Err(e.to_gateway()),
+                // While the route's breaker is open, any stale copy the
+                // response allows to be served stale stands in for the
+                // upstream (not only within `stale-if-error`).
+                let open = matches!(e.refused, Some(Refusal::CircuitOpen(_)));
+                let now = Instant::now();
+                return match stale {
+                    Some(entry) if open && entry.usable_while_open() => {
+                        Ok(self.stale_if_error(route, entry, STALE_OPEN))
+                    }
+                    Some(entry) if entry.usable_if_error(now) => {
+                        Ok(self.stale_if_error(route, entry, STALE_502))
+                    }
+                    _ => Err(e.to_gateway()),
                 };
             }
         };
@@ -389,7 +404,12 @@ impl Gateway {
         if status.is_server_error()
             && let Some(entry) = stale.clone().filter(|s| s.usable_if_error(Instant::now()))
         {
-            return Ok(self.stale_if_error(route, entry, status.as_u16()));
+            let label = format!(
+                "perfgate; fwd=stale; fwd-status={}; detail=stale-if-error",
+                status.as_u16()
+            );
+            let label = HeaderValue::from_str(&label).unwrap_or(STALE_502);
+            return Ok(self.stale_if_error(route, entry, label));
         }
         let timing = Timing {
             request_time,
@@ -459,7 +479,10 @@ impl Gateway {
         let freshness = match evaluated {
             Ok(f) => f,
             Err(reason) => {
-                if stale.is_some() {
+                // A server error says nothing about the stored
+                // representation: the stale copy is kept (it may stand in
+                // while the breaker is open).
+                if stale.is_some() && !status.is_server_error() {
                     cache.remove(key);
                 }
                 if !cache.is_unshareable(key) {
@@ -585,12 +608,11 @@ impl Gateway {
         })
     }
 
-    fn stale_if_error(&self, route: &Route, entry: Arc<Entry>, status: u16) -> Fetched {
+    fn stale_if_error(&self, route: &Route, entry: Arc<Entry>, label: HeaderValue) -> Fetched {
         self.count(route, CacheEvent::stale);
-        let label = format!("perfgate; fwd=stale; fwd-status={status}; detail=stale-if-error");
         Fetched::Entry {
             entry,
-            label: HeaderValue::from_str(&label).unwrap_or(HIT),
+            label,
             shareable: true,
             set_cookie: Vec::new(),
         }
