@@ -195,9 +195,12 @@ pub struct CacheConfig {
     pub max_object_bytes: ByteSize,
     /// Query parameters dropped from the cache key; a trailing `*` matches a prefix.
     pub drop_query_params: Vec<String>,
-    /// How long concurrent misses wait for the one upstream request before
-    /// going upstream themselves.
-    pub coalesce_timeout: Duration,
+    /// Deprecated and ignored (accepted so older files still load):
+    /// concurrent misses now wait for the one upstream request as long as
+    /// that request's own deadlines allow (the route's response/total
+    /// timeouts, retries, `upstream.body_idle_timeout`), so a slow upstream
+    /// is never stampeded when a shorter wait runs out.
+    pub coalesce_timeout: Option<Duration>,
     /// How long a stale entry with validators is kept for revalidation.
     pub keep_stale: Duration,
     /// Largest freshness given by the Last-Modified heuristic (RFC 9111 §4.2.2).
@@ -222,7 +225,7 @@ impl Default for CacheConfig {
                 "mc_cid".into(),
                 "mc_eid".into(),
             ],
-            coalesce_timeout: Duration::from_secs(10),
+            coalesce_timeout: None,
             keep_stale: Duration::from_secs(600),
             max_heuristic_ttl: Duration::from_secs(86_400),
             expose_tag_headers: false,

@@ -410,6 +410,7 @@ fn schema_matches_model() {
     c.upstream.health.path = Some(String::new());
     c.jwt.secret_file = Some(String::new());
     c.jwt.jwks_file = Some(String::new());
+    c.cache.coalesce_timeout = Some(Duration::from_secs(1));
     c.jwt
         .forward_claims
         .insert("sub".into(), "X-User-Id".into());

@@ -118,7 +118,6 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             p(format!("cache.drop_query_params[{i}]"), e);
         }
     }
-    nonzero(cache.coalesce_timeout, "cache.coalesce_timeout", &mut p);
     if !(1..=MAX_WARMUP_CONCURRENCY).contains(&cache.warmup_concurrency) {
         p(
             "cache.warmup_concurrency".into(),

@@ -129,7 +129,9 @@ impl Gateway {
                 Reuse::StaleWhileRevalidate => {
                     self.count(&route, CacheEvent::stale);
                     self.saved_upstream_call(&route, entry);
-                    if entry.try_start_refresh() {
+                    // A refresh counts toward `max_concurrent_requests`;
+                    // with no room it is left for a later request.
+                    if self.has_room() && entry.try_start_refresh() {
                         let creq = self.cache_req(&req, conn.clone());
                         self.spawn_refresh(route.clone(), key.clone(), creq, entry.clone());
                     }
@@ -209,7 +211,13 @@ impl Gateway {
                 // serves the waiters) even if this client goes away.
                 let gw = self.clone();
                 let (route2, key2, creq2) = (route.clone(), key.to_string(), creq.clone());
+                // The fill counts toward `server.max_concurrent_requests`
+                // for as long as it runs, with or without its client; the
+                // client's own count is lent to it while it waits.
+                let slot = self.fill_slot();
+                let _lent = self.lend_slot();
                 let task = tokio::spawn(async move {
+                    let _slot = slot;
                     let mut upstream = Waits::default();
                     // L2 first: another instance may have fetched it already.
                     let found = match gw.l2_lookup(&key2, &creq2, auth_rfc).await {
@@ -239,12 +247,15 @@ impl Gateway {
                 out
             }
             Join::Waiter(mut rx) => {
-                let waited =
-                    tokio::time::timeout(self.coalesce_timeout, rx.wait_for(Option::is_some))
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                        .and_then(|v| v.clone().flatten());
+                // As long as the leader's fetch takes: its own deadlines
+                // (attempts, retries, body stalls) end it, and nothing else
+                // can (it runs in its own task). Giving up earlier only
+                // sends every waiter to a slow upstream at once.
+                let waited = rx
+                    .wait_for(Option::is_some)
+                    .await
+                    .ok()
+                    .and_then(|v| v.clone().flatten());
                 let usable =
                     |e: &Entry| e.vary.matches(&creq.headers) && (!auth_rfc || e.auth_reusable);
                 match waited {
@@ -328,7 +339,9 @@ impl Gateway {
         entry: Arc<Entry>,
     ) {
         let gw = self.clone();
+        let slot = self.fill_slot();
         tokio::spawn(async move {
+            let _slot = slot;
             if let Join::Leader(leader) = gw.flights.join(&key) {
                 let mut upstream = Waits::default();
                 let out = gw
