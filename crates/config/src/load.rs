@@ -575,6 +575,8 @@ const COMPRESSION: &[Field] = &[
     f("brotli_level", U32),
     f("zstd_level", I32),
     f("content_types", StrList),
+    f("max_concurrent", Usize),
+    f("max_streams", Usize),
 ];
 const ROUTE: &[Field] = &[
     f("name", Str),

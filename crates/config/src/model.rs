@@ -295,6 +295,14 @@ pub struct CompressionConfig {
     /// Content types (without parameters) worth compressing; a trailing `*`
     /// matches a prefix, as in `text/*`.
     pub content_types: Vec<String>,
+    /// Compressions of stored responses running at once, on threads of
+    /// their own (never on the threads that serve requests). When all are
+    /// busy a request gets the identity body rather than wait.
+    pub max_concurrent: usize,
+    /// Streamed (uncached) responses compressed at once; each encoder holds
+    /// a bounded window (brotli 256 KiB, zstd 256 KiB, gzip 32 KiB). Past
+    /// this, streamed responses are sent uncompressed.
+    pub max_streams: usize,
 }
 
 impl Default for CompressionConfig {
@@ -316,6 +324,8 @@ impl Default for CompressionConfig {
                 "application/x-ndjson".into(),
                 "image/svg+xml".into(),
             ],
+            max_concurrent: 2,
+            max_streams: 256,
         }
     }
 }

@@ -164,6 +164,14 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             format!("{} is out of range: use 0 to 11", comp.brotli_level),
         );
     }
+    for (name, v) in [
+        ("max_concurrent", comp.max_concurrent),
+        ("max_streams", comp.max_streams),
+    ] {
+        if v == 0 {
+            p(format!("compression.{name}"), "must be at least 1".into());
+        }
+    }
     if !(1..=19).contains(&comp.zstd_level) {
         p(
             "compression.zstd_level".into(),

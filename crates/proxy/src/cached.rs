@@ -124,7 +124,9 @@ impl Gateway {
                 Reuse::Fresh | Reuse::Stale => {
                     self.count(&route, CacheEvent::hit);
                     self.saved_upstream_call(&route, entry);
-                    return Ok(self.respond(&key, entry, req.method(), req.headers(), HIT, &[]));
+                    return Ok(self
+                        .respond(&key, entry, req.method(), req.headers(), HIT, &[])
+                        .await);
                 }
                 Reuse::StaleWhileRevalidate => {
                     self.count(&route, CacheEvent::stale);
@@ -135,14 +137,9 @@ impl Gateway {
                         let creq = self.cache_req(&req, conn.clone());
                         self.spawn_refresh(route.clone(), key.clone(), creq, entry.clone());
                     }
-                    return Ok(self.respond(
-                        &key,
-                        entry,
-                        req.method(),
-                        req.headers(),
-                        HIT_SWR,
-                        &[],
-                    ));
+                    return Ok(self
+                        .respond(&key, entry, req.method(), req.headers(), HIT_SWR, &[])
+                        .await);
                 }
                 Reuse::Revalidate => {}
             }
@@ -186,7 +183,7 @@ impl Gateway {
         let fetched = self
             .fill(&route, &key, &creq, found, auth_rfc, &mut cx.timing)
             .await?;
-        Ok(self.answer(&key, fetched, &method, &headers))
+        Ok(self.answer(&key, fetched, &method, &headers).await)
     }
 
     /// Gets `creq` into the cache (or at least answers it), sharing one
@@ -278,7 +275,7 @@ impl Gateway {
     }
 
     /// The response to the client whose request caused a fetch.
-    fn answer(
+    async fn answer(
         &self,
         key: &str,
         fetched: Fetched,
@@ -291,7 +288,10 @@ impl Gateway {
                 label,
                 set_cookie,
                 ..
-            } => self.respond(key, &entry, method, headers, label, &set_cookie),
+            } => {
+                self.respond(key, &entry, method, headers, label, &set_cookie)
+                    .await
+            }
             Fetched::Stream(rsp) => rsp,
         }
     }
@@ -634,7 +634,7 @@ impl Gateway {
     /// Builds the response for a stored entry: a 304 when the client's
     /// validators match, otherwise the body in the negotiated encoding
     /// (compressed at most once per entry and encoding).
-    fn respond(
+    async fn respond(
         &self,
         key: &str,
         entry: &Arc<Entry>,
@@ -672,7 +672,9 @@ impl Gateway {
             *rsp.headers_mut() = h;
             return rsp;
         }
-        let (enc, body, produced) = entry.body_for(enc, &self.compressor);
+        // Compressed off the request threads on first use (see
+        // `Entry::body_for`); later requests find the variant ready.
+        let (enc, body, produced) = entry.body_for(enc, &self.compressor).await;
         if produced {
             Stats::inc(&self.stats.compressions);
             if let Some(c) = &self.cache {
