@@ -35,7 +35,7 @@ fn opens_after(n: u32) -> BreakerConfig {
 async fn one_failing_endpoint_does_not_take_the_api_down() {
     let origin = Origin::new()
         .handle("/flaky", |req| {
-            if req.n % 2 == 0 {
+            if req.n % 2 == 1 {
                 Rsp::status(500).body("boom")
             } else {
                 Rsp::text("ok")
@@ -50,7 +50,7 @@ async fn one_failing_endpoint_does_not_take_the_api_down() {
 
     for i in 1..=60usize {
         let r = gw.get("/flaky").await;
-        let want = if i % 2 == 0 { 500 } else { 200 };
+        let want = if i % 2 == 1 { 500 } else { 200 };
         assert_eq!(r.status, want, "request {i}: {}", r.text());
     }
     assert_eq!(origin.hits("/flaky"), 60, "a 500 is not sent again");
