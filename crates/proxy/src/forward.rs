@@ -299,3 +299,34 @@ async fn replayable_body(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use http::{HeaderMap, HeaderValue};
+
+    use super::retry_after;
+
+    fn with(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::RETRY_AFTER, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        assert_eq!(retry_after(&with("3"), now), Some(Duration::from_secs(3)));
+        assert_eq!(retry_after(&with(" 0 "), now), Some(Duration::ZERO));
+        // 2015-10-21 07:28:10 GMT is 10 s after `now`.
+        let date = "Wed, 21 Oct 2015 07:28:10 GMT";
+        assert_eq!(retry_after(&with(date), now), Some(Duration::from_secs(10)));
+        // A date in the past: no wait.
+        let past = "Wed, 21 Oct 2015 07:27:00 GMT";
+        assert_eq!(retry_after(&with(past), now), Some(Duration::ZERO));
+        assert_eq!(retry_after(&with("soon"), now), None);
+        assert_eq!(retry_after(&with("-1"), now), None);
+        assert_eq!(retry_after(&HeaderMap::new(), now), None);
+    }
+}

@@ -794,3 +794,28 @@ impl Pools {
         v.into_iter()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http::StatusCode;
+    use perfgate_observe::UpstreamErrorKind as K;
+
+    use super::FailureClass;
+
+    #[test]
+    fn default_failures_are_sick_upstream_signals_only() {
+        let d = perfgate_config::BreakerConfig::default();
+        let c = FailureClass::new(&d.on_errors, &d.on_status);
+        for s in [502, 503, 504] {
+            assert!(c.status(StatusCode::from_u16(s).unwrap()), "{s}");
+        }
+        for s in [200, 404, 429, 500, 501] {
+            assert!(!c.status(StatusCode::from_u16(s).unwrap()), "{s}");
+        }
+        assert!(c.error(K::connect) && c.error(K::timeout) && c.error(K::protocol));
+        let only_connect = FailureClass::new(&["connect".into()], &[500]);
+        assert!(only_connect.error(K::connect));
+        assert!(!only_connect.error(K::timeout));
+        assert!(only_connect.status(StatusCode::INTERNAL_SERVER_ERROR));
+    }
+}
