@@ -304,6 +304,12 @@ impl Pool {
         )
     }
 
+    /// Drops the breakers that none of `used` is (routes gone on reload).
+    pub(crate) fn retain_breakers(&self, used: &[Arc<Breaker>]) {
+        let mut map = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
+        map.retain(|_, b| used.iter().any(|u| Arc::ptr_eq(u, b)));
+    }
+
     /// Admission by a route's breaker on this pool; `Ok(None)` without one.
     pub(crate) fn admit(
         &self,

@@ -123,6 +123,45 @@ async fn breakers_are_per_route() {
     );
 }
 
+/// A reload that removes a route takes its breaker out of the (kept) pool:
+/// an open breaker of a route that is gone no longer shows in the pool's
+/// circuit state.
+#[tokio::test]
+async fn a_removed_route_takes_its_breaker_with_it() {
+    let origin = Origin::new()
+        .route("/down", Rsp::status(503))
+        .route("/up", Rsp::text("up"))
+        .run()
+        .await;
+    let mut pool = pool_of("api", &[(&origin, 1)]);
+    pool.breaker = opens_after(2);
+    pool.retry.attempts = 0;
+    let gw = Gateway::builder()
+        .config(move |c| c.pools.push(pool))
+        .route(pool_route("/down", "api"))
+        .route(pool_route("/up", "api"))
+        .spawn_instance()
+        .await;
+    let circuit = || {
+        gw.running()
+            .gateway
+            .upstream_health()
+            .into_iter()
+            .find(|p| p.name == "api")
+            .map(|p| p.circuit)
+    };
+    for _ in 0..2 {
+        assert_eq!(gw.get("/down").await.status, 503);
+    }
+    assert_eq!(code(&gw.get("/down").await), "circuit_open");
+    assert_eq!(circuit(), Some("open"));
+    let mut c = gw.config().clone();
+    c.routes.retain(|r| r.path.as_deref() != Some("/down"));
+    gw.running().apply(c).unwrap();
+    assert_eq!(circuit(), Some("closed"));
+    assert_eq!(gw.get("/up").await.status, 200);
+}
+
 /// While a route's breaker is open, a stale entry kept by `cache.keep_stale`
 /// is served even without `stale-if-error`, unless the response forbade
 /// serving it stale (`must-revalidate`).
