@@ -8,10 +8,12 @@
 //! works on the raw header bytes and never allocates.
 
 use std::io::{self, Write};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::HeaderValue;
 use perfgate_config::CompressionConfig;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// A content coding perfgate can produce.
 ///
@@ -227,7 +229,16 @@ pub struct Compressor {
     brotli_level: u32,
     zstd_level: i32,
     content_types: Vec<TypePattern>,
+    /// Compressions of stored bodies running at once (on the blocking pool).
+    blocking: Arc<Semaphore>,
+    /// Streamed encoders alive at once (each holds a bounded window).
+    streams: Arc<Semaphore>,
 }
+
+/// Every compression slot is taken: the caller sends the identity body
+/// rather than wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy;
 
 impl Compressor {
     /// Builds a compressor; with compression disabled, [`Compressor::negotiate`]
@@ -262,7 +273,47 @@ impl Compressor {
                 .iter()
                 .map(|p| TypePattern::new(p))
                 .collect(),
+            blocking: Arc::new(Semaphore::new(cfg.max_concurrent.max(1))),
+            streams: Arc::new(Semaphore::new(cfg.max_streams.max(1))),
         }
+    }
+
+    /// Takes one of the `max_concurrent` slots (tests of the busy path).
+    #[cfg(test)]
+    pub(crate) fn hold_compression_slot_for_tests(&self) -> OwnedSemaphorePermit {
+        self.blocking
+            .clone()
+            .try_acquire_owned()
+            .expect("a free compression slot")
+    }
+
+    /// Compresses a stored body on tokio's blocking pool, never on the
+    /// calling (request-serving) thread, when one of the
+    /// `compression.max_concurrent` slots is free. `Ok(None)` when the
+    /// result is not smaller than the body (or compression failed): the
+    /// identity body is the variant. `Err(Busy)` when every slot is taken:
+    /// the caller serves identity at once instead of queueing.
+    pub async fn compress_off_thread(
+        &self,
+        enc: Encoding,
+        body: Bytes,
+    ) -> Result<Option<Bytes>, Busy> {
+        let permit = self
+            .blocking
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Busy)?;
+        let this = self.clone();
+        let len = body.len();
+        let out = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            this.compress(enc, &body)
+        })
+        .await;
+        Ok(match out {
+            Ok(Ok(b)) if b.len() < len => Some(b),
+            _ => None,
+        })
     }
 
     /// The encodings offered, in the configured order of preference.
@@ -355,8 +406,16 @@ impl Compressor {
 
 /// Internal buffer of the brotli writer.
 const BROTLI_BUFFER: usize = 4096;
-/// brotli window (log2); 22 (4 MiB) is the library's and the CLI's default.
+/// brotli window (log2) for whole stored bodies; 22 (4 MiB) is the
+/// library's and the CLI's default. Its memory lives only while one of the
+/// `max_concurrent` compressions runs.
 const BROTLI_LGWIN: u32 = 22;
+/// brotli window (log2) of a streamed response's encoder: 256 KiB, since an
+/// encoder lives as long as its (possibly endless) response.
+pub const STREAM_BROTLI_LGWIN: u32 = 18;
+/// zstd window (log2) of a streamed response's encoder: 256 KiB (level 3
+/// alone would pick 2 MiB).
+pub const STREAM_ZSTD_WINDOW_LOG: u32 = 18;
 
 /// Compresses a body as it streams, for responses that are not cached.
 ///
@@ -365,6 +424,8 @@ const BROTLI_LGWIN: u32 = 22;
 /// when the compressor's window fills.
 pub struct StreamEncoder {
     inner: StreamInner,
+    /// One of `compression.max_streams`, held while the encoder lives.
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 enum StreamInner {
@@ -376,21 +437,39 @@ enum StreamInner {
 }
 
 impl StreamEncoder {
-    /// Starts a stream in `enc` with the compressor's levels.
+    /// Starts a stream in `enc` with the compressor's levels and the
+    /// bounded stream windows. Fails (the caller sends identity) when
+    /// `compression.max_streams` encoders are already alive.
     pub fn new(enc: Encoding, compressor: &Compressor) -> io::Result<Self> {
+        let slot = match enc {
+            Encoding::Identity => None,
+            _ => Some(
+                compressor
+                    .streams
+                    .clone()
+                    .try_acquire_owned()
+                    .map_err(|_| io::Error::other("every stream encoder is in use"))?,
+            ),
+        };
         let inner = match enc {
             Encoding::Identity => StreamInner::Identity,
             Encoding::Gzip => StreamInner::Gzip(flate2::write::GzEncoder::new(
                 Vec::new(),
                 flate2::Compression::new(compressor.gzip_level),
             )),
-            Encoding::Brotli => StreamInner::Brotli(Box::new(compressor.brotli_writer(Vec::new()))),
-            Encoding::Zstd => StreamInner::Zstd(zstd::stream::write::Encoder::new(
+            Encoding::Brotli => StreamInner::Brotli(Box::new(brotli::CompressorWriter::new(
                 Vec::new(),
-                compressor.zstd_level,
-            )?),
+                BROTLI_BUFFER,
+                compressor.brotli_level,
+                STREAM_BROTLI_LGWIN,
+            ))),
+            Encoding::Zstd => {
+                let mut w = zstd::stream::write::Encoder::new(Vec::new(), compressor.zstd_level)?;
+                w.window_log(STREAM_ZSTD_WINDOW_LOG)?;
+                StreamInner::Zstd(w)
+            }
         };
-        Ok(Self { inner })
+        Ok(Self { inner, _slot: slot })
     }
 
     /// Compresses `chunk` and returns everything the encoder produced so
@@ -686,5 +765,52 @@ mod tests {
         d.flush().unwrap();
         drop(d);
         assert_eq!(out, b"data: hello\n\n");
+    }
+
+    /// A streamed encoder's window is bounded: brotli's stream header says
+    /// 2^18 (RFC 7932 §9.1, WBITS), zstd's frame header at most 256 KiB
+    /// (RFC 8878 §3.1.1.1.2, Window_Descriptor).
+    #[test]
+    fn stream_encoders_have_small_windows() {
+        let c = default_compressor();
+        let data = sample_json();
+
+        let mut br = StreamEncoder::new(Encoding::Brotli, &c).unwrap();
+        let out = br.encode_chunk(&data).unwrap();
+        let b0 = out[0];
+        assert_eq!(b0 & 1, 1, "not the 16-bit window");
+        let n = (b0 >> 1) & 7;
+        assert_ne!(n, 0);
+        assert_eq!(17 + u32::from(n), STREAM_BROTLI_LGWIN);
+        assert_eq!(STREAM_BROTLI_LGWIN, 18);
+
+        let mut zs = StreamEncoder::new(Encoding::Zstd, &c).unwrap();
+        let out = zs.encode_chunk(&data).unwrap();
+        assert_eq!(&out[..4], &[0x28, 0xB5, 0x2F, 0xFD], "zstd magic");
+        let fhd = out[4];
+        assert_eq!(fhd & 0x20, 0, "a streamed frame has a window descriptor");
+        let wd = out[5];
+        let base = 1u64 << (10 + u32::from(wd >> 3));
+        let window = base + base / 8 * u64::from(wd & 7);
+        assert!(window <= 256 * 1024, "zstd window {window}");
+        // Both still decode.
+        let mut all = out.to_vec();
+        all.extend_from_slice(&zs.finish().unwrap());
+        assert_eq!(decode(Encoding::Zstd, &all), data);
+    }
+
+    /// Past `max_streams` live encoders, a new one is refused (the caller
+    /// sends identity); one that ends frees its place.
+    #[test]
+    fn stream_encoders_are_bounded() {
+        let c = Compressor::new(&CompressionConfig {
+            max_streams: 1,
+            ..CompressionConfig::default()
+        });
+        let first = StreamEncoder::new(Encoding::Gzip, &c).unwrap();
+        assert!(StreamEncoder::new(Encoding::Brotli, &c).is_err());
+        assert!(StreamEncoder::new(Encoding::Identity, &c).is_ok());
+        drop(first);
+        assert!(StreamEncoder::new(Encoding::Brotli, &c).is_ok());
     }
 }

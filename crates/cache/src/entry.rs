@@ -1,12 +1,13 @@
 //! A stored response: headers, the body as received, and the compressed
 //! variants produced from it (each at most once).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
+use tokio::sync::OnceCell;
 
 use crate::cache_control::CacheControl;
 use crate::compress::{Compressor, Encoding};
@@ -44,7 +45,9 @@ pub struct Entry {
     pub tags: Vec<Arc<str>>,
     /// Compressed variants, indexed by `Encoding::index() - 1`; `None`
     /// inside means compression did not make the body smaller.
-    encoded: [OnceLock<Option<Bytes>>; 3],
+    /// Each is produced once, off the request threads; concurrent requests
+    /// for one wait for that compression.
+    encoded: [OnceCell<Option<Bytes>>; 3],
     /// Set once a background refresh was started, so it starts only once.
     refreshing: AtomicBool,
 }
@@ -140,7 +143,7 @@ impl Entry {
         crate::vary::own_values(&mut headers);
         let etag = headers.get(http::header::ETAG).cloned();
         let last_modified = headers.get(http::header::LAST_MODIFIED).cloned();
-        let encoded: [OnceLock<Option<Bytes>>; 3] = Default::default();
+        let encoded: [OnceCell<Option<Bytes>>; 3] = Default::default();
         for (new, old) in encoded.iter().zip(&self.encoded) {
             if let Some(v) = old.get() {
                 let _ = new.set(v.clone());
@@ -181,6 +184,16 @@ impl Entry {
         !self.freshness.no_cache && self.freshness.usable_if_error(self.age(now))
     }
 
+    /// True when this copy may stand in for the upstream while the route's
+    /// circuit breaker is open, however stale: any copy the store still
+    /// holds (within its stale windows, or kept for `cache.keep_stale`)
+    /// unless the response forbade serving it stale (`no-cache`,
+    /// `must-revalidate`, `proxy-revalidate`, or `s-maxage` without an
+    /// explicit `stale-while-revalidate`/`stale-if-error`).
+    pub fn usable_while_open(&self) -> bool {
+        !self.freshness.no_cache && !self.freshness.must_revalidate
+    }
+
     /// True when the entry has a validator to revalidate with.
     pub fn has_validators(&self) -> bool {
         self.etag.is_some() || self.last_modified.is_some()
@@ -209,26 +222,55 @@ impl Entry {
         !self.refreshing.swap(true, Ordering::AcqRel)
     }
 
-    /// The body in `enc`, compressing it on first use. Returns the identity
-    /// body when `enc` is identity, the entry is not compressible, or
-    /// compression did not help; the flag says whether this call did the work
-    /// (the caller then re-weighs the entry in the store).
-    pub fn body_for(&self, enc: Encoding, compressor: &Compressor) -> (Encoding, Bytes, bool) {
+    /// The body in `enc` if that variant is settled already (no waiting):
+    /// the compressed body, or identity when compression did not help, or
+    /// when `enc` is identity or the entry is not compressible.
+    pub fn ready_body(&self, enc: Encoding) -> Option<(Encoding, Bytes)> {
         if enc == Encoding::Identity || !self.compressible {
-            return (Encoding::Identity, self.body.clone(), false);
+            return Some((Encoding::Identity, self.body.clone()));
+        }
+        self.encoded[enc.index() - 1]
+            .get()
+            .map(|v| self.settled(enc, v))
+    }
+
+    fn settled(&self, enc: Encoding, v: &Option<Bytes>) -> (Encoding, Bytes) {
+        match v {
+            Some(b) => (enc, b.clone()),
+            None => (Encoding::Identity, self.body.clone()),
+        }
+    }
+
+    /// The body in `enc`, compressed on first use on the blocking pool
+    /// ([`Compressor::compress_off_thread`]); concurrent callers for the
+    /// same variant wait for that one compression. Returns the identity body
+    /// when `enc` is identity, the entry is not compressible, compression did
+    /// not help, or every compression slot is busy (then nothing is settled
+    /// and a later request tries again). The flag says whether this call
+    /// produced the variant (the caller then re-weighs the entry).
+    pub async fn body_for(
+        &self,
+        enc: Encoding,
+        compressor: &Compressor,
+    ) -> (Encoding, Bytes, bool) {
+        if let Some((enc, body)) = self.ready_body(enc) {
+            return (enc, body, false);
         }
         let slot = &self.encoded[enc.index() - 1];
-        let mut produced = false;
-        let v = slot.get_or_init(|| {
-            produced = true;
-            match compressor.compress(enc, &self.body) {
-                Ok(b) if b.len() < self.body.len() => Some(b),
-                _ => None,
-            }
-        });
+        let produced = AtomicBool::new(false);
+        let v = slot
+            .get_or_try_init(|| async {
+                let out = compressor.compress_off_thread(enc, self.body.clone()).await;
+                produced.store(out.is_ok(), Ordering::Relaxed);
+                out
+            })
+            .await;
         match v {
-            Some(b) => (enc, b.clone(), produced),
-            None => (Encoding::Identity, self.body.clone(), produced),
+            Ok(v) => {
+                let (enc, body) = self.settled(enc, v);
+                (enc, body, produced.load(Ordering::Relaxed))
+            }
+            Err(_busy) => (Encoding::Identity, self.body.clone(), false),
         }
     }
 
@@ -245,5 +287,82 @@ impl Entry {
             .filter_map(|s| s.get().and_then(|v| v.as_ref()).map(Bytes::len))
             .sum();
         256 + headers + self.body.len() + encoded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use perfgate_config::CompressionConfig;
+
+    use super::*;
+    use crate::policy::Freshness;
+
+    fn entry(body: &str) -> Arc<Entry> {
+        Arc::new(Entry::new(
+            EntryParts {
+                status: StatusCode::OK,
+                headers: HeaderMap::new(),
+                body: Bytes::from(body.to_string()),
+                upstream_encoded: false,
+                compressible: true,
+                vary: Default::default(),
+                freshness: Freshness {
+                    lifetime: Duration::from_secs(60),
+                    initial_age: Duration::ZERO,
+                    stale_while_revalidate: Duration::ZERO,
+                    stale_if_error: Duration::ZERO,
+                    must_revalidate: false,
+                    no_cache: false,
+                    heuristic: false,
+                },
+                auth_reusable: false,
+                tags: Vec::new(),
+            },
+            Instant::now(),
+        ))
+    }
+
+    /// Concurrent requests for one variant share one compression (run on
+    /// the blocking pool), and every one gets the compressed body.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_requests_share_one_compression() {
+        let e = entry(&"{\"id\":1,\"name\":\"event\"}".repeat(2000));
+        let compressor = Arc::new(Compressor::new(&CompressionConfig::default()));
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let (e, c) = (e.clone(), compressor.clone());
+                tokio::spawn(async move { e.body_for(Encoding::Brotli, &c).await })
+            })
+            .collect();
+        let mut produced = 0;
+        for t in tasks {
+            let (enc, body, p) = t.await.unwrap();
+            assert_eq!(enc, Encoding::Brotli);
+            assert!(body.len() < e.body.len());
+            produced += usize::from(p);
+        }
+        assert_eq!(produced, 1, "one compression for sixteen requests");
+        assert!(e.ready_body(Encoding::Brotli).is_some());
+    }
+
+    /// With every compression slot busy, a request gets identity at once,
+    /// and nothing is settled: a later request compresses.
+    #[tokio::test]
+    async fn busy_compressor_serves_identity_without_settling() {
+        let e = entry(&"abcdefgh".repeat(500));
+        let compressor = Compressor::new(&CompressionConfig {
+            max_concurrent: 1,
+            ..CompressionConfig::default()
+        });
+        let held = compressor.hold_compression_slot_for_tests();
+        let (enc, body, produced) = e.body_for(Encoding::Gzip, &compressor).await;
+        assert_eq!((enc, produced), (Encoding::Identity, false));
+        assert_eq!(body, e.body);
+        assert!(e.ready_body(Encoding::Gzip).is_none(), "not settled");
+        drop(held);
+        let (enc, _, produced) = e.body_for(Encoding::Gzip, &compressor).await;
+        assert_eq!((enc, produced), (Encoding::Gzip, true));
     }
 }

@@ -139,7 +139,7 @@ async fn put_get_round_trip_with_variants_and_tags() {
         Duration::from_secs(60),
     );
     let compressor = Compressor::new(&CompressionConfig::default());
-    let (enc, gz, _) = en.body_for(Encoding::Gzip, &compressor);
+    let (enc, gz, _) = en.body_for(Encoding::Gzip, &compressor).await;
     assert_eq!(enc, Encoding::Gzip);
     let de = entry("hallo", Some("de"), &["news"], Duration::from_secs(60));
     l2.put(KEY, &en, Duration::from_secs(60)).await.unwrap();

@@ -476,6 +476,8 @@ const BREAKER: &[Field] = &[
     f("consecutive_failures", U32),
     f("open_for", Duration),
     f("half_open_requests", U32),
+    f("on_errors", StrList),
+    f("on_status", U32List),
 ];
 const RETRY: &[Field] = &[
     f("attempts", U32),
@@ -582,6 +584,8 @@ const COMPRESSION: &[Field] = &[
     f("brotli_level", U32),
     f("zstd_level", I32),
     f("content_types", StrList),
+    f("max_concurrent", Usize),
+    f("max_streams", Usize),
 ];
 const ROUTE: &[Field] = &[
     f("name", Str),

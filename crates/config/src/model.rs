@@ -251,9 +251,12 @@ pub struct CacheConfig {
     pub max_object_bytes: ByteSize,
     /// Query parameters dropped from the cache key; a trailing `*` matches a prefix.
     pub drop_query_params: Vec<String>,
-    /// How long concurrent misses wait for the one upstream request before
-    /// going upstream themselves.
-    pub coalesce_timeout: Duration,
+    /// Deprecated and ignored (accepted so older files still load):
+    /// concurrent misses now wait for the one upstream request as long as
+    /// that request's own deadlines allow (the route's response/total
+    /// timeouts, retries, `upstream.body_idle_timeout`), so a slow upstream
+    /// is never stampeded when a shorter wait runs out.
+    pub coalesce_timeout: Option<Duration>,
     /// How long a stale entry with validators is kept for revalidation.
     pub keep_stale: Duration,
     /// Largest freshness given by the Last-Modified heuristic (RFC 9111 §4.2.2).
@@ -278,7 +281,7 @@ impl Default for CacheConfig {
                 "mc_cid".into(),
                 "mc_eid".into(),
             ],
-            coalesce_timeout: Duration::from_secs(10),
+            coalesce_timeout: None,
             keep_stale: Duration::from_secs(600),
             max_heuristic_ttl: Duration::from_secs(86_400),
             expose_tag_headers: false,
@@ -348,6 +351,14 @@ pub struct CompressionConfig {
     /// Content types (without parameters) worth compressing; a trailing `*`
     /// matches a prefix, as in `text/*`.
     pub content_types: Vec<String>,
+    /// Compressions of stored responses running at once, on threads of
+    /// their own (never on the threads that serve requests). When all are
+    /// busy a request gets the identity body rather than wait.
+    pub max_concurrent: usize,
+    /// Streamed (uncached) responses compressed at once; each encoder holds
+    /// a bounded window (brotli 256 KiB, zstd 256 KiB, gzip 32 KiB). Past
+    /// this, streamed responses are sent uncompressed.
+    pub max_streams: usize,
 }
 
 impl Default for CompressionConfig {
@@ -369,6 +380,8 @@ impl Default for CompressionConfig {
                 "application/x-ndjson".into(),
                 "image/svg+xml".into(),
             ],
+            max_concurrent: 2,
+            max_streams: 256,
         }
     }
 }

@@ -412,6 +412,7 @@ fn schema_matches_model() {
     c.upstream.health.path = Some(String::new());
     c.jwt.secret_file = Some(String::new());
     c.jwt.jwks_file = Some(String::new());
+    c.cache.coalesce_timeout = Some(Duration::from_secs(1));
     c.jwt
         .forward_claims
         .insert("sub".into(), "X-User-Id".into());
@@ -795,4 +796,40 @@ dedup = "sometimes"
         let p = find(&e, path);
         assert!(at(p).is_some(), "{path} has a file position: {p}");
     }
+}
+
+/// The breaker's failure classification is validated with its path, and
+/// its defaults count connection failures and 502/503/504 only; retries
+/// after a response are off by default.
+#[test]
+fn breaker_classification_is_validated() {
+    let e = errors(
+        r#"
+[upstream]
+url = "http://127.0.0.1:8000"
+[upstream.breaker]
+on_errors = ["connect", "refused"]
+on_status = [503, 200]
+"#,
+    );
+    let text = e.to_string();
+    for needle in [
+        "upstream.breaker.on_errors[1]",
+        "upstream.breaker.on_status[1]",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+    let c = load_ok(
+        r#"
+[upstream]
+url = "http://127.0.0.1:8000"
+"#,
+        &[],
+    );
+    assert_eq!(c.upstream.breaker.on_status, vec![502, 503, 504]);
+    assert_eq!(
+        c.upstream.breaker.on_errors,
+        vec!["connect", "timeout", "protocol"]
+    );
+    assert!(c.upstream.retry.on_status.is_empty());
 }

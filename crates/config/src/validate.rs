@@ -155,7 +155,6 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             p(format!("cache.drop_query_params[{i}]"), e);
         }
     }
-    nonzero(cache.coalesce_timeout, "cache.coalesce_timeout", &mut p);
     if !(1..=MAX_WARMUP_CONCURRENCY).contains(&cache.warmup_concurrency) {
         p(
             "cache.warmup_concurrency".into(),
@@ -201,6 +200,14 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             "compression.brotli_level".into(),
             format!("{} is out of range: use 0 to 11", comp.brotli_level),
         );
+    }
+    for (name, v) in [
+        ("max_concurrent", comp.max_concurrent),
+        ("max_streams", comp.max_streams),
+    ] {
+        if v == 0 {
+            p(format!("compression.{name}"), "must be at least 1".into());
+        }
     }
     if !(1..=19).contains(&comp.zstd_level) {
         p(

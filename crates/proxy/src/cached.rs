@@ -28,6 +28,7 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::gateway::{CACHE_STATUS, Conn, Cx, Gateway, Outgoing, Waits, request_host};
 use crate::headers::{append_via, strip_hop_by_hop, strip_tag_headers};
 use crate::invalidate::response_tags;
+use crate::pool::Refusal;
 use crate::route::Route;
 use crate::stats::Stats;
 use crate::tiers::L2Lookup;
@@ -41,6 +42,10 @@ const HIT_FOR_MISS: HeaderValue =
 const MISS_STORED: HeaderValue = HeaderValue::from_static("perfgate; fwd=miss; stored");
 const MISS_COLLAPSED: HeaderValue = HeaderValue::from_static("perfgate; fwd=miss; collapsed");
 const MISS_HEAD: HeaderValue = HeaderValue::from_static("perfgate; fwd=miss; detail=head");
+const STALE_502: HeaderValue =
+    HeaderValue::from_static("perfgate; fwd=stale; fwd-status=502; detail=stale-if-error");
+const STALE_OPEN: HeaderValue =
+    HeaderValue::from_static("perfgate; fwd=stale; detail=circuit-open");
 const REVALIDATED: HeaderValue =
     HeaderValue::from_static("perfgate; fwd=stale; fwd-status=304; stored");
 const REFETCHED: HeaderValue =
@@ -119,23 +124,22 @@ impl Gateway {
                 Reuse::Fresh | Reuse::Stale => {
                     self.count(&route, CacheEvent::hit);
                     self.saved_upstream_call(&route, entry);
-                    return Ok(self.respond(&key, entry, req.method(), req.headers(), HIT, &[]));
+                    return Ok(self
+                        .respond(&key, entry, req.method(), req.headers(), HIT, &[])
+                        .await);
                 }
                 Reuse::StaleWhileRevalidate => {
                     self.count(&route, CacheEvent::stale);
                     self.saved_upstream_call(&route, entry);
-                    if entry.try_start_refresh() {
+                    // A refresh counts toward `max_concurrent_requests`;
+                    // with no room it is left for a later request.
+                    if self.has_room() && entry.try_start_refresh() {
                         let creq = self.cache_req(&req, conn.clone());
                         self.spawn_refresh(route.clone(), key.clone(), creq, entry.clone());
                     }
-                    return Ok(self.respond(
-                        &key,
-                        entry,
-                        req.method(),
-                        req.headers(),
-                        HIT_SWR,
-                        &[],
-                    ));
+                    return Ok(self
+                        .respond(&key, entry, req.method(), req.headers(), HIT_SWR, &[])
+                        .await);
                 }
                 Reuse::Revalidate => {}
             }
@@ -179,7 +183,7 @@ impl Gateway {
         let fetched = self
             .fill(&route, &key, &creq, found, auth_rfc, &mut cx.timing)
             .await?;
-        Ok(self.answer(&key, fetched, &method, &headers))
+        Ok(self.answer(&key, fetched, &method, &headers).await)
     }
 
     /// Gets `creq` into the cache (or at least answers it), sharing one
@@ -204,7 +208,13 @@ impl Gateway {
                 // serves the waiters) even if this client goes away.
                 let gw = self.clone();
                 let (route2, key2, creq2) = (route.clone(), key.to_string(), creq.clone());
+                // The fill counts toward `server.max_concurrent_requests`
+                // for as long as it runs, with or without its client; the
+                // client's own count is lent to it while it waits.
+                let slot = self.fill_slot();
+                let _lent = self.lend_slot();
                 let task = tokio::spawn(async move {
+                    let _slot = slot;
                     let mut upstream = Waits::default();
                     // L2 first: another instance may have fetched it already.
                     let found = match gw.l2_lookup(&key2, &creq2, auth_rfc).await {
@@ -234,12 +244,15 @@ impl Gateway {
                 out
             }
             Join::Waiter(mut rx) => {
-                let waited =
-                    tokio::time::timeout(self.coalesce_timeout, rx.wait_for(Option::is_some))
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                        .and_then(|v| v.clone().flatten());
+                // As long as the leader's fetch takes: its own deadlines
+                // (attempts, retries, body stalls) end it, and nothing else
+                // can (it runs in its own task). Giving up earlier only
+                // sends every waiter to a slow upstream at once.
+                let waited = rx
+                    .wait_for(Option::is_some)
+                    .await
+                    .ok()
+                    .and_then(|v| v.clone().flatten());
                 let usable =
                     |e: &Entry| e.vary.matches(&creq.headers) && (!auth_rfc || e.auth_reusable);
                 match waited {
@@ -262,7 +275,7 @@ impl Gateway {
     }
 
     /// The response to the client whose request caused a fetch.
-    fn answer(
+    async fn answer(
         &self,
         key: &str,
         fetched: Fetched,
@@ -275,7 +288,10 @@ impl Gateway {
                 label,
                 set_cookie,
                 ..
-            } => self.respond(key, &entry, method, headers, label, &set_cookie),
+            } => {
+                self.respond(key, &entry, method, headers, label, &set_cookie)
+                    .await
+            }
             Fetched::Stream(rsp) => rsp,
         }
     }
@@ -323,7 +339,9 @@ impl Gateway {
         entry: Arc<Entry>,
     ) {
         let gw = self.clone();
+        let slot = self.fill_slot();
         tokio::spawn(async move {
+            let _slot = slot;
             if let Join::Leader(leader) = gw.flights.join(&key) {
                 let mut upstream = Waits::default();
                 let out = gw
@@ -379,9 +397,19 @@ impl Gateway {
         let rsp = match sent {
             Ok(rsp) => rsp,
             Err(e) => {
-                return match stale.filter(|s| s.usable_if_error(Instant::now())) {
-                    Some(entry) => Ok(self.stale_if_error(route, entry, 502)),
-                    None => Err(e.to_gateway()),
+                // While the route's breaker is open, any stale copy the
+                // response allows to be served stale stands in for the
+                // upstream (not only within `stale-if-error`).
+                let open = matches!(e.refused, Some(Refusal::CircuitOpen(_)));
+                let now = Instant::now();
+                return match stale {
+                    Some(entry) if open && entry.usable_while_open() => {
+                        Ok(self.stale_if_error(route, entry, STALE_OPEN))
+                    }
+                    Some(entry) if entry.usable_if_error(now) => {
+                        Ok(self.stale_if_error(route, entry, STALE_502))
+                    }
+                    _ => Err(e.to_gateway()),
                 };
             }
         };
@@ -389,7 +417,12 @@ impl Gateway {
         if status.is_server_error()
             && let Some(entry) = stale.clone().filter(|s| s.usable_if_error(Instant::now()))
         {
-            return Ok(self.stale_if_error(route, entry, status.as_u16()));
+            let label = format!(
+                "perfgate; fwd=stale; fwd-status={}; detail=stale-if-error",
+                status.as_u16()
+            );
+            let label = HeaderValue::from_str(&label).unwrap_or(STALE_502);
+            return Ok(self.stale_if_error(route, entry, label));
         }
         let timing = Timing {
             request_time,
@@ -459,7 +492,10 @@ impl Gateway {
         let freshness = match evaluated {
             Ok(f) => f,
             Err(reason) => {
-                if stale.is_some() {
+                // A server error says nothing about the stored
+                // representation: the stale copy is kept (it may stand in
+                // while the breaker is open).
+                if stale.is_some() && !status.is_server_error() {
                     cache.remove(key);
                 }
                 if !cache.is_unshareable(key) {
@@ -585,12 +621,11 @@ impl Gateway {
         })
     }
 
-    fn stale_if_error(&self, route: &Route, entry: Arc<Entry>, status: u16) -> Fetched {
+    fn stale_if_error(&self, route: &Route, entry: Arc<Entry>, label: HeaderValue) -> Fetched {
         self.count(route, CacheEvent::stale);
-        let label = format!("perfgate; fwd=stale; fwd-status={status}; detail=stale-if-error");
         Fetched::Entry {
             entry,
-            label: HeaderValue::from_str(&label).unwrap_or(HIT),
+            label,
             shareable: true,
             set_cookie: Vec::new(),
         }
@@ -599,7 +634,7 @@ impl Gateway {
     /// Builds the response for a stored entry: a 304 when the client's
     /// validators match, otherwise the body in the negotiated encoding
     /// (compressed at most once per entry and encoding).
-    fn respond(
+    async fn respond(
         &self,
         key: &str,
         entry: &Arc<Entry>,
@@ -637,7 +672,9 @@ impl Gateway {
             *rsp.headers_mut() = h;
             return rsp;
         }
-        let (enc, body, produced) = entry.body_for(enc, &self.compressor);
+        // Compressed off the request threads on first use (see
+        // `Entry::body_for`); later requests find the variant ready.
+        let (enc, body, produced) = entry.body_for(enc, &self.compressor).await;
         if produced {
             Stats::inc(&self.stats.compressions);
             if let Some(c) = &self.cache {

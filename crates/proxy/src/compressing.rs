@@ -22,7 +22,10 @@ pub(crate) fn prepare(
     status: StatusCode,
     headers: &mut HeaderMap,
 ) -> Option<StreamEncoder> {
+    // A 206 is a byte range of the identity representation: compressing it
+    // would make its Content-Range lie (RFC 9110 §14.4).
     if enc == Encoding::Identity
+        || status == StatusCode::PARTIAL_CONTENT
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
         || status.is_informational()

@@ -10,8 +10,20 @@
 //! upstream never saw the request). A POST that reached the upstream is
 //! never repeated. Another server is chosen when the pool has one; every
 //! retry is paid from the pool's retry budget.
+//!
+//! A response is an answer: it is sent again only when its status is in
+//! `retry.on_status` (empty by default), another server that has not been
+//! tried can take it (never the one that answered), and its `Retry-After`
+//! (if any) is shorter than what is left of the total deadline (or of the
+//! per-attempt one when the route sets no total); the retry then waits at
+//! least that long.
+//!
+//! Breakers are per route and pool (`Route::breaker`); what counts as a
+//! failure for them and for outlier detection is the pool's
+//! [`FailureClass`](crate::pool::FailureClass): connection failures,
+//! timeouts and 502/503/504 by default, never an application error.
 
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use http::header::HOST;
 use http::{HeaderValue, Method, Request, Response};
@@ -56,11 +68,11 @@ impl Gateway {
             version,
         } = out;
         let start = Instant::now();
-        let pool = match &route.read_pool {
-            Some(read) if method.is_safe() => read,
-            _ => &route.pool,
+        let (pool, breaker) = match &route.read_pool {
+            Some(read) if method.is_safe() => (read, route.read_breaker.as_deref()),
+            _ => (&route.pool, route.breaker.as_deref()),
         };
-        let permit = pool.admit(start).map_err(UpstreamError::refused)?;
+        let permit = pool.admit(breaker, start).map_err(UpstreamError::refused)?;
         let queued = Instant::now();
         let slot = pool.slot().await;
         timing.queue += queued.elapsed();
@@ -102,6 +114,9 @@ impl Gateway {
         pool.deposit();
         let mut body = Some(body);
         let mut tried: Vec<usize> = Vec::new();
+        // The server a retry after a response goes to, chosen before that
+        // response is let go (never the one that answered).
+        let mut next: Option<usize> = None;
         let mut attempt = 0u32;
         loop {
             let pick = Pick {
@@ -110,14 +125,17 @@ impl Gateway {
                 client_ip,
                 user: conn.user.as_deref(),
             };
-            let Some(i) = pool.pick(&pick, &tried, Instant::now()).or_else(|| {
-                // Every untried server is out: a retry may go back to one
-                // already tried rather than fail.
-                (!tried.is_empty())
-                    .then(|| pool.pick(&pick, &[], Instant::now()))
-                    .flatten()
+            let Some(i) = next.take().or_else(|| {
+                pool.pick(&pick, &tried, Instant::now()).or_else(|| {
+                    // Every untried server is out: a retry after a failed
+                    // exchange may go back to one already tried rather
+                    // than fail.
+                    (!tried.is_empty())
+                        .then(|| pool.pick(&pick, &[], Instant::now()))
+                        .flatten()
+                })
             }) else {
-                pool.record(permit, false);
+                pool.record(&route.name, breaker, permit, false);
                 return Err(UpstreamError::refused(Refusal::NoHealthy));
             };
             tried.push(i);
@@ -164,9 +182,12 @@ impl Gateway {
             };
             timing.upstream += t0.elapsed();
             timing.attempts += 1;
+            // What the breaker and outlier detection count: connection
+            // failures, timeouts and 502/503/504 by default. Any other
+            // answer means the server is up.
             let failed = match &result {
-                Ok(rsp) => rsp.status().is_server_error(),
-                Err(e) => !e.clients_fault(),
+                Ok(rsp) => pool.failures.status(rsp.status()),
+                Err(e) => !e.clients_fault() && pool.failures.error(e.kind),
             };
             if !matches!(&result, Err(e) if e.clients_fault()) {
                 pool.report(i, !failed);
@@ -182,21 +203,51 @@ impl Gateway {
                     tracing::warn!(route = %route.name, pool = %pool.name, server = %server.label, attempt = attempt + 1, error = %e.detail, "upstream request failed");
                 }
             }
-            let retry = attempt < retries
-                && match &result {
-                    // Never reached the upstream: safe for any method.
-                    Err(e) if e.kind == UpstreamErrorKind::connect => true,
-                    Err(e) => !e.clients_fault() && idempotent(&method),
-                    Ok(rsp) => {
-                        idempotent(&method) && pool.retry.on_status.contains(&rsp.status().as_u16())
-                    }
-                };
-            if retry {
-                let pause = perfgate_traffic::retry::backoff(
+            let backoff = || {
+                perfgate_traffic::retry::backoff(
                     attempt + 1,
                     pool.retry.backoff_base,
                     pool.retry.backoff_max,
-                );
+                )
+            };
+            let pause = if attempt >= retries {
+                None
+            } else {
+                match &result {
+                    // Never reached the upstream: safe for any method.
+                    Err(e) if e.kind == UpstreamErrorKind::connect => Some(backoff()),
+                    Err(e) if !e.clients_fault() && idempotent(&method) => Some(backoff()),
+                    Err(_) => None,
+                    // A response is an answer: sent again only when its
+                    // status is listed, to another server, and not before
+                    // its `Retry-After`.
+                    Ok(rsp)
+                        if idempotent(&method)
+                            && pool.retry.on_status.contains(&rsp.status().as_u16()) =>
+                    {
+                        // `headers` is still whole: this is not the last attempt.
+                        let pick = Pick {
+                            path_and_query: pq,
+                            headers: &headers,
+                            client_ip,
+                            user: conn.user.as_deref(),
+                        };
+                        next = pool.pick(&pick, &tried, Instant::now());
+                        let wait = retry_after(rsp.headers(), SystemTime::now());
+                        // Without a total deadline, the per-attempt one is
+                        // the most this request is worth waiting for.
+                        let budget = deadline
+                            .map_or(per_attempt, |d| d.saturating_duration_since(Instant::now()));
+                        match (next, wait) {
+                            (None, _) => None,
+                            (Some(_), Some(w)) if w >= budget => None,
+                            (Some(_), w) => Some(backoff().max(w.unwrap_or_default())),
+                        }
+                    }
+                    Ok(_) => None,
+                }
+            };
+            if let Some(pause) = pause {
                 let in_time = deadline.is_none_or(|d| Instant::now() + pause < d);
                 if in_time && pool.withdraw() {
                     attempt += 1;
@@ -207,10 +258,25 @@ impl Gateway {
                     continue;
                 }
             }
-            pool.record(permit, !failed);
+            pool.record(&route.name, breaker, permit, !failed);
             return result;
         }
     }
+}
+
+/// How long an upstream's `Retry-After` asks to wait (RFC 9110 §10.2.3:
+/// delay-seconds or an HTTP-date); `None` when absent or unreadable.
+fn retry_after(headers: &http::HeaderMap, now: SystemTime) -> Option<Duration> {
+    let v = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or_default())
 }
 
 /// A small client body with a declared length, read into memory so it can
@@ -239,5 +305,36 @@ async fn replayable_body(
             refused: Some(crate::pool::Refusal::ClientBodyTimeout(d)),
             ..failed(format!("the client's body stalled for {d:?}"), false)
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use http::{HeaderMap, HeaderValue};
+
+    use super::retry_after;
+
+    fn with(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::RETRY_AFTER, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        assert_eq!(retry_after(&with("3"), now), Some(Duration::from_secs(3)));
+        assert_eq!(retry_after(&with(" 0 "), now), Some(Duration::ZERO));
+        // 2015-10-21 07:28:10 GMT is 10 s after `now`.
+        let date = "Wed, 21 Oct 2015 07:28:10 GMT";
+        assert_eq!(retry_after(&with(date), now), Some(Duration::from_secs(10)));
+        // A date in the past: no wait.
+        let past = "Wed, 21 Oct 2015 07:27:00 GMT";
+        assert_eq!(retry_after(&with(past), now), Some(Duration::ZERO));
+        assert_eq!(retry_after(&with("soon"), now), None);
+        assert_eq!(retry_after(&with("-1"), now), None);
+        assert_eq!(retry_after(&HeaderMap::new(), now), None);
     }
 }

@@ -169,7 +169,6 @@ pub struct Gateway {
     pub(crate) flights: Flights<Option<Shared>>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) stats: Stats,
-    pub(crate) coalesce_timeout: Duration,
     pub(crate) max_object_bytes: usize,
     pub(crate) expose_tag_headers: bool,
     pub(crate) warmups: Warmups,
@@ -210,6 +209,11 @@ impl Gateway {
         } else {
             None
         };
+        if config.cache.coalesce_timeout.is_some() {
+            tracing::warn!(
+                "cache.coalesce_timeout is deprecated and ignored: waiters wait for the leader's fetch, which its own deadlines bound"
+            );
+        }
         let jobs = std::sync::OnceLock::new();
         if let Some(j) = crate::jobs::Jobs::open(config, l2.as_ref())? {
             let _ = jobs.set(j);
@@ -237,7 +241,6 @@ impl Gateway {
             flights: Flights::default(),
             metrics,
             stats: Stats::default(),
-            coalesce_timeout: config.cache.coalesce_timeout.get(),
             max_object_bytes: usize::try_from(config.cache.max_object_bytes.get())
                 .unwrap_or(usize::MAX),
             expose_tag_headers: config.cache.expose_tag_headers,
@@ -617,6 +620,51 @@ impl Gateway {
                 None => body,
             };
         Response::from_parts(parts, body)
+    }
+}
+
+impl Gateway {
+    /// Counts upstream work the gateway does in a task of its own (a cache
+    /// fill that outlives its client, a background refresh) as a request in
+    /// flight, for load shedding, until the returned guard drops.
+    pub(crate) fn fill_slot(self: &Arc<Self>) -> FillSlot {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        FillSlot(self.clone())
+    }
+
+    /// While a client waits for a fill it started, the fill's slot stands
+    /// for the client's own: the client's count is lent to it until the
+    /// guard drops. So a waiting client counts once, and a fill whose
+    /// client went away still counts.
+    pub(crate) fn lend_slot(&self) -> LentSlot<'_> {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        LentSlot(&self.in_flight)
+    }
+
+    /// Whether one more request in flight stays within
+    /// `server.max_concurrent_requests` (for work that may be skipped, such
+    /// as a background refresh).
+    pub(crate) fn has_room(&self) -> bool {
+        let max = self.policy.load().max_concurrent;
+        max == 0 || self.in_flight.load(Ordering::Relaxed) < max
+    }
+}
+
+/// A fill's place in the in-flight count; see [`Gateway::fill_slot`].
+pub(crate) struct FillSlot(Arc<Gateway>);
+
+impl Drop for FillSlot {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A client's place lent to its fill; see [`Gateway::lend_slot`].
+pub(crate) struct LentSlot<'a>(&'a AtomicUsize);
+
+impl Drop for LentSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
     }
 }
 

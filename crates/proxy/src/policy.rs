@@ -57,7 +57,7 @@ impl Policy {
             .iter()
             .filter_map(|r| r.job_status_path.clone())
             .collect();
-        Ok(Self {
+        let policy = Self {
             routes,
             job_status_paths,
             pools,
@@ -71,7 +71,19 @@ impl Policy {
             slow_request: s.slow_request_threshold.get(),
             max_concurrent: s.max_concurrent_requests,
             batch: config.batch.clone(),
-        })
+        };
+        // A kept pool forgets the breakers of routes that are gone (one left
+        // open would pin the pool's reported circuit state).
+        let used: Vec<_> = policy
+            .routes
+            .iter()
+            .flat_map(|r| [r.breaker.clone(), r.read_breaker.clone()])
+            .flatten()
+            .collect();
+        for pool in policy.pools.iter() {
+            pool.retain_breakers(&used);
+        }
+        Ok(policy)
     }
 }
 

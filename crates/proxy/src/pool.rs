@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, Request};
@@ -99,7 +99,13 @@ pub(crate) struct Pool {
     balancer: Balancer,
     hash_key: HashKey,
     pub(crate) health: PoolHealth,
-    breaker: Option<Breaker>,
+    /// Settings of the breakers, `None` when the pool uses none.
+    breaker: Option<BreakerSettings>,
+    /// One breaker per route that targets this pool (by route name), so a
+    /// failing route opens only its own. Kept with the pool on reload.
+    breakers: Mutex<HashMap<Arc<str>, Arc<Breaker>>>,
+    /// What counts as a failure for the breakers and outlier detection.
+    pub(crate) failures: FailureClass,
     budget: RetryBudget,
     pub(crate) retry: RetryPolicy,
     slots: Option<Arc<Semaphore>>,
@@ -121,6 +127,50 @@ struct Probe {
     path: String,
     interval: Duration,
     timeout: Duration,
+}
+
+/// What counts as a failure of an upstream exchange, for the breakers and
+/// outlier detection (`breaker.on_errors`, `breaker.on_status`): by
+/// default connection failures, timeouts and 502/503/504. Any other answer
+/// from a reachable server (a 500 of one endpoint, a 404) is a success: the
+/// server is up and talking.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FailureClass {
+    connect: bool,
+    timeout: bool,
+    protocol: bool,
+    statuses: Vec<u16>,
+}
+
+impl FailureClass {
+    fn new(errors: &[String], statuses: &[u32]) -> Self {
+        let has = |k: &str| errors.iter().any(|e| e == k);
+        Self {
+            connect: has("connect"),
+            timeout: has("timeout"),
+            protocol: has("protocol"),
+            statuses: statuses
+                .iter()
+                .filter_map(|s| u16::try_from(*s).ok())
+                .collect(),
+        }
+    }
+
+    /// Whether an answer with this status counts as a failure.
+    pub(crate) fn status(&self, status: http::StatusCode) -> bool {
+        self.statuses.contains(&status.as_u16())
+    }
+
+    /// Whether an exchange error of this kind counts as a failure.
+    pub(crate) fn error(&self, kind: perfgate_observe::UpstreamErrorKind) -> bool {
+        use perfgate_observe::UpstreamErrorKind as K;
+        match kind {
+            K::connect => self.connect,
+            K::timeout => self.timeout,
+            K::protocol => self.protocol,
+            K::status_5xx => false,
+        }
+    }
 }
 
 /// Why a pool refused a request before sending it.
@@ -184,16 +234,15 @@ impl Pool {
             Instant::now(),
         );
         let b = &cfg.breaker;
-        let breaker = b.enabled.then(|| {
-            Breaker::new(BreakerSettings {
-                failure_rate: b.failure_rate,
-                min_requests: b.min_requests,
-                window: b.window.get(),
-                consecutive_failures: b.consecutive_failures,
-                open_for: b.open_for.get(),
-                half_open_requests: b.half_open_requests,
-            })
+        let breaker = b.enabled.then(|| BreakerSettings {
+            failure_rate: b.failure_rate,
+            min_requests: b.min_requests,
+            window: b.window.get(),
+            consecutive_failures: b.consecutive_failures,
+            open_for: b.open_for.get(),
+            half_open_requests: b.half_open_requests,
         });
+        let failures = FailureClass::new(&b.on_errors, &b.on_status);
         let r = &cfg.retry;
         let upstream_cfg = UpstreamConfig {
             connect_timeout: cfg.connect_timeout.unwrap_or(spec.connect_timeout),
@@ -209,6 +258,8 @@ impl Pool {
             servers,
             health,
             breaker,
+            breakers: Mutex::default(),
+            failures,
             budget: RetryBudget::new(
                 f64::from(r.budget_percent) / 100.0,
                 r.min_per_second,
@@ -243,9 +294,32 @@ impl Pool {
         Ok(pool)
     }
 
-    /// Admission by the breaker; `Ok(None)` when the pool has none.
-    pub(crate) fn admit(&self, now: Instant) -> Result<Option<Permit>, Refusal> {
-        match &self.breaker {
+    /// The breaker of route `route` on this pool (made on first use, then
+    /// the same one for as long as the pool lives, reloads included);
+    /// `None` when the pool uses no breaker.
+    pub(crate) fn breaker_for(&self, route: &str) -> Option<Arc<Breaker>> {
+        let settings = self.breaker?;
+        let mut map = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
+        Some(
+            map.entry(Arc::from(route))
+                .or_insert_with(|| Arc::new(Breaker::new(settings)))
+                .clone(),
+        )
+    }
+
+    /// Drops the breakers that none of `used` is (routes gone on reload).
+    pub(crate) fn retain_breakers(&self, used: &[Arc<Breaker>]) {
+        let mut map = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
+        map.retain(|_, b| used.iter().any(|u| Arc::ptr_eq(u, b)));
+    }
+
+    /// Admission by a route's breaker on this pool; `Ok(None)` without one.
+    pub(crate) fn admit(
+        &self,
+        breaker: Option<&Breaker>,
+        now: Instant,
+    ) -> Result<Option<Permit>, Refusal> {
+        match breaker {
             None => Ok(None),
             Some(b) => b.admit(now).map(Some).map_err(|d| {
                 // Half-open with every trial slot taken: no known time.
@@ -254,38 +328,59 @@ impl Pool {
         }
     }
 
-    /// Records the final outcome of an admitted request.
-    pub(crate) fn record(&self, permit: Option<Permit>, success: bool) {
-        let (Some(b), Some(p)) = (&self.breaker, permit) else {
+    /// Records the final outcome of an admitted request on its route's breaker.
+    pub(crate) fn record(
+        &self,
+        route: &str,
+        breaker: Option<&Breaker>,
+        permit: Option<Permit>,
+        success: bool,
+    ) {
+        let (Some(b), Some(p)) = (breaker, permit) else {
             return;
         };
         if let Some((from, to)) = b.record(p, success, Instant::now()) {
-            self.circuit_changed(from, to);
+            self.circuit_changed(route, from, to);
         }
     }
 
-    fn circuit_changed(&self, from: BreakerState, to: BreakerState) {
-        if !self.is_retired() {
+    fn circuit_changed(&self, route: &str, from: BreakerState, to: BreakerState) {
+        if !self.is_retired()
+            && let Some(state) = self.circuit(Instant::now())
+        {
             self.metrics
                 .traffic
-                .set_circuit(&self.name, circuit_state(to));
+                .set_circuit(&self.name, circuit_state(state));
         }
         match to {
             BreakerState::Open => {
-                tracing::warn!(pool = %self.name, from = ?from, "circuit breaker opened: requests to this pool are refused until it recovers")
+                tracing::warn!(pool = %self.name, route = %route, from = ?from, "circuit breaker opened: this route's requests to this pool are refused until it recovers")
             }
             BreakerState::Closed => {
-                tracing::info!(pool = %self.name, "circuit breaker closed: the pool recovered")
+                tracing::info!(pool = %self.name, route = %route, "circuit breaker closed: the pool recovered")
             }
             BreakerState::HalfOpen => {
-                tracing::info!(pool = %self.name, "circuit breaker half-open: sending trial requests")
+                tracing::info!(pool = %self.name, route = %route, "circuit breaker half-open: sending trial requests")
             }
         }
     }
 
-    /// The breaker's state now (for health and metrics).
+    /// The worst state of the pool's breakers now (for health and
+    /// metrics): open when some route's breaker is open.
     pub(crate) fn circuit(&self, now: Instant) -> Option<BreakerState> {
-        self.breaker.as_ref().map(|b| b.state(now))
+        self.breaker?;
+        let map = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
+        let rank = |s: BreakerState| match s {
+            BreakerState::Closed => 0,
+            BreakerState::HalfOpen => 1,
+            BreakerState::Open => 2,
+        };
+        Some(
+            map.values()
+                .map(|b| b.state(now))
+                .max_by_key(|s| rank(*s))
+                .unwrap_or(BreakerState::Closed),
+        )
     }
 
     /// Waits for a connection slot when the pool limits them.
@@ -706,5 +801,30 @@ impl Pools {
         let mut v: Vec<_> = self.by_name.values().collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v.into_iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::StatusCode;
+    use perfgate_observe::UpstreamErrorKind as K;
+
+    use super::FailureClass;
+
+    #[test]
+    fn default_failures_are_sick_upstream_signals_only() {
+        let d = perfgate_config::BreakerConfig::default();
+        let c = FailureClass::new(&d.on_errors, &d.on_status);
+        for s in [502, 503, 504] {
+            assert!(c.status(StatusCode::from_u16(s).unwrap()), "{s}");
+        }
+        for s in [200, 404, 429, 500, 501] {
+            assert!(!c.status(StatusCode::from_u16(s).unwrap()), "{s}");
+        }
+        assert!(c.error(K::connect) && c.error(K::timeout) && c.error(K::protocol));
+        let only_connect = FailureClass::new(&["connect".into()], &[500]);
+        assert!(only_connect.error(K::connect));
+        assert!(!only_connect.error(K::timeout));
+        assert!(only_connect.status(StatusCode::INTERNAL_SERVER_ERROR));
     }
 }

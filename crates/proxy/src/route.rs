@@ -13,6 +13,7 @@ use perfgate_observe::{Metrics, RouteMetrics};
 use crate::pool::{Pool, Pools};
 use crate::stats::Stats;
 use crate::upstream::Upstream;
+use perfgate_traffic::breaker::Breaker;
 
 /// Where a route's requests go.
 #[derive(Debug, Clone)]
@@ -133,6 +134,11 @@ pub struct Route {
     pub(crate) pool: Arc<Pool>,
     /// Where safe requests (GET, HEAD, OPTIONS) go, when the pool has a read pool.
     pub(crate) read_pool: Option<Arc<Pool>>,
+    /// This route's circuit breaker on `pool` (breakers are per route and
+    /// pool: one failing route does not stop the others).
+    pub(crate) breaker: Option<Arc<Breaker>>,
+    /// This route's circuit breaker on `read_pool`.
+    pub(crate) read_breaker: Option<Arc<Breaker>>,
     /// Deadline of one attempt's response head (default: the pool's).
     pub(crate) response_timeout: Option<Duration>,
     /// Deadline of the whole exchange, retries included.
@@ -228,6 +234,8 @@ impl Routes {
                 name: Arc::from("default"),
                 matcher: Matcher::Prefix("/".into()),
                 methods: Vec::new(),
+                breaker: t.breaker_for("default"),
+                read_breaker: None,
                 pool: t,
                 read_pool: None,
                 response_timeout: None,
@@ -341,6 +349,8 @@ fn compile(
         ..base_policy(config)
     };
     Ok(Route {
+        breaker: pool.breaker_for(&name),
+        read_breaker: read_pool.as_ref().and_then(|p| p.breaker_for(&name)),
         metrics: metrics.route(&name),
         stats: Stats::default(),
         trusted: trusted.clone(),

@@ -268,6 +268,9 @@ impl Gateway {
         });
         let auth_rfc = route.policy.authorized == AuthorizedPolicy::Rfc;
         let mut upstream = crate::gateway::Waits::default();
+        // A warm-up counts toward `server.max_concurrent_requests` like a
+        // client request (its place is lent to the fill it starts).
+        let _slot = self.fill_slot();
         match self
             .fill(&route, &key, &creq, found, auth_rfc, &mut upstream)
             .await

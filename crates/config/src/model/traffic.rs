@@ -165,6 +165,15 @@ pub struct BreakerConfig {
     pub open_for: Duration,
     /// Trial requests at once while half-open; as many successes close it.
     pub half_open_requests: u32,
+    /// Which exchange failures count against the breaker (and outlier
+    /// detection): `connect` (the connection could not be opened),
+    /// `timeout` (no response head in time) and `protocol` (the connection
+    /// broke or the upstream spoke invalid HTTP). Default: all three.
+    pub on_errors: Vec<String>,
+    /// Which upstream statuses count against the breaker (and outlier
+    /// detection), 400–599. Default `[502, 503, 504]`: an application error
+    /// such as a 500 from a reachable server is an answer, not a sick upstream.
+    pub on_status: Vec<u32>,
 }
 
 impl Default for BreakerConfig {
@@ -177,6 +186,8 @@ impl Default for BreakerConfig {
             consecutive_failures: 10,
             open_for: Duration::from_secs(10),
             half_open_requests: 1,
+            on_errors: vec!["connect".into(), "timeout".into(), "protocol".into()],
+            on_status: vec![502, 503, 504],
         }
     }
 }
@@ -197,8 +208,10 @@ pub struct RetryConfig {
     pub backoff_base: Duration,
     /// Largest backoff.
     pub backoff_max: Duration,
-    /// Upstream statuses retried (idempotent requests only), besides
-    /// connect errors and timeouts.
+    /// Upstream statuses after which an idempotent request is sent again,
+    /// to another server only (never to the one that answered), and not
+    /// before the answer's `Retry-After`. Default empty: a response is an
+    /// answer. Connect errors and timeouts are retried regardless.
     pub on_status: Vec<u32>,
 }
 
@@ -210,7 +223,7 @@ impl Default for RetryConfig {
             min_per_second: 3,
             backoff_base: Duration::from_millis(25),
             backoff_max: Duration::from_millis(250),
-            on_status: vec![502, 503, 504],
+            on_status: Vec::new(),
         }
     }
 }

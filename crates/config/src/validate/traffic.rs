@@ -364,6 +364,24 @@ fn check_policies(
             );
         }
     }
+    for (j, e) in breaker.on_errors.iter().enumerate() {
+        if !matches!(e.as_str(), "connect" | "timeout" | "protocol") {
+            p(
+                format!("{at}.breaker.on_errors[{j}]"),
+                format!(
+                    "{e:?} is not a failure kind: use \"connect\", \"timeout\" or \"protocol\""
+                ),
+            );
+        }
+    }
+    for (j, s) in breaker.on_status.iter().enumerate() {
+        if !(400..=599).contains(s) {
+            p(
+                format!("{at}.breaker.on_status[{j}]"),
+                format!("{s} is not an error status (400–599)"),
+            );
+        }
+    }
     if retry.budget_percent > 1000 {
         p(
             format!("{at}.retry.budget_percent"),

@@ -120,3 +120,58 @@ async fn upstream_gzip_passes_through_byte_identical() {
     }
     assert_eq!(gw.gateway().cache_stats().compressions, 0);
 }
+
+/// Issue #11 item 13: concurrent first requests for one variant share one
+/// compression (made off the request threads) and all get it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_one_compression() {
+    let body = crate::events_json().repeat(20);
+    let origin = Origin::new()
+        .route("/big", Rsp::json(body.clone()).max_age(60))
+        .run()
+        .await;
+    let gw = Gateway::builder().upstream(origin.addr()).spawn().await;
+    assert_eq!(gw.get("/big").await.status, 200);
+    let client = gw.new_client();
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let c = client.clone();
+            tokio::spawn(async move { c.get("/big").header("accept-encoding", "br").send().await })
+        })
+        .collect();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-encoding"), "br");
+        assert_eq!(decode(&r), body.as_bytes());
+    }
+    assert_eq!(gw.gateway().cache_stats().compressions, 1);
+}
+
+/// Issue #11 item 19 (part): a 206 is a range of the identity body and is
+/// never compressed, even for a client that accepts compression.
+#[tokio::test]
+async fn partial_content_is_never_compressed() {
+    let body = crate::events_json();
+    let part = Bytes::from(body.as_bytes()[..1000].to_vec());
+    let range = format!("bytes 0-999/{}", body.len());
+    let origin = Origin::new()
+        .route(
+            "/file",
+            Rsp::json(part.clone())
+                .with_status(206)
+                .header("content-range", &range),
+        )
+        .run()
+        .await;
+    let gw = Gateway::builder().upstream(origin.addr()).spawn().await;
+    let r = gw
+        .get("/file")
+        .header("range", "bytes=0-999")
+        .header("accept-encoding", "gzip, br, zstd")
+        .await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.header("content-encoding"), "", "{:?}", r.headers);
+    assert_eq!(r.header("content-range"), range);
+    assert_eq!(r.body, part);
+}

@@ -4,6 +4,7 @@
 
 mod admin;
 mod auth;
+mod availability;
 mod batch;
 mod cache;
 mod cli;

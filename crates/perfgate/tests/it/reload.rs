@@ -264,7 +264,7 @@ async fn unchanged_pool_keeps_its_state_across_apply() {
     let origin = Origin::new()
         .handle("/b", move |_| {
             if flag.load(Ordering::SeqCst) {
-                Rsp::status(500)
+                Rsp::status(503)
             } else {
                 Rsp::text("fine")
             }
@@ -284,7 +284,7 @@ async fn unchanged_pool_keeps_its_state_across_apply() {
         .spawn_instance()
         .await;
     for _ in 0..2 {
-        assert_eq!(gw.get("/b").await.status, 500);
+        assert_eq!(gw.get("/b").await.status, 503);
     }
     let r = gw.get("/b").await;
     assert_eq!(r.status, 503);
