@@ -60,6 +60,14 @@ pub struct ServerConfig {
     pub max_header_count: usize,
     /// Longest request target (path and query); longer → 414.
     pub max_uri_bytes: ByteSize,
+    /// Collapse runs of `/` in request paths (`/a//b` is `/a/b`) before the
+    /// route, the cache key and the upstream see the path, as nginx's
+    /// `merge_slashes` does by default. Off: `//` is kept everywhere alike.
+    pub merge_slashes: bool,
+    /// Accept `%2F`/`%5C` in request paths, kept encoded (never decoded
+    /// into separators). Off (the default): such requests get 400, since
+    /// many upstreams decode them into `/` after perfgate chose the route.
+    pub allow_encoded_slashes: bool,
     /// Largest request body accepted; larger → 413.
     pub max_body_bytes: ByteSize,
     /// Requests handled at once; more are refused at once with 503 (load
@@ -84,6 +92,8 @@ impl Default for ServerConfig {
             max_header_bytes: ByteSize(16 * 1024),
             max_header_count: 100,
             max_uri_bytes: ByteSize(8 * 1024),
+            merge_slashes: true,
+            allow_encoded_slashes: false,
             max_body_bytes: ByteSize(10 * 1024 * 1024),
             max_concurrent_requests: 10_000,
             slow_request_threshold: Duration::from_secs(1),

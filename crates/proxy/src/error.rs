@@ -25,6 +25,9 @@ pub enum ErrorKind {
     HeadersTooLarge,
     /// No route and no default upstream → 404.
     NoRoute,
+    /// The path belongs to a route that does not take this method → 405
+    /// (with `Allow`); it never falls through to a less specific route.
+    MethodNotAllowed,
     /// The upstream could not be reached or broke the exchange → 502.
     UpstreamUnavailable,
     /// The upstream did not answer in time → 504.
@@ -64,6 +67,7 @@ impl ErrorKind {
             | ErrorKind::QueueFull
             | ErrorKind::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::NoRoute | ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             ErrorKind::UpstreamTimeout | ErrorKind::NotCached => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -83,6 +87,7 @@ impl ErrorKind {
             ErrorKind::CircuitOpen => "circuit_open",
             ErrorKind::NoHealthyUpstream => "no_healthy_upstream",
             ErrorKind::NoRoute => "no_route",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::UpstreamUnavailable => "upstream_unavailable",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
             ErrorKind::NotCached => "not_cached",
