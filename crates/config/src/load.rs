@@ -541,6 +541,8 @@ const ADMIN: &[Field] = &[
     f("listen", Str),
     f("token_file", Str),
     f("metrics_public", Bool),
+    f("allow_unauthenticated", Bool),
+    f("allowed_hosts", StrList),
 ];
 const UPSTREAM: &[Field] = &[
     f("url", Str),

@@ -122,10 +122,20 @@ pub struct AdminConfig {
     pub listen: String,
     /// File holding the bearer token (trailing whitespace ignored). The
     /// token may also come from `PERFGATE_ADMIN_TOKEN`. With no token the
-    /// admin API answers only clients on loopback.
+    /// admin API answers only clients on loopback, and only reads unless
+    /// `allow_unauthenticated` is set.
     pub token_file: Option<String>,
     /// Serve `/metrics` without the token (for scrapers on a private network).
     pub metrics_public: bool,
+    /// Without a token, let loopback clients change things (purge,
+    /// invalidate, warm up, reload, retry jobs). Off (the default): with no
+    /// token the admin API is read-only, and mutating calls get 403.
+    pub allow_unauthenticated: bool,
+    /// Host names (optionally `name:port`) the admin API answers to besides
+    /// IP literals and `localhost`; any other `Host` gets 421, so a web page
+    /// cannot reach the API through a name of its own that resolves to this
+    /// machine (DNS rebinding). `/health` answers every Host.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for AdminConfig {
@@ -134,6 +144,8 @@ impl Default for AdminConfig {
             listen: "127.0.0.1:9090".into(),
             token_file: None,
             metrics_public: false,
+            allow_unauthenticated: false,
+            allowed_hosts: Vec::new(),
         }
     }
 }

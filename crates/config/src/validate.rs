@@ -76,6 +76,18 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     if let Some(file) = &config.admin.token_file {
         check_file(file, "admin.token_file", "token", &mut p);
     }
+    for (i, host) in config.admin.allowed_hosts.iter().enumerate() {
+        let valid = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b));
+        if !valid {
+            p(
+                format!("admin.allowed_hosts[{i}]"),
+                format!("{host:?} is not a host name or name:port (no scheme, no path)"),
+            );
+        }
+    }
 
     // Upstream.
     let up = &config.upstream;
