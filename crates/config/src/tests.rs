@@ -825,3 +825,24 @@ fn short_hs256_secret_file_refused() {
     let _ = std::fs::remove_file(short);
     let _ = std::fs::remove_file(long);
 }
+
+/// Issue #11 (15): `admin.allowed_hosts` entries are names or name:port,
+/// each problem named by its index.
+#[test]
+fn admin_allowed_hosts_are_checked() {
+    let base = "[upstream]\nurl = \"http://u\"\n[admin]\n";
+    let c = load_ok(
+        &format!(
+            "{base}allowed_hosts = [\"admin.internal\", \"ops:9443\"]\nallow_unauthenticated = true\n"
+        ),
+        &[],
+    );
+    assert!(c.admin.allow_unauthenticated);
+    assert_eq!(c.admin.allowed_hosts.len(), 2);
+    let e = errors(&format!(
+        "{base}allowed_hosts = [\"ok.example\", \"http://x\", \"\"]\n"
+    ));
+    find(&e, "admin.allowed_hosts[1]");
+    find(&e, "admin.allowed_hosts[2]");
+    assert_eq!(e.problems.len(), 2, "{e}");
+}
