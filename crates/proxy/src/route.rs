@@ -326,9 +326,21 @@ fn compile(
     trusted: &Arc<[IpNet]>,
     pools: &Pools,
 ) -> Result<Route, String> {
+    // Requests are matched in normalized form (target.rs), so the
+    // configured paths are too: `/%7Euser` and `/a//b` still match.
+    let keys = perfgate_cache::key::KeyNormalizer::default().with_path_rules(
+        perfgate_cache::key::PathRules {
+            merge_slashes: config.server.merge_slashes,
+            allow_encoded_slashes: config.server.allow_encoded_slashes,
+        },
+    );
+    let normalized = |p: &String| {
+        keys.normalize_path(p)
+            .map_or_else(|_| p.clone(), |n| n.into_owned())
+    };
     let matcher = match (&rc.path, &rc.pattern) {
-        (Some(p), None) => Matcher::Prefix(p.clone()),
-        (None, Some(p)) => Matcher::parse_pattern(p),
+        (Some(p), None) => Matcher::Prefix(normalized(p)),
+        (None, Some(p)) => Matcher::parse_pattern(&normalized(p)),
         _ => return Err("a route needs exactly one of `path` and `pattern`".into()),
     };
     let name: Arc<str> = Arc::from(
@@ -494,6 +506,20 @@ mod tests {
         // Less specific paths are not affected.
         assert_eq!(chosen(&r, Method::POST, "/api/v2"), Ok("api".into()));
         assert_eq!(chosen(&r, Method::POST, "/other"), Ok("default".into()));
+    }
+
+    /// Configured paths are matched in the normalized form requests have.
+    #[tokio::test]
+    async fn configured_paths_are_normalized_like_requests() {
+        let r = routes(vec![
+            route("tilde", "/users/%7ealice", &[]),
+            route("double", "/a//b", &[]),
+        ]);
+        assert_eq!(
+            chosen(&r, Method::GET, "/users/~alice/x"),
+            Ok("tilde".into())
+        );
+        assert_eq!(chosen(&r, Method::GET, "/a/b"), Ok("double".into()));
     }
 
     #[test]
