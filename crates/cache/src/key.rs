@@ -324,14 +324,22 @@ fn normalize_escapes(out: &mut String, input: &str) {
 /// text): escapes first, so that `%2E%2E` is a dot segment, then runs of
 /// `/` merged, then dot segments removed.
 fn push_path(out: &mut String, path: &str, merge_slashes: bool) {
+    let start = out.len();
+    normalize_escapes(out, path);
     if !path.starts_with('/') {
-        normalize_escapes(out, path);
         return;
     }
-    let mut escaped = String::with_capacity(path.len());
-    normalize_escapes(&mut escaped, path);
+    // The common path has neither; it is then done without another
+    // allocation (this runs for every cache lookup).
+    let written = &out[start..];
+    let dots = written.contains("/.");
+    let slashes = merge_slashes && written.contains("//");
+    if !dots && !slashes {
+        return;
+    }
+    let escaped = out.split_off(start);
     let merged;
-    let path = if merge_slashes && escaped.contains("//") {
+    let path = if slashes {
         let mut m = String::with_capacity(escaped.len());
         let mut last_slash = false;
         for c in escaped.chars() {
