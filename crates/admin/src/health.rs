@@ -1,7 +1,8 @@
-//! Health, no authentication (load balancers and orchestrators call it):
-//! `GET /health` (liveness: the process answers), `GET /health/dependencies`
-//! (every upstream pool and Redis) and `GET /health/detailed` (the same plus
-//! each server and the instance), in the `application/health+json` format
+//! Health: `GET /health` (liveness: the process answers) and
+//! `GET /health/dependencies` (every upstream pool and Redis) without
+//! authentication (load balancers and orchestrators call them), and
+//! `GET /health/detailed` (the same plus each server and the instance)
+//! behind the admin token, in the `application/health+json` format
 //! (draft-inadarei-api-health-check).
 //!
 //! Every answer comes from state kept by background work (health probes,
@@ -32,7 +33,11 @@ pub fn routes() -> Router<AdminState> {
     Router::new()
         .route("/health", get(health))
         .route("/health/dependencies", get(dependencies))
-        .route("/health/detailed", get(detailed))
+}
+
+/// `/health/detailed` names every server and the instance: behind the token.
+pub fn protected_routes() -> Router<AdminState> {
+    Router::new().route("/health/detailed", get(detailed))
 }
 
 async fn health() -> impl IntoResponse {

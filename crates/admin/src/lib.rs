@@ -1,6 +1,6 @@
 //! The admin API: health, metrics and cache administration (statistics,
-//! invalidation, warm-up), each resource in its own module, all but health
-//! behind one auth layer. It uses only the public
+//! invalidation, warm-up), each resource in its own module, all but
+//! `/health` and `/health/dependencies` behind one auth layer (auth.rs). It uses only the public
 //! handles of the proxy crate.
 
 mod auth;
@@ -32,8 +32,15 @@ pub use envelope::{ApiError, ok};
 pub struct AdminState {
     /// The running gateway.
     pub gateway: Arc<Gateway>,
-    /// Bearer token; `None` means loopback clients only.
+    /// Bearer token; `None` means loopback clients only, read-only unless
+    /// `allow_unauthenticated`.
     pub token: Option<Arc<str>>,
+    /// Without a token, loopback clients may also change things
+    /// (`admin.allow_unauthenticated`).
+    pub allow_unauthenticated: bool,
+    /// Host names accepted besides IP literals and `localhost`
+    /// (`admin.allowed_hosts`).
+    pub allowed_hosts: Arc<[String]>,
     /// Serve `/metrics` without the token.
     pub metrics_public: bool,
     /// Reloads the configuration (`POST /admin/config/reload`).
@@ -43,6 +50,7 @@ pub struct AdminState {
 /// The admin router. New resources add a module and a `merge` here.
 pub fn router(state: AdminState) -> Router {
     let protected = Router::new()
+        .merge(health::protected_routes())
         .merge(cache::routes())
         .merge(invalidate::routes())
         .merge(warmup::routes())
@@ -58,6 +66,10 @@ pub fn router(state: AdminState) -> Router {
         .merge(metrics::routes(state.metrics_public))
         .merge(protected)
         .fallback(envelope::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::host,
+        ))
         .with_state(state)
 }
 

@@ -27,6 +27,8 @@ fn state(token: Option<&str>) -> AdminState {
     AdminState {
         gateway,
         token: token.map(Arc::from),
+        allow_unauthenticated: false,
+        allowed_hosts: Arc::from(Vec::new()),
         metrics_public: false,
         reloader: None,
     }
@@ -39,6 +41,7 @@ struct Call {
     token: Option<&'static str>,
     content_type: &'static str,
     peer: SocketAddr,
+    extra: Vec<(&'static str, &'static str)>,
 }
 
 fn call(method: Method, path: impl Into<String>) -> Call {
@@ -49,6 +52,7 @@ fn call(method: Method, path: impl Into<String>) -> Call {
         token: Some(TOKEN),
         content_type: "application/json",
         peer: SocketAddr::from(([127, 0, 0, 1], 40000)),
+        extra: Vec::new(),
     }
 }
 
@@ -63,13 +67,29 @@ impl Call {
         self
     }
 
+    fn header(mut self, name: &'static str, value: &'static str) -> Self {
+        self.extra.push((name, value));
+        self
+    }
+
+    fn content_type(mut self, ct: &'static str) -> Self {
+        self.content_type = ct;
+        self
+    }
+
     async fn send(self, state: &AdminState) -> (StatusCode, String, Value) {
         let mut req = Request::builder().method(self.method).uri(self.path);
         if let Some(t) = self.token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
-        if self.body.is_some() {
-            req = req.header(header::CONTENT_TYPE, self.content_type);
+        if let Some(b) = &self.body {
+            if !self.content_type.is_empty() {
+                req = req.header(header::CONTENT_TYPE, self.content_type);
+            }
+            req = req.header(header::CONTENT_LENGTH, b.len());
+        }
+        for (name, value) in self.extra {
+            req = req.header(name, value);
         }
         let mut req = req
             .body(self.body.map_or_else(Body::empty, Body::from))
@@ -144,8 +164,9 @@ async fn invalidate_rejections_name_the_field() {
     let mut wrong_type = call(Method::POST, path).body(r#"{"urls": ["/a"]}"#);
     wrong_type.content_type = "text/plain";
     let (status, _, v) = wrong_type.send(&s).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
-    assert_eq!(v["error"]["field"], "body", "{v}");
+    // Refused before the handler (auth.rs): 415, not the parser's 400.
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{v}");
+    assert_eq!(v["error"]["code"], "unsupported_media_type", "{v}");
 }
 
 #[tokio::test]
@@ -321,7 +342,7 @@ async fn warmup_starts_a_job_with_a_status_url() {
 #[tokio::test]
 async fn dependencies_without_redis_report_the_pool_and_need_no_token() {
     let s = state(Some(TOKEN));
-    for path in ["/health/dependencies", "/health/detailed", "/health"] {
+    for path in ["/health/dependencies", "/health"] {
         let (status, ct, v) = call(Method::GET, path).token(None).send(&s).await;
         assert_eq!(status, StatusCode::OK, "{path}");
         assert_eq!(ct, "application/health+json", "{path}");
@@ -340,4 +361,170 @@ async fn dependencies_without_redis_report_the_pool_and_need_no_token() {
     assert_eq!(upstream["status"], "pass", "{v}");
     assert_eq!(upstream["circuit"], "closed", "{v}");
     assert_eq!(upstream["observedValue"], 1, "{v}");
+}
+
+/// Issue #11 (15): `/health/detailed` (every server, the instance) is
+/// behind the token; `/health` and `/health/dependencies` stay open.
+#[tokio::test]
+async fn detailed_health_needs_the_token() {
+    let s = state(Some(TOKEN));
+    let (status, _, v) = call(Method::GET, "/health/detailed")
+        .token(None)
+        .send(&s)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    assert_eq!(v["error"]["code"], "unauthorized");
+    let (status, ct, v) = call(Method::GET, "/health/detailed").send(&s).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(ct, "application/health+json");
+}
+
+/// Issue #11 (15): without a token the API is read-only for loopback
+/// clients unless `admin.allow_unauthenticated` says otherwise.
+#[tokio::test]
+async fn without_a_token_mutations_need_explicit_consent() {
+    let mut s = state(None);
+    let mutations = [
+        (
+            Method::POST,
+            "/admin/cache/invalidate",
+            Some(r#"{"tags":["a"]}"#),
+        ),
+        (
+            Method::POST,
+            "/admin/cache/warmup",
+            Some(r#"{"urls":["/a"]}"#),
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/cache/0123456789abcdef0123456789abcdef",
+            None,
+        ),
+        (Method::POST, "/admin/config/reload", None),
+    ];
+    for (method, path, body) in &mutations {
+        let mut c = call(method.clone(), *path).token(None);
+        if let Some(b) = body {
+            c = c.body(*b);
+        }
+        let (status, _, v) = c.send(&s).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {v}");
+        assert_eq!(v["error"]["code"], "forbidden");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("allow_unauthenticated"),
+            "{v}"
+        );
+    }
+    // Reads still work.
+    let (status, _, _) = call(Method::GET, "/admin/cache/stats")
+        .token(None)
+        .send(&s)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // Explicit consent: the same calls reach their handlers.
+    s.allow_unauthenticated = true;
+    let (status, _, v) = call(Method::POST, "/admin/cache/invalidate")
+        .token(None)
+        .body(r#"{"tags":["a"]}"#)
+        .send(&s)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (status, _, v) = call(
+        Method::DELETE,
+        "/api/v1/cache/0123456789abcdef0123456789abcdef",
+    )
+    .token(None)
+    .send(&s)
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    // Still loopback only.
+    let mut remote = call(Method::POST, "/admin/cache/invalidate")
+        .token(None)
+        .body(r#"{"tags":["a"]}"#);
+    remote.peer = SocketAddr::from(([10, 0, 0, 7], 40000));
+    assert_eq!(remote.send(&s).await.0, StatusCode::FORBIDDEN);
+}
+
+/// Issue #11 (15): bodies of mutating calls are JSON (415 otherwise, in
+/// the envelope): a browser can post a form or text/plain cross-origin.
+#[tokio::test]
+async fn bodies_must_be_json() {
+    let s = state(Some(TOKEN));
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "",
+    ] {
+        let (status, _, v) = call(Method::POST, "/admin/cache/invalidate")
+            .body(r#"{"tags":["a"]}"#)
+            .content_type(ct)
+            .send(&s)
+            .await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct:?}: {v}");
+        assert_eq!(v["error"]["code"], "unsupported_media_type", "{v}");
+    }
+    let (status, _, v) = call(Method::POST, "/admin/cache/invalidate")
+        .body(r#"{"tags":["a"]}"#)
+        .content_type("Application/JSON; charset=utf-8")
+        .send(&s)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    // A form post with no body is refused too; a bodiless call without a
+    // Content-Type is fine.
+    let (status, _, _) = call(Method::POST, "/admin/config/reload")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .send(&s)
+        .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+}
+
+/// Issue #11 (15): a Host that is neither an IP literal, `localhost`, nor
+/// configured gets 421 (DNS rebinding), whatever the token; `/health`
+/// answers any Host. A cross-origin browser call cannot mutate.
+#[tokio::test]
+async fn foreign_hosts_and_origins_are_refused() {
+    let mut s = state(Some(TOKEN));
+    let (status, _, v) = call(Method::GET, "/admin/cache/stats")
+        .header("host", "rebind.evil.example:9090")
+        .send(&s)
+        .await;
+    assert_eq!(status, StatusCode::MISDIRECTED_REQUEST, "{v}");
+    assert_eq!(v["error"]["code"], "unknown_host");
+    for host in ["127.0.0.1:9090", "localhost:9090", "[::1]:9090"] {
+        let (status, _, v) = call(Method::GET, "/admin/cache/stats")
+            .header("host", host)
+            .send(&s)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{host}: {v}");
+    }
+    let (status, _, _) = call(Method::GET, "/health")
+        .token(None)
+        .header("host", "rebind.evil.example")
+        .send(&s)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    s.allowed_hosts = Arc::from(vec!["perfgate-admin.internal".to_string()]);
+    let (status, _, _) = call(Method::GET, "/admin/cache/stats")
+        .header("host", "perfgate-admin.internal:9090")
+        .send(&s)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, v) = call(Method::POST, "/admin/cache/invalidate")
+        .body(r#"{"tags":["a"]}"#)
+        .header("host", "127.0.0.1:9090")
+        .header("origin", "http://attacker.example")
+        .send(&s)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    let (status, _, v) = call(Method::POST, "/admin/cache/invalidate")
+        .body(r#"{"tags":["a"]}"#)
+        .header("host", "127.0.0.1:9090")
+        .header("origin", "http://127.0.0.1:9090")
+        .send(&s)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
 }

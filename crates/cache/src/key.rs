@@ -1,20 +1,76 @@
-//! Primary cache keys: the normalized request URI and its stable hash.
+//! Primary cache keys: the normalized request URI and its stable hash, and
+//! the one path normalization that decides the route, the key and the
+//! upstream target ([`KeyNormalizer::normalize_path`]).
 //!
-//! Normalization only merges URIs that every origin must treat the same:
-//! case of scheme and host, default ports, escapes of unreserved characters,
-//! the case of hex digits, and the order of query parameters. Dot segments
-//! are kept because requests are forwarded with their raw path, and merging
-//! `/a/../b` with `/b` would let one client poison the entry of another.
+//! Normalization only merges URIs that every origin must treat the same
+//! (RFC 3986 §6.2.2): case of scheme and host, default ports, escapes of
+//! unreserved characters, the case of hex digits, dot segments (§5.2.4), the
+//! order of query parameters and, when `server.merge_slashes` is on, runs of
+//! `/`. The gateway rewrites every request's path into this form before it
+//! picks a route, so the upstream receives exactly the path the key names:
+//! `/a/../b` and `/b` are one resource to perfgate, to the cache and to the
+//! upstream alike. Keys made from any other spelling (admin purges, warm-up
+//! paths) go through the same function.
 
 use std::borrow::Cow;
 
 use xxhash_rust::xxh3::xxh3_128;
+
+/// How request paths are normalized beyond RFC 3986 equivalence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathRules {
+    /// Collapse runs of `/` into one (`server.merge_slashes`).
+    pub merge_slashes: bool,
+    /// Accept `%2F` and `%5C` (kept encoded, never turned into separators)
+    /// instead of refusing them (`server.allow_encoded_slashes`).
+    pub allow_encoded_slashes: bool,
+}
+
+impl Default for PathRules {
+    fn default() -> Self {
+        Self {
+            merge_slashes: true,
+            allow_encoded_slashes: false,
+        }
+    }
+}
+
+/// Why a request path is refused (the gateway answers 400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathError {
+    /// A `%` not followed by two hex digits: upstreams decode it differently.
+    BadEscape,
+    /// `%2F`, `%5C` or a raw `\`: some upstreams decode them into separators
+    /// after perfgate has matched the route.
+    EncodedSlash,
+    /// An encoded control character (`%00`–`%1F`, `%7F`).
+    EncodedControl,
+    /// A `;` path parameter: servlet containers drop `;…` before routing,
+    /// so `/admin;x` would reach `/admin` past the route meant for it.
+    Parameter,
+}
+
+impl std::fmt::Display for PathError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PathError::BadEscape => "the path has a % that is not followed by two hex digits",
+            PathError::EncodedSlash => {
+                "encoded slashes and backslashes (%2F, %5C, \\) are not accepted in the path"
+            }
+            PathError::EncodedControl => "encoded control characters are not accepted in the path",
+            PathError::Parameter => "path parameters (;) are not accepted",
+        })
+    }
+}
+
+impl std::error::Error for PathError {}
 
 /// Builds primary keys, dropping configured query parameters such as `utm_*`.
 #[derive(Debug, Clone, Default)]
 pub struct KeyNormalizer {
     exact: Vec<Vec<u8>>,
     prefixes: Vec<Vec<u8>>,
+    paths: PathRules,
 }
 
 impl KeyNormalizer {
@@ -32,6 +88,72 @@ impl KeyNormalizer {
         this
     }
 
+    /// The same normalizer with these path rules.
+    pub fn with_path_rules(mut self, paths: PathRules) -> Self {
+        self.paths = paths;
+        self
+    }
+
+    /// The path rules in force.
+    pub fn path_rules(&self) -> PathRules {
+        self.paths
+    }
+
+    /// The one normalized form of a request path, which the gateway puts in
+    /// the request before anything looks at it: escapes of unreserved
+    /// characters decoded, the others in upper case, runs of `/` merged
+    /// (when configured), dot segments removed. Borrowed when the path is
+    /// already normalized (the common case allocates nothing).
+    ///
+    /// Paths whose meaning differs between servers are refused rather than
+    /// guessed at: invalid escapes, encoded slashes and backslashes (unless
+    /// allowed; then kept encoded), encoded control characters, and `;` path
+    /// parameters. A path that does not start with `/` (`*`) is left alone.
+    pub fn normalize_path<'a>(&self, path: &'a str) -> Result<Cow<'a, str>, PathError> {
+        let bytes = path.as_bytes();
+        let mut suspicious = false;
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b';' => return Err(PathError::Parameter),
+                b'\\' => return Err(PathError::EncodedSlash),
+                b'%' => {
+                    let b = bytes
+                        .get(i + 1)
+                        .copied()
+                        .and_then(hex_value)
+                        .zip(bytes.get(i + 2).copied().and_then(hex_value))
+                        .map(|(h, l)| h << 4 | l)
+                        .ok_or(PathError::BadEscape)?;
+                    if (b == b'/' || b == b'\\') && !self.paths.allow_encoded_slashes {
+                        return Err(PathError::EncodedSlash);
+                    }
+                    if b.is_ascii_control() {
+                        return Err(PathError::EncodedControl);
+                    }
+                    suspicious = true;
+                    i += 3;
+                    continue;
+                }
+                b'/' => {
+                    suspicious |= matches!(bytes.get(i + 1), Some(b'/' | b'.'));
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        if !suspicious || !path.starts_with('/') {
+            return Ok(Cow::Borrowed(path));
+        }
+        let mut out = String::with_capacity(path.len());
+        push_path(&mut out, path, self.paths.merge_slashes);
+        Ok(if out == path {
+            Cow::Borrowed(path)
+        } else {
+            Cow::Owned(out)
+        })
+    }
+
     /// Returns `GET scheme://host/path?query` in normalized form.
     pub fn primary_key(&self, scheme: &str, host: &str, path_and_query: &str) -> String {
         let (path, query) = match path_and_query.split_once('?') {
@@ -46,7 +168,7 @@ impl KeyNormalizer {
         if path.is_empty() {
             key.push('/');
         } else {
-            normalize_escapes(&mut key, path);
+            push_path(&mut key, path, self.paths.merge_slashes);
         }
         if let Some(query) = query {
             self.push_query(&mut key, query);
@@ -194,6 +316,70 @@ fn normalize_escapes(out: &mut String, input: &str) {
         copied = i;
     }
     out.push_str(&input[copied..]);
+}
+
+/// Appends the normalized form of `path` (see
+/// [`KeyNormalizer::normalize_path`], which refuses what this accepts
+/// leniently: stray `%` are kept as they are, so keys can be made of any
+/// text): escapes first, so that `%2E%2E` is a dot segment, then runs of
+/// `/` merged, then dot segments removed.
+fn push_path(out: &mut String, path: &str, merge_slashes: bool) {
+    let start = out.len();
+    normalize_escapes(out, path);
+    if !path.starts_with('/') {
+        return;
+    }
+    // The common path has neither; it is then done without another
+    // allocation (this runs for every cache lookup).
+    let written = &out[start..];
+    let dots = written.contains("/.");
+    let slashes = merge_slashes && written.contains("//");
+    if !dots && !slashes {
+        return;
+    }
+    let escaped = out.split_off(start);
+    let merged;
+    let path = if slashes {
+        let mut m = String::with_capacity(escaped.len());
+        let mut last_slash = false;
+        for c in escaped.chars() {
+            if !(c == '/' && last_slash) {
+                m.push(c);
+            }
+            last_slash = c == '/';
+        }
+        merged = m;
+        &merged
+    } else {
+        &escaped
+    };
+    remove_dot_segments(out, path);
+}
+
+/// RFC 3986 §5.2.4 on an absolute path, appended to `out`: `.` segments go,
+/// `..` removes the segment before it (never above the root); a path ending
+/// in `.` or `..` keeps its trailing `/`.
+fn remove_dot_segments(out: &mut String, path: &str) {
+    let mut segments: Vec<&str> = Vec::new();
+    let mut parts = path.split('/').skip(1).peekable();
+    while let Some(seg) = parts.next() {
+        let last = parts.peek().is_none();
+        match seg {
+            "." => {}
+            ".." => {
+                segments.pop();
+            }
+            _ => {
+                segments.push(seg);
+                continue;
+            }
+        }
+        if last {
+            segments.push("");
+        }
+    }
+    out.push('/');
+    out.push_str(&segments.join("/"));
 }
 
 /// Decodes every valid `%XX` escape (an invalid `%` is kept as it is); used

@@ -532,6 +532,8 @@ const SERVER: &[Field] = &[
     f("max_header_bytes", ByteSize),
     f("max_header_count", Usize),
     f("max_uri_bytes", ByteSize),
+    f("merge_slashes", Bool),
+    f("allow_encoded_slashes", Bool),
     f("max_body_bytes", ByteSize),
     f("max_concurrent_requests", Usize),
     f("slow_request_threshold", Duration),
@@ -550,6 +552,8 @@ const ADMIN: &[Field] = &[
     f("listen", Str),
     f("token_file", Str),
     f("metrics_public", Bool),
+    f("allow_unauthenticated", Bool),
+    f("allowed_hosts", StrList),
 ];
 const UPSTREAM: &[Field] = &[
     f("url", Str),

@@ -60,6 +60,14 @@ pub struct ServerConfig {
     pub max_header_count: usize,
     /// Longest request target (path and query); longer → 414.
     pub max_uri_bytes: ByteSize,
+    /// Collapse runs of `/` in request paths (`/a//b` is `/a/b`) before the
+    /// route, the cache key and the upstream see the path, as nginx's
+    /// `merge_slashes` does by default. Off: `//` is kept everywhere alike.
+    pub merge_slashes: bool,
+    /// Accept `%2F`/`%5C` in request paths, kept encoded (never decoded
+    /// into separators). Off (the default): such requests get 400, since
+    /// many upstreams decode them into `/` after perfgate chose the route.
+    pub allow_encoded_slashes: bool,
     /// Largest request body accepted; larger → 413.
     pub max_body_bytes: ByteSize,
     /// Requests handled at once; more are refused at once with 503 (load
@@ -102,6 +110,8 @@ impl Default for ServerConfig {
             max_header_bytes: ByteSize(16 * 1024),
             max_header_count: 100,
             max_uri_bytes: ByteSize(8 * 1024),
+            merge_slashes: true,
+            allow_encoded_slashes: false,
             max_body_bytes: ByteSize(10 * 1024 * 1024),
             max_concurrent_requests: 10_000,
             slow_request_threshold: Duration::from_secs(1),
@@ -136,10 +146,20 @@ pub struct AdminConfig {
     pub listen: String,
     /// File holding the bearer token (trailing whitespace ignored). The
     /// token may also come from `PERFGATE_ADMIN_TOKEN`. With no token the
-    /// admin API answers only clients on loopback.
+    /// admin API answers only clients on loopback, and only reads unless
+    /// `allow_unauthenticated` is set.
     pub token_file: Option<String>,
     /// Serve `/metrics` without the token (for scrapers on a private network).
     pub metrics_public: bool,
+    /// Without a token, let loopback clients change things (purge,
+    /// invalidate, warm up, reload, retry jobs). Off (the default): with no
+    /// token the admin API is read-only, and mutating calls get 403.
+    pub allow_unauthenticated: bool,
+    /// Host names (optionally `name:port`) the admin API answers to besides
+    /// IP literals and `localhost`; any other `Host` gets 421, so a web page
+    /// cannot reach the API through a name of its own that resolves to this
+    /// machine (DNS rebinding). `/health` answers every Host.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for AdminConfig {
@@ -148,6 +168,8 @@ impl Default for AdminConfig {
             listen: "127.0.0.1:9090".into(),
             token_file: None,
             metrics_public: false,
+            allow_unauthenticated: false,
+            allowed_hosts: Vec::new(),
         }
     }
 }

@@ -102,6 +102,18 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     if let Some(file) = &config.admin.token_file {
         check_file(file, "admin.token_file", "token", &mut p);
     }
+    for (i, host) in config.admin.allowed_hosts.iter().enumerate() {
+        let valid = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b));
+        if !valid {
+            p(
+                format!("admin.allowed_hosts[{i}]"),
+                format!("{host:?} is not a host name or name:port (no scheme, no path)"),
+            );
+        }
+    }
 
     // Upstream.
     let up = &config.upstream;
@@ -378,14 +390,19 @@ fn check_redis(config: &Config, p: &mut impl FnMut(String, String)) {
     }
 }
 
-/// `redis://[user[:password]@]host[:port][/db]` or `rediss://…` (TLS).
+/// `redis://[user[:password]@]host[:port][/db]`. `rediss://` (TLS) is
+/// refused: the L2 client does not speak TLS yet, and accepting the URL
+/// would send the password and cached bodies in clear while the operator
+/// believes them encrypted.
 fn check_redis_url(url: &str) -> Result<(), String> {
-    let expected = "expected redis://[:password@]host[:port][/db] or rediss://…";
+    let expected = "expected redis://[:password@]host[:port][/db]";
     let lower = url.to_ascii_lowercase();
     let rest = if lower.starts_with("redis://") {
         &url["redis://".len()..]
     } else if lower.starts_with("rediss://") {
-        &url["rediss://".len()..]
+        return Err(format!(
+            "{url:?}: TLS to Redis (rediss://) is not supported yet; use redis:// on a trusted network"
+        ));
     } else {
         return Err(format!("invalid Redis URL {url:?}: {expected}"));
     };

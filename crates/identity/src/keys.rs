@@ -61,6 +61,11 @@ impl KeyEntry {
     }
 }
 
+/// The shortest HS256 secret accepted: RFC 7518 §3.2 asks for a key of at
+/// least the hash size (256 bits); shorter ones can be brute-forced offline
+/// from a single token.
+pub const MIN_HS256_SECRET: usize = 32;
+
 /// All configured verification keys.
 pub(crate) struct KeySet {
     entries: Vec<KeyEntry>,
@@ -83,6 +88,11 @@ impl KeySet {
                     secret.truncate(secret.trim_ascii_end().len());
                     if secret.is_empty() {
                         errors.push(format!("jwt secret file `{path}`: empty"));
+                    } else if secret.len() < MIN_HS256_SECRET {
+                        errors.push(format!(
+                            "jwt secret file `{path}`: {} bytes; an HS256 secret needs at least {MIN_HS256_SECRET}",
+                            secret.len()
+                        ));
                     } else {
                         add(DecodingKey::from_secret(&secret));
                     }
@@ -93,6 +103,12 @@ impl KeySet {
         for (i, secret) in settings.secrets.iter().enumerate() {
             if secret.is_empty() {
                 errors.push(format!("jwt secret #{}: empty", i + 1));
+            } else if secret.len() < MIN_HS256_SECRET {
+                errors.push(format!(
+                    "jwt secret #{}: {} bytes; an HS256 secret needs at least {MIN_HS256_SECRET}",
+                    i + 1,
+                    secret.len()
+                ));
             } else {
                 add(DecodingKey::from_secret(secret));
             }
@@ -242,7 +258,17 @@ fn load_jwks(json: &[u8], entries: &mut Vec<KeyEntry>) -> Result<(), Vec<String>
         let check: fn(&DecodingKey) -> Result<(), String> = match &jwk.algorithm {
             AlgorithmParameters::RSA(_) => check_rsa,
             AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => check_p256,
-            AlgorithmParameters::OctetKey(_) => |_: &DecodingKey| Ok(()),
+            AlgorithmParameters::OctetKey(p) => {
+                // base64url without padding: 4 characters carry 3 bytes.
+                let len = p.value.trim_end_matches('=').len() * 3 / 4;
+                if len < MIN_HS256_SECRET {
+                    errors.push(format!(
+                        "{label}: {len} bytes; an HS256 secret needs at least {MIN_HS256_SECRET}"
+                    ));
+                    continue;
+                }
+                |_: &DecodingKey| Ok(())
+            }
             _ => continue,
         };
         match DecodingKey::from_jwk(&jwk)

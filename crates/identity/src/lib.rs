@@ -57,6 +57,7 @@ use serde_json::{Map, Value};
 pub use bearer::bearer;
 pub use claims::Claims;
 pub use error::JwtError;
+pub use keys::MIN_HS256_SECRET;
 pub use settings::JwtSettings;
 
 use keys::KeySet;

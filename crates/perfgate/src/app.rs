@@ -159,7 +159,8 @@ pub async fn start_on(
     if token.is_none() {
         tracing::warn!(
             admin = %admin_addr,
-            "no admin token configured (PERFGATE_ADMIN_TOKEN or --admin-token-file): the admin API answers only loopback clients"
+            allow_unauthenticated = config.admin.allow_unauthenticated,
+            "no admin token configured (PERFGATE_ADMIN_TOKEN or --admin-token-file): the admin API answers only loopback clients, read-only unless admin.allow_unauthenticated"
         );
     }
     let (stop, stopped) = watch::channel(false);
@@ -183,6 +184,8 @@ pub async fn start_on(
     let state = AdminState {
         gateway: gateway.clone(),
         token,
+        allow_unauthenticated: config.admin.allow_unauthenticated,
+        allowed_hosts: config.admin.allowed_hosts.clone().into(),
         metrics_public: config.admin.metrics_public,
         reloader: Some({
             let r = reloader.clone();

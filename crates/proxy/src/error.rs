@@ -15,7 +15,9 @@ pub enum ErrorKind {
     BadRequest,
     /// A missing or invalid bearer token where one is required → 401.
     Unauthorized,
-    /// A method perfgate never forwards (CONNECT, TRACE) → 405 with `Allow`.
+    /// A method perfgate never forwards (CONNECT, TRACE), or one the
+    /// matching route does not take (it never falls through to a less
+    /// specific route) → 405 with `Allow`.
     MethodNotAllowed,
     /// The request body exceeds the configured limit → 413.
     PayloadTooLarge,

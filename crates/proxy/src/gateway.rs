@@ -236,7 +236,12 @@ impl Gateway {
             policy: ArcSwap::from_pointee(policy),
             in_flight: AtomicUsize::new(0),
             cache,
-            keys: KeyNormalizer::new(&config.cache.drop_query_params),
+            keys: KeyNormalizer::new(&config.cache.drop_query_params).with_path_rules(
+                perfgate_cache::key::PathRules {
+                    merge_slashes: config.server.merge_slashes,
+                    allow_encoded_slashes: config.server.allow_encoded_slashes,
+                },
+            ),
             compressor: Compressor::new(&config.compression),
             flights: Flights::default(),
             metrics,
@@ -396,6 +401,9 @@ impl Gateway {
         if let Some(u) = upgrade {
             req.headers_mut().insert(http::header::UPGRADE, u);
         }
+        // One normalized path from here on: route, limits, clamps, cache
+        // key and upstream all read this one (target.rs: 400).
+        crate::target::normalize(&self.keys, req.uri_mut())?;
         if let Some(jobs) = self.jobs.get()
             && (req.method() == Method::GET || req.method() == Method::HEAD)
             && let Some((id, prefix, result)) =
@@ -405,8 +413,7 @@ impl Gateway {
         }
         let route = policy
             .routes
-            .select(req.method(), req.uri().path())
-            .ok_or_else(|| GatewayError::new(ErrorKind::NoRoute, "no route for this path"))?
+            .select(req.method(), req.uri().path())? // route.rs: 404/405
             .clone();
         cx.route = Some(route.clone());
         let mut conn = conn;

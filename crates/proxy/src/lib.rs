@@ -24,6 +24,7 @@ pub(crate) mod pool;
 mod route;
 mod server;
 mod stats;
+mod target;
 mod tiers;
 mod tls;
 mod upstream;

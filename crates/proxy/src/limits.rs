@@ -3,8 +3,9 @@
 //!
 //! Rules are checked in order; a rule applies when the route name and the
 //! method match its filters (empty = all) and the request has its key value
-//! (an `ip`, a JWT `user`, a header, a query parameter…; a request without
-//! it is not limited by the rule). The first rule that refuses answers 429
+//! (an `ip`, a JWT `user`, a header…; a request without a user or the
+//! header is not limited by the rule). `query:` and `body:` rules never
+//! skip a request: when the value cannot be read the client IP counts. The first rule that refuses answers 429
 //! `rate_limited` with `Retry-After`, `RateLimit-Policy` and `RateLimit`;
 //! when all allow, the response carries the headers of the rule with the
 //! fewest requests left.
@@ -65,9 +66,11 @@ pub(crate) enum KeyKind {
     Global,
     /// A request header's value (its first field).
     Header(HeaderName),
-    /// A query parameter's value (its first occurrence, percent-decoded).
+    /// A query parameter's value (percent-decoded, trimmed, case-folded);
+    /// the client IP when it is absent or repeated with different values.
     Query(String),
-    /// A top-level field of the request body (JSON, or form-encoded).
+    /// A top-level field of the request body (JSON, or form-encoded),
+    /// normalized like `Query`; the client IP when it cannot be read.
     Body(String),
 }
 
@@ -120,41 +123,144 @@ impl KeyKind {
                 Some(v) => push_bounded(out, &String::from_utf8_lossy(v.as_bytes())),
                 None => return false,
             },
-            KeyKind::Query(name) => match uri.query().and_then(|q| query_value(q, name)) {
-                Some(v) => push_bounded(out, &v),
-                None => return false,
-            },
-            KeyKind::Body(field) => match body.and_then(|b| body_value(headers, b, field)) {
-                Some(v) => push_bounded(out, &v),
-                None => return false,
-            },
+            KeyKind::Query(name) => {
+                let value = uri.query().and_then(|q| query_value(q, name));
+                push_value_or_ip(out, value, headers, conn, trusted);
+            }
+            KeyKind::Body(field) => {
+                let value = body.and_then(|b| body_value(headers, b, field));
+                push_value_or_ip(out, value, headers, conn, trusted);
+            }
         }
         true
     }
 }
 
+/// A `query:`/`body:` key: `=` and the value, or, when the value cannot be
+/// read (absent, repeated with different values, an unreadable body),
+/// `@` and the client IP. Such rules never skip a request: leaving the
+/// field out, repeating it or encoding the body only moves the client to
+/// its IP's budget. The two prefixes keep a value from ever naming an IP's
+/// budget.
+fn push_value_or_ip(
+    out: &mut String,
+    value: Option<String>,
+    headers: &HeaderMap,
+    conn: &Conn,
+    trusted: &[IpNet],
+) {
+    match value {
+        Some(v) => {
+            out.push('=');
+            push_bounded(out, &v);
+        }
+        None => {
+            let ip = crate::headers::client_ip(headers, conn, trusted);
+            let _ = write!(out, "@{ip}");
+        }
+    }
+}
+
+/// The one value of a field that may appear several times: values are
+/// trimmed and case-folded (`Alice@x.io ` and `alice@x.io` are one
+/// client); none, an empty one, or two that differ → `None` (the caller
+/// falls back to the IP), since servers disagree on which repeat counts.
+fn single_value<I, S>(values: I) -> Option<String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let mut found: Option<String> = None;
+    for v in values {
+        let v = v.as_ref().trim().to_lowercase();
+        match &found {
+            _ if v.is_empty() => return None,
+            Some(f) if *f != v => return None,
+            Some(_) => {}
+            None => found = Some(v),
+        }
+    }
+    found
+}
+
 /// The most of a body read for `body:FIELD` keys; larger bodies → 413.
 pub(crate) const BODY_KEY_MAX: u64 = 64 * 1024;
 
-/// A top-level field of a JSON body (strings as they are, numbers and
-/// booleans as written), or of a form-encoded one (percent-decoded).
+/// A top-level field of a JSON body (strings, numbers and booleans as
+/// written), or of a form-encoded one (percent-decoded), normalized by
+/// [`single_value`]. `None` (the IP is used) for a body perfgate cannot
+/// read as the upstream would: any `Content-Encoding` but `identity`,
+/// multipart, invalid JSON or form data, a field that is absent, repeated
+/// (names compared case-insensitively), or not a scalar.
 fn body_value(headers: &HeaderMap, body: &[u8], field: &str) -> Option<String> {
+    if headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"))
+    {
+        return None;
+    }
     let ct = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if ct.contains("json") || (ct.is_empty() && body.first() == Some(&b'{')) {
-        return match serde_json::from_slice::<serde_json::Value>(body)
-            .ok()?
-            .get(field)?
-        {
-            serde_json::Value::String(s) => Some(s.clone()),
-            v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => Some(v.to_string()),
-            _ => None,
-        };
-    }
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let text = std::str::from_utf8(body).ok()?;
-    query_value(text.trim(), field).map(Cow::into_owned)
+    let json = ct.contains("json") || (ct.is_empty() && text.trim_start().starts_with('{'));
+    if json {
+        let fields: JsonFields = serde_json::from_str(text).ok()?;
+        return single_value(fields.values_of(field)?);
+    }
+    if ct.is_empty() || ct.starts_with("application/x-www-form-urlencoded") {
+        return query_value(text.trim(), field);
+    }
+    // multipart/form-data, text/plain…: not read; the IP counts.
+    None
+}
+
+/// The top-level members of a JSON object, in order, duplicates kept
+/// (serde_json's `Map` would keep only one of them).
+struct JsonFields(Vec<(String, serde_json::Value)>);
+
+impl JsonFields {
+    /// The scalar values of every member named `field` (ASCII case
+    /// ignored), as text; `None` when one of them is not a scalar.
+    fn values_of(&self, field: &str) -> Option<Vec<String>> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(field))
+            .map(|(_, v)| match v {
+                serde_json::Value::String(s) => Some(s.clone()),
+                v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => {
+                    Some(v.to_string())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for JsonFields {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = JsonFields;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<JsonFields, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = map.next_entry::<String, serde_json::Value>()? {
+                    out.push(entry);
+                }
+                Ok(JsonFields(out))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
 }
 
 impl Limits {
@@ -178,14 +284,18 @@ fn push_bounded(out: &mut String, value: &str) {
     }
 }
 
-/// The value of the first `name` parameter of `query`, percent-decoded
-/// (`+` is a space), so that `k=a` and `k=%61` count as one client.
-pub(crate) fn query_value<'a>(query: &'a str, name: &str) -> Option<Cow<'a, str>> {
-    query
-        .split('&')
-        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
-        .find(|(n, _)| decode(n) == name)
-        .map(|(_, v)| decode(v))
+/// The value of the `name` parameter of `query` (names percent-decoded
+/// and compared without ASCII case, `+` is a space), normalized by
+/// [`single_value`], so that `k=a`, `k=%61`, `K=A` count as one client and
+/// `k=a&k=b` cannot make a new key per request.
+pub(crate) fn query_value(query: &str, name: &str) -> Option<String> {
+    single_value(
+        query
+            .split('&')
+            .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+            .filter(|(n, _)| decode(n).eq_ignore_ascii_case(name))
+            .map(|(_, v)| decode(v)),
+    )
 }
 
 /// Percent-decoding (and `+` → space) of a query component; borrowed when

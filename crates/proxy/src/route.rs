@@ -4,12 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::Method;
 use http::uri::{Authority, Scheme};
+use http::{HeaderValue, Method};
 use perfgate_cache::policy::RoutePolicy;
 use perfgate_config::{Config, IpNet, JwtMode, QueryClamp, RouteConfig};
 use perfgate_observe::{Metrics, RouteMetrics};
 
+use crate::error::{ErrorKind, GatewayError};
 use crate::pool::{Pool, Pools};
 use crate::stats::Stats;
 use crate::upstream::Upstream;
@@ -265,15 +266,71 @@ impl Routes {
         self.routes.iter().chain(self.fallback.as_ref())
     }
 
-    /// The route for a request, or `None` when nothing matches and there is
-    /// no default upstream.
-    pub fn select(&self, method: &Method, path: &str) -> Option<&Arc<Route>> {
-        self.routes
+    /// The route for a request. The most specific routes whose path
+    /// matches decide: the first of them that takes the method is chosen;
+    /// when none does, 405 with `Allow` (the request never falls through to
+    /// a less specific route or the default upstream, which would skip the
+    /// route's JWT, limits and cache policy). No path match: the default
+    /// upstream, else 404.
+    pub(crate) fn select(&self, method: &Method, path: &str) -> Result<&Arc<Route>, GatewayError> {
+        let mut decided: Option<usize> = None;
+        for r in &self.routes {
+            if !r.matcher.matches(path) {
+                continue;
+            }
+            let specificity = r.matcher.specificity();
+            if decided.is_some_and(|s| specificity < s) {
+                break;
+            }
+            if r.accepts(method) {
+                return Ok(r);
+            }
+            decided = Some(specificity);
+        }
+        match decided {
+            Some(s) => Err(self.method_not_allowed(path, s)),
+            None => self
+                .fallback
+                .as_ref()
+                .ok_or_else(|| GatewayError::new(ErrorKind::NoRoute, "no route for this path")),
+        }
+    }
+
+    /// 405 naming the methods of the routes of specificity `s` for `path`.
+    fn method_not_allowed(&self, path: &str, s: usize) -> GatewayError {
+        let mut allow: Vec<&str> = Vec::new();
+        for r in self
+            .routes
             .iter()
-            .find(|r| {
-                (r.methods.is_empty() || r.methods.contains(method)) && r.matcher.matches(path)
-            })
-            .or(self.fallback.as_ref())
+            .filter(|r| r.matcher.specificity() == s && r.matcher.matches(path))
+        {
+            for m in &r.methods {
+                allow.push(m.as_str());
+                if *m == Method::GET {
+                    allow.push("HEAD");
+                }
+            }
+        }
+        allow.sort_unstable();
+        allow.dedup();
+        let allow = allow.join(", ");
+        let mut err = GatewayError::new(
+            ErrorKind::MethodNotAllowed,
+            format!("this path accepts {allow}"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&allow) {
+            err = err.with_header(http::header::ALLOW, v);
+        }
+        err
+    }
+}
+
+impl Route {
+    /// Whether the route takes `method` (HEAD wherever GET is listed).
+    fn accepts(&self, method: &Method) -> bool {
+        self.methods.is_empty()
+            || self.methods.contains(method)
+            || (*method == Method::HEAD && self.methods.contains(&Method::GET))
     }
 }
 
@@ -293,9 +350,21 @@ fn compile(
     trusted_headers: &Arc<[http::HeaderName]>,
     pools: &Pools,
 ) -> Result<Route, String> {
+    // Requests are matched in normalized form (target.rs), so the
+    // configured paths are too: `/%7Euser` and `/a//b` still match.
+    let keys = perfgate_cache::key::KeyNormalizer::default().with_path_rules(
+        perfgate_cache::key::PathRules {
+            merge_slashes: config.server.merge_slashes,
+            allow_encoded_slashes: config.server.allow_encoded_slashes,
+        },
+    );
+    let normalized = |p: &String| {
+        keys.normalize_path(p)
+            .map_or_else(|_| p.clone(), |n| n.into_owned())
+    };
     let matcher = match (&rc.path, &rc.pattern) {
-        (Some(p), None) => Matcher::Prefix(p.clone()),
-        (None, Some(p)) => Matcher::parse_pattern(p),
+        (Some(p), None) => Matcher::Prefix(normalized(p)),
+        (None, Some(p)) => Matcher::parse_pattern(&normalized(p)),
         _ => return Err("a route needs exactly one of `path` and `pattern`".into()),
     };
     let name: Arc<str> = Arc::from(
@@ -386,6 +455,8 @@ fn compile(
 
 #[cfg(test)]
 mod tests {
+    use http::StatusCode;
+
     use super::*;
 
     #[test]
@@ -407,6 +478,75 @@ mod tests {
         assert!(m.matches("/static/app.js"));
         assert!(m.matches("/static/a/b.css"));
         assert!(!m.matches("/other/a"));
+    }
+
+    fn routes(routes: Vec<RouteConfig>) -> Routes {
+        let mut config = Config::default();
+        config.upstream.url = "http://127.0.0.1:9".into();
+        config.routes = routes;
+        let metrics = Metrics::new();
+        let pools = Pools::build(&config, &Arc::new(Metrics::new()), None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        Routes::build(&config, &metrics, &pools).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn route(name: &str, path: &str, methods: &[&str]) -> RouteConfig {
+        RouteConfig {
+            name: Some(name.into()),
+            path: Some(path.into()),
+            methods: methods.iter().map(|m| m.to_string()).collect(),
+            ..RouteConfig::default()
+        }
+    }
+
+    fn chosen(r: &Routes, method: Method, path: &str) -> Result<String, (StatusCode, String)> {
+        r.select(&method, path)
+            .map(|r| r.name.to_string())
+            .map_err(|e| {
+                let rsp = e.into_response();
+                let allow = rsp
+                    .headers()
+                    .get(http::header::ALLOW)
+                    .map(|v| v.to_str().unwrap_or("?").to_string())
+                    .unwrap_or_default();
+                (rsp.status(), allow)
+            })
+    }
+
+    /// Issue #11 (3): a method the route does not list gets 405 with
+    /// `Allow`; it never falls through to a less specific route or the
+    /// default upstream (which skipped the route's JWT, limits and clamps).
+    #[tokio::test]
+    async fn unlisted_method_is_405_not_the_default_route() {
+        let r = routes(vec![
+            route("account-read", "/api/v1/account", &["GET"]),
+            route("account-write", "/api/v1/account", &["PUT"]),
+            route("api", "/api", &[]),
+        ]);
+        let ok = |m: Method| chosen(&r, m, "/api/v1/account/7");
+        assert_eq!(ok(Method::GET), Ok("account-read".into()));
+        assert_eq!(ok(Method::HEAD), Ok("account-read".into()));
+        assert_eq!(ok(Method::PUT), Ok("account-write".into()));
+        let not_allowed = Err((StatusCode::METHOD_NOT_ALLOWED, "GET, HEAD, PUT".to_string()));
+        assert_eq!(ok(Method::POST), not_allowed);
+        assert_eq!(ok(Method::DELETE), not_allowed);
+        // Less specific paths are not affected.
+        assert_eq!(chosen(&r, Method::POST, "/api/v2"), Ok("api".into()));
+        assert_eq!(chosen(&r, Method::POST, "/other"), Ok("default".into()));
+    }
+
+    /// Configured paths are matched in the normalized form requests have.
+    #[tokio::test]
+    async fn configured_paths_are_normalized_like_requests() {
+        let r = routes(vec![
+            route("tilde", "/users/%7ealice", &[]),
+            route("double", "/a//b", &[]),
+        ]);
+        assert_eq!(
+            chosen(&r, Method::GET, "/users/~alice/x"),
+            Ok("tilde".into())
+        );
+        assert_eq!(chosen(&r, Method::GET, "/a/b"), Ok("double".into()));
     }
 
     #[test]

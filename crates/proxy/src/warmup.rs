@@ -236,12 +236,14 @@ impl Gateway {
 
     /// Fills the cache for one path, as a client GET would.
     async fn warm_one(self: &Arc<Self>, host: &str, path: &str) -> Result<(), String> {
-        let uri: Uri = path.parse().map_err(|_| "not a valid path".to_string())?;
+        let mut uri: Uri = path.parse().map_err(|_| "not a valid path".to_string())?;
+        // The path a client's GET would have after normalization (target.rs).
+        crate::target::normalize(&self.keys, &mut uri).map_err(|e| e.message)?;
         let route = self
             .policy()
             .routes
             .select(&Method::GET, uri.path())
-            .ok_or("no route for this path")?
+            .map_err(|e| e.message)?
             .clone();
         if route.bypass || self.cache.is_none() {
             return Err("the route bypasses the cache".into());

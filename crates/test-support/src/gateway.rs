@@ -127,6 +127,9 @@ impl GatewayBuilder {
         if let Some(u) = self.upstream {
             config.upstream.url = u;
         }
+        // Tests drive the admin API from loopback; without a token it is
+        // read-only unless this is explicit (a test may turn it off again).
+        config.admin.allow_unauthenticated = self.token.is_none();
         config.routes.extend(self.routes);
         for t in self.tweaks {
             t(&mut config);

@@ -53,12 +53,71 @@ fn escapes_are_normalized() {
 }
 
 #[test]
-fn dot_segments_are_kept() {
+fn dot_segments_are_removed_and_slashes_merged() {
     let n = plain();
-    assert_eq!(n.primary_key("http", "h", "/a/../b"), "GET http://h/a/../b");
-    assert_ne!(
+    assert_eq!(n.primary_key("http", "h", "/a/../b"), "GET http://h/b");
+    assert_eq!(
         n.primary_key("http", "h", "/a/../b"),
         n.primary_key("http", "h", "/b")
+    );
+    assert_eq!(
+        n.primary_key("http", "h", "/a/%2e%2E/b/."),
+        "GET http://h/b/"
+    );
+    assert_eq!(n.primary_key("http", "h", "//a//b"), "GET http://h/a/b");
+    let keep = plain().with_path_rules(PathRules {
+        merge_slashes: false,
+        ..PathRules::default()
+    });
+    assert_eq!(
+        keep.primary_key("http", "h", "//a//b"),
+        "GET http://h//a//b"
+    );
+}
+
+#[test]
+fn normalize_path_examples() {
+    let n = plain();
+    let norm = |p: &str| n.normalize_path(p).map(|c| c.into_owned());
+    assert_eq!(norm("/api/v1/%61ccount"), Ok("/api/v1/account".into()));
+    assert_eq!(norm("/api/v1/./account"), Ok("/api/v1/account".into()));
+    assert_eq!(norm("/api/x/../v1/account"), Ok("/api/v1/account".into()));
+    assert_eq!(norm("/api//v1///account"), Ok("/api/v1/account".into()));
+    assert_eq!(norm("/../../etc"), Ok("/etc".into()));
+    assert_eq!(norm("/a/%7e%c3%a9"), Ok("/a/~%C3%A9".into()));
+    assert_eq!(norm("/a/.."), Ok("/".into()));
+    assert_eq!(norm("/a/b/.."), Ok("/a/".into()));
+    assert_eq!(norm("*"), Ok("*".into()));
+    assert!(matches!(
+        n.normalize_path("/plain/path"),
+        Ok(Cow::Borrowed(_))
+    ));
+    assert!(matches!(
+        n.normalize_path("/.well-known/x"),
+        Ok(Cow::Borrowed(_))
+    ));
+    assert_eq!(norm("/api/v1/account;x"), Err(PathError::Parameter));
+    assert_eq!(norm("/api/v1%2faccount"), Err(PathError::EncodedSlash));
+    assert_eq!(norm("/api/v1%2Faccount"), Err(PathError::EncodedSlash));
+    assert_eq!(norm("/api/v1%5caccount"), Err(PathError::EncodedSlash));
+    assert_eq!(norm("/api\\v1"), Err(PathError::EncodedSlash));
+    assert_eq!(norm("/a%00b"), Err(PathError::EncodedControl));
+    assert_eq!(norm("/a%0Db"), Err(PathError::EncodedControl));
+    assert_eq!(norm("/a%zz"), Err(PathError::BadEscape));
+    assert_eq!(norm("/a%4"), Err(PathError::BadEscape));
+    let lenient = plain().with_path_rules(PathRules {
+        merge_slashes: false,
+        allow_encoded_slashes: true,
+    });
+    assert_eq!(
+        lenient
+            .normalize_path("/a//b%2fc/%2E%2E/d")
+            .map(|c| c.into_owned()),
+        Ok("/a//d".into())
+    );
+    assert_eq!(
+        lenient.normalize_path("/a/b%2fc").map(|c| c.into_owned()),
+        Ok("/a/b%2Fc".into())
     );
 }
 
@@ -210,5 +269,74 @@ proptest! {
         let n = plain();
         let respelled = respell(&pq, mask);
         prop_assert_eq!(n.primary_key("http", "h", &pq), n.primary_key("http", "h", &respelled));
+    }
+}
+
+/// Requests normalized by the gateway: the shapes of path that matter
+/// (segments, dots, slashes, escapes of every kind).
+fn request_path() -> impl Strategy<Value = String> {
+    proptest::collection::vec(
+        prop_oneof![
+            Just("/".to_string()),
+            Just("//".to_string()),
+            Just("/.".to_string()),
+            Just("/..".to_string()),
+            Just("/%2e".to_string()),
+            Just("/%2E%2e".to_string()),
+            "[a-zA-Z0-9._~-]{1,4}",
+            "%[0-9a-fA-F]{2}",
+        ],
+        0..12,
+    )
+    .prop_map(|parts| format!("/{}", parts.concat()))
+}
+
+fn rules() -> impl Strategy<Value = PathRules> {
+    (any::<bool>(), any::<bool>()).prop_map(|(merge_slashes, allow_encoded_slashes)| PathRules {
+        merge_slashes,
+        allow_encoded_slashes,
+    })
+}
+
+proptest! {
+    #[test]
+    fn normalized_paths_are_stable(path in request_path(), rules in rules()) {
+        let n = plain().with_path_rules(rules);
+        if let Ok(once) = n.normalize_path(&path) {
+            let twice = n.normalize_path(&once).map(|c| c.into_owned());
+            prop_assert_eq!(Ok(once.clone().into_owned()), twice);
+            prop_assert!(once.starts_with('/'));
+            prop_assert!(
+                !once.split('/').any(|s| s == ".." || s == "."),
+                "dot segment left in {}", once
+            );
+            if rules.merge_slashes {
+                prop_assert!(!once.contains("//"), "{}", once);
+            }
+            // The key of the raw path is the key of its normalized form, so
+            // the cache can never tell two spellings of one route apart.
+            prop_assert_eq!(
+                n.primary_key("http", "h", &path),
+                n.primary_key("http", "h", &once)
+            );
+        }
+    }
+
+    #[test]
+    fn normalize_path_never_panics(path in "\\PC{0,60}", rules in rules()) {
+        let _ = plain().with_path_rules(rules).normalize_path(&path);
+    }
+
+    #[test]
+    fn encoded_separators_never_become_separators(
+        path in request_path(),
+        rules in rules(),
+    ) {
+        let n = plain().with_path_rules(rules);
+        if let Ok(out) = n.normalize_path(&path) {
+            let raw_slashes = path.matches('/').count();
+            // Merging and dot removal only ever remove separators.
+            prop_assert!(out.matches('/').count() <= raw_slashes.max(1));
+        }
     }
 }

@@ -230,6 +230,13 @@ pub(super) fn check(config: &Config, p: &mut impl FnMut(String, String)) {
     }
     if let Some(f) = &jwt.secret_file {
         check_file(f, "jwt.secret_file", "secret", p);
+        // Read as the validator will: trailing whitespace is not part of it.
+        if let Ok(secret) = std::fs::read(f) {
+            check_hs256_secret(&secret, "jwt.secret_file", p);
+        }
+    }
+    if jwt_used && let Some(secret) = std::env::var_os("PERFGATE_JWT_SECRET") {
+        check_hs256_secret(secret.as_encoded_bytes(), "PERFGATE_JWT_SECRET", p);
     }
     for (i, f) in jwt.public_key_files.iter().enumerate() {
         check_file(f, &format!("jwt.public_key_files[{i}]"), "public key", p);
@@ -430,5 +437,23 @@ fn check_limit_key(key: &str) -> Result<(), String> {
         _ => Err(format!(
             "{key:?} is not a rate-limit key: use \"ip\", \"user\", \"route\", \"global\", \"header:NAME\", \"query:NAME\" or \"body:FIELD\""
         )),
+    }
+}
+
+/// The shortest HS256 secret accepted (RFC 7518 §3.2: at least the hash
+/// size); `perfgate_identity::MIN_HS256_SECRET` applies the same rule.
+const MIN_HS256_SECRET: usize = 32;
+
+/// An HS256 secret of at least [`MIN_HS256_SECRET`] bytes once trailing
+/// whitespace is removed (an empty one is reported elsewhere, or is unset).
+fn check_hs256_secret(secret: &[u8], path: &str, p: &mut impl FnMut(String, String)) {
+    let len = secret.trim_ascii_end().len();
+    if len > 0 && len < MIN_HS256_SECRET {
+        p(
+            path.into(),
+            format!(
+                "the HS256 secret is {len} bytes; use at least {MIN_HS256_SECRET} random bytes (e.g. `openssl rand -base64 48`)"
+            ),
+        );
     }
 }

@@ -98,6 +98,32 @@ fn bad_key_files_reported_together() {
     );
 }
 
+/// Issue #11 (19): a secret shorter than 32 bytes can be brute-forced from
+/// one token; it is refused whether it comes from a file or the environment.
+#[test]
+fn short_hs256_secrets_refused() {
+    let short = temp_file("short-secret", b"0123456789abcdef0123456789abcde\n");
+    let errs = errors(&JwtSettings {
+        secret_files: vec![short.clone()],
+        secrets: vec![b"too-short".to_vec()],
+        ..settings(&["HS256"])
+    });
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert_mentions(
+        &errs,
+        &[
+            &format!("`{short}`: 31 bytes; an HS256 secret needs at least 32"),
+            "secret #1: 9 bytes",
+        ],
+    );
+    // Exactly 32 bytes is enough.
+    let ok = temp_file("ok-secret", b"0123456789abcdef0123456789abcdef\n");
+    validator(&JwtSettings {
+        secret_files: vec![ok],
+        ..settings(&["HS256"])
+    });
+}
+
 #[test]
 fn bad_jwks_reported() {
     let cases = [

@@ -24,12 +24,12 @@ fn hs256_inline_secret_accepted_with_claims() {
 
 #[test]
 fn hs256_secret_file_trailing_newline_trimmed() {
-    let path = temp_file("secret", b"s3cret-from-file\r\n \n");
+    let path = temp_file("secret", b"s3cret-from-file-0123456789abcdef\r\n \n");
     let v = validator(&JwtSettings {
         secret_files: vec![path],
         ..settings(&["HS256"])
     });
-    let key = EncodingKey::from_secret(b"s3cret-from-file");
+    let key = EncodingKey::from_secret(b"s3cret-from-file-0123456789abcdef");
     let token = sign(
         Algorithm::HS256,
         &key,

@@ -60,3 +60,58 @@ async fn admin_endpoints_and_token() {
         assert!(text.contains(name), "/metrics lacks {name}:\n{text}");
     }
 }
+
+/// Issue #11 (15), through a real listener: with no token and no
+/// `admin.allow_unauthenticated` the admin API reads but does not change
+/// anything; a rebinding Host gets 421; `/health/detailed` needs the token.
+#[tokio::test]
+async fn tokenless_admin_is_read_only_and_host_checked() {
+    let origin = Origin::new().route("/events", Rsp::json("[]")).run().await;
+    let gw = Gateway::builder()
+        .upstream(origin.addr())
+        .config(|c| c.admin.allow_unauthenticated = false)
+        .spawn()
+        .await;
+    assert_eq!(gw.admin_get("/admin/cache/stats").await.status, 200);
+    assert_eq!(
+        gw.admin_get("/health/detailed").await.status,
+        200,
+        "loopback, no token"
+    );
+    let r = gw
+        .admin_post(
+            "/admin/cache/invalidate",
+            &serde_json::json!({"tags": ["a"]}),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "forbidden");
+    let r = gw
+        .admin_request(http::Method::POST, "/admin/config/reload")
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = gw
+        .admin_get("/admin/cache/stats")
+        .set_header("host", "rebind.attacker.example:9090")
+        .await;
+    assert_eq!(r.status, 421, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "unknown_host");
+
+    let gw = Gateway::builder()
+        .upstream(origin.addr())
+        .admin_token("s3cret-token")
+        .spawn()
+        .await;
+    assert_eq!(gw.admin_get("/health/detailed").await.status, 401);
+    assert_eq!(gw.admin_get("/health/dependencies").await.status, 200);
+    assert_eq!(
+        gw.admin(http::Method::GET, "/health/detailed").await.status,
+        200
+    );
+    let r = gw
+        .admin(http::Method::POST, "/admin/cache/invalidate")
+        .header("content-type", "text/plain")
+        .body(r#"{"tags":["a"]}"#)
+        .await;
+    assert_eq!(r.status, 415, "{}", r.text());
+}

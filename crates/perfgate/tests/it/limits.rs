@@ -288,3 +288,118 @@ async fn unreachable_redis_never_blocks_traffic() {
     }
     assert_eq!(statuses, [200, 200, 200, 200, 200, 429]);
 }
+
+/// Issue #11 (10): a `body:` rule cannot be dodged. Case and whitespace
+/// variants count as the same account; a body perfgate cannot read as the
+/// upstream would (field left out, repeated, multipart, compressed, another
+/// type) counts against the client's IP instead of skipping the rule or
+/// making a fresh key per request.
+#[tokio::test]
+async fn body_keys_do_not_fail_open() {
+    let origin = origin().await;
+    let account = RateLimitConfig {
+        name: "login-account".into(),
+        key: "body:username".into(),
+        rate: 2,
+        ..login_rule(false)
+    };
+    let gw = with_login(Gateway::builder().upstream(origin.addr()), account)
+        .spawn()
+        .await;
+    let post = |ct: &str, body: Vec<u8>| {
+        let mut r = gw.request(Method::POST, "/login").body(body);
+        if !ct.is_empty() {
+            r = r.header("content-type", ct);
+        }
+        r
+    };
+    let json = "application/json";
+    assert_eq!(
+        post(json, br#"{"username":"alice"}"#.to_vec()).await.status,
+        200
+    );
+    assert_eq!(
+        post(json, br#"{"username":" Alice "}"#.to_vec())
+            .await
+            .status,
+        200
+    );
+    let r = post(json, br#"{"username":"ALICE"}"#.to_vec()).await;
+    assert_limited(&r, "login-account", 2, 60);
+    // Every one of these named a fresh account (or none) before; now they
+    // share this client's IP budget of 2.
+    let dodges: Vec<(&str, Vec<u8>)> = vec![
+        (json, br#"{"user":"alice"}"#.to_vec()),
+        (json, br#"{"username":"r1","username":"alice"}"#.to_vec()),
+        (
+            "application/x-www-form-urlencoded",
+            b"username=r2&username=alice".to_vec(),
+        ),
+        (
+            "multipart/form-data; boundary=b",
+            b"--b\r\nContent-Disposition: form-data; name=\"username\"\r\n\r\nr3\r\n--b--\r\n"
+                .to_vec(),
+        ),
+        ("text/plain", b"username=r4".to_vec()),
+    ];
+    let mut allowed = 0;
+    for (ct, body) in dodges {
+        let r = post(ct, body).await;
+        if r.status == 200 {
+            allowed += 1;
+        } else {
+            assert_limited(&r, "login-account", 2, 60);
+        }
+    }
+    let gzip = gw
+        .request(Method::POST, "/login")
+        .header("content-type", json)
+        .header("content-encoding", "gzip")
+        .body(br#"{"username":"r5"}"#.to_vec())
+        .await;
+    assert_limited(&gzip, "login-account", 2, 60);
+    assert_eq!(allowed, 2, "the IP budget, not one per dodge");
+}
+
+/// `query:` keys: case, encoding and repeats of one value are one client;
+/// leaving the parameter out or repeating it with another value counts
+/// against the IP.
+#[tokio::test]
+async fn query_keys_do_not_fail_open() {
+    let origin = origin().await;
+    let gw = Gateway::builder()
+        .upstream(origin.addr())
+        .config(|c| {
+            c.rate_limits = vec![RateLimitConfig {
+                name: "api-key".into(),
+                key: "query:key".into(),
+                rate: 2,
+                per: perfgate_config::Duration::from_secs(60),
+                ..RateLimitConfig::default()
+            }];
+        })
+        .spawn()
+        .await;
+    assert_eq!(gw.get("/api/items?key=k1").await.status, 200);
+    assert_eq!(gw.get("/api/items?KEY=%4B1").await.status, 200);
+    assert_limited(&gw.get("/api/items?key=k1&key=K1").await, "api-key", 2, 60);
+    let mut allowed = 0;
+    for (i, path) in [
+        "/api/items",
+        "/api/items?key=",
+        "/api/items?key=x1&key=k1",
+        "/api/items?key=x2&Key=k1",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let r = gw.get(path).await;
+        if r.status == 200 {
+            allowed += 1;
+        } else {
+            assert_limited(&r, "api-key", 2, 60);
+        }
+        assert!(i < 2 || r.status == 429, "{path}");
+    }
+    assert_eq!(allowed, 2);
+}

@@ -20,6 +20,7 @@ mod jobs;
 mod l2;
 mod limits;
 mod malformed;
+mod paths;
 mod protocols;
 mod reload;
 mod resilience;

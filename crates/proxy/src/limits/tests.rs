@@ -78,48 +78,95 @@ fn body_value_of(kind: &str, content_type: &str, body: &str) -> Option<String> {
 
 #[test]
 fn body_keys_read_json_and_form_fields() {
+    let v = |ct: &str, body: &str| body_value_of("body:username", ct, body);
+    let json = "application/json";
     assert_eq!(
-        body_value_of(
-            "body:username",
-            "application/json",
-            r#"{"username":"alice","p":"x"}"#
-        )
-        .as_deref(),
-        Some("alice")
+        v(json, r#"{"username":"alice","p":"x"}"#).as_deref(),
+        Some("=alice")
     );
     assert_eq!(
         body_value_of("body:id", "application/json; charset=utf-8", r#"{"id":42}"#).as_deref(),
-        Some("42")
+        Some("=42")
     );
     assert_eq!(
-        body_value_of(
-            "body:username",
+        v(
             "application/x-www-form-urlencoded",
             "username=al%69ce&password=x"
         )
         .as_deref(),
-        Some("alice")
+        Some("=alice")
     );
+    assert_eq!(v("", r#"{"username":"bob"}"#).as_deref(), Some("=bob"));
+    assert_eq!(v("", "username=bob").as_deref(), Some("=bob"));
+}
+
+/// Issue #11 (10): what used to make a `body:` rule skip the request (or
+/// count it under a fresh key) now counts it under the client's IP.
+#[test]
+fn unreadable_body_keys_fall_back_to_the_ip() {
+    let v = |ct: &str, body: &str| body_value_of("body:username", ct, body);
+    let ip = Some("@127.0.0.1".to_string());
+    let json = "application/json";
+    // Missing, not a scalar, not JSON at all.
+    assert_eq!(v(json, r#"{"other":1}"#), ip);
+    assert_eq!(v(json, "not json"), ip);
+    assert_eq!(v(json, r#"{"username":{"x":1}}"#), ip);
+    assert_eq!(v(json, r#"{"username":null}"#), ip);
+    assert_eq!(v(json, r#"{"username":"  "}"#), ip);
+    // Duplicates: parsers disagree on which one counts.
+    assert_eq!(v(json, r#"{"username":"x1","username":"alice"}"#), ip);
+    assert_eq!(v(json, r#"{"username":"x1","UserName":"alice"}"#), ip);
+    let form = "application/x-www-form-urlencoded";
+    assert_eq!(v(form, "username=x1&username=alice"), ip);
+    // A repeat of the same value is one client.
     assert_eq!(
-        body_value_of("body:username", "", r#"{"username":"bob"}"#).as_deref(),
-        Some("bob")
+        v(form, "username=alice&username=Alice").as_deref(),
+        Some("=alice")
     );
-    assert_eq!(
-        body_value_of("body:username", "application/json", r#"{"other":1}"#),
-        None
+    // Multipart and other types are not read.
+    let multipart =
+        "--b\r\nContent-Disposition: form-data; name=\"username\"\r\n\r\nalice\r\n--b--\r\n";
+    assert_eq!(v("multipart/form-data; boundary=b", multipart), ip);
+    assert_eq!(v("text/plain", "username=alice"), ip);
+}
+
+#[test]
+fn encoded_bodies_fall_back_to_the_ip() {
+    let kind = KeyKind::parse("body:username").expect("kind");
+    let uri: Uri = "/login".parse().expect("uri");
+    let c = conn([192, 0, 2, 1]);
+    let key = |encoding: &str| {
+        let mut out = String::new();
+        let h = headers(&[
+            ("content-type", "application/json"),
+            ("content-encoding", encoding),
+        ]);
+        kind.write_value(
+            &mut out,
+            "login",
+            &[],
+            &uri,
+            &h,
+            &c,
+            Some(br#"{"username":"alice"}"#),
+        );
+        out
+    };
+    assert_eq!(key("gzip"), "@192.0.2.1");
+    assert_eq!(key("identity"), "=alice");
+}
+
+#[test]
+fn values_are_trimmed_and_case_folded() {
+    let json = "application/json";
+    let a = body_value_of(
+        "body:username",
+        json,
+        r#"{"username":" Alice@Example.COM "}"#,
     );
-    assert_eq!(
-        body_value_of("body:username", "application/json", "not json"),
-        None
-    );
-    assert_eq!(
-        body_value_of(
-            "body:username",
-            "application/json",
-            r#"{"username":{"x":1}}"#
-        ),
-        None
-    );
+    let b = body_value_of("body:username", json, r#"{"username":"alice@example.com"}"#);
+    assert_eq!(a, b);
+    assert_eq!(a.as_deref(), Some("=alice@example.com"));
 }
 
 #[test]
@@ -179,24 +226,27 @@ fn header_key_uses_the_first_field_and_skips_when_absent() {
 }
 
 #[test]
-fn query_key_is_decoded_and_skips_when_absent() {
+fn query_key_is_decoded_and_falls_back_to_the_ip() {
     let c = conn([127, 0, 0, 1]);
-    assert_eq!(value("query:key", "/p", &[], &c), None);
-    assert_eq!(value("query:key", "/p?other=1", &[], &c), None);
-    assert_eq!(
-        value("query:key", "/p?a=1&key=abc&key=z", &[], &c).as_deref(),
-        Some("abc")
-    );
-    // One client, whatever the encoding.
-    assert_eq!(
-        value("query:key", "/p?key=%61bc", &[], &c).as_deref(),
-        Some("abc")
-    );
-    assert_eq!(
-        value("query:key", "/p?%6Bey=abc", &[], &c).as_deref(),
-        Some("abc")
-    );
-    assert_eq!(value("query:key", "/p?key", &[], &c).as_deref(), Some(""));
+    let ip = Some("@127.0.0.1".to_string());
+    let v = |uri: &str| value("query:key", uri, &[], &c);
+    // Absent, empty or repeated with different values: the IP counts.
+    assert_eq!(v("/p"), ip);
+    assert_eq!(v("/p?other=1"), ip);
+    assert_eq!(v("/p?key"), ip);
+    assert_eq!(v("/p?a=1&key=abc&key=z"), ip);
+    assert_eq!(v("/p?key=abc&KEY=z"), ip);
+    // One client, whatever the encoding, case or repeats of one value.
+    for same in [
+        "/p?key=abc",
+        "/p?key=%61bc",
+        "/p?%6Bey=abc",
+        "/p?KEY=ABC",
+        "/p?key=abc&key=ABC",
+        "/p?key=+abc+",
+    ] {
+        assert_eq!(v(same).as_deref(), Some("=abc"), "{same}");
+    }
 }
 
 #[test]
