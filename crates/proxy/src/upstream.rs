@@ -62,7 +62,7 @@ impl UpstreamError {
         if self.body_too_large {
             return GatewayError::new(ErrorKind::PayloadTooLarge, "request body too large");
         }
-        if self.body_broken {
+        if self.body_broken && !matches!(self.refused, Some(Refusal::ClientBodyTimeout(_))) {
             return GatewayError::new(ErrorKind::BadRequest, "the request body broke off");
         }
         match self.refused {
