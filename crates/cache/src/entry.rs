@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::cache_control::CacheControl;
 use crate::compress::{Compressor, Encoding};
-use crate::policy::{Freshness, Reuse, current_age, reuse};
+use crate::policy::{Freshness, Reuse, current_age, explicitly_shared, reuse};
 use crate::vary::VaryKey;
 
 /// One cached response variant.
@@ -40,6 +40,9 @@ pub struct Entry {
     pub last_modified: Option<HeaderValue>,
     /// RFC 9111 §3.5: may answer requests that carry `Authorization`.
     pub auth_reusable: bool,
+    /// The stored headers say `public` or `s-maxage`: may answer requests
+    /// that carry `Cookie` (derived from the headers, so every tier agrees).
+    pub explicitly_shared: bool,
     /// Invalidation tags (route tags and the upstream's `Surrogate-Key`/`Cache-Tag`).
     pub tags: Vec<Arc<str>>,
     /// Compressed variants, indexed by `Encoding::index() - 1`; `None`
@@ -79,6 +82,7 @@ impl Entry {
         crate::vary::own_values(&mut p.headers);
         let etag = p.headers.get(http::header::ETAG).cloned();
         let last_modified = p.headers.get(http::header::LAST_MODIFIED).cloned();
+        let explicitly_shared = explicitly_shared(&CacheControl::from_headers(&p.headers));
         Self {
             status: p.status,
             headers: p.headers,
@@ -91,6 +95,7 @@ impl Entry {
             etag,
             last_modified,
             auth_reusable: p.auth_reusable,
+            explicitly_shared,
             tags: p.tags,
             encoded: Default::default(),
             refreshing: AtomicBool::new(false),
@@ -140,6 +145,7 @@ impl Entry {
         crate::vary::own_values(&mut headers);
         let etag = headers.get(http::header::ETAG).cloned();
         let last_modified = headers.get(http::header::LAST_MODIFIED).cloned();
+        let explicitly_shared = explicitly_shared(&CacheControl::from_headers(&headers));
         let encoded: [OnceLock<Option<Bytes>>; 3] = Default::default();
         for (new, old) in encoded.iter().zip(&self.encoded) {
             if let Some(v) = old.get() {
@@ -158,6 +164,7 @@ impl Entry {
             etag,
             last_modified,
             auth_reusable: self.auth_reusable,
+            explicitly_shared,
             tags: self.tags.clone(),
             encoded,
             refreshing: AtomicBool::new(false),

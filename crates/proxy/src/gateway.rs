@@ -179,7 +179,8 @@ pub struct Gateway {
     pub(crate) keep_stale: Duration,
     pub(crate) instance_id: String,
     pub(crate) flush_pending: std::sync::atomic::AtomicBool,
-    /// Some route keys entries per credential (`key\nuser=…`).
+    /// Some route keys entries per credential (`key\nuser=…`) or keeps
+    /// authenticated entries apart (`key\nauth`).
     pub(crate) per_user_routes: bool,
     pub(crate) via_h1: HeaderValue,
     via_h2: HeaderValue,
@@ -221,10 +222,12 @@ impl Gateway {
             keep_stale: config.cache.keep_stale.get(),
             instance_id: instance_id(),
             flush_pending: std::sync::atomic::AtomicBool::new(false),
-            per_user_routes: config
-                .routes
-                .iter()
-                .any(|r| r.cache.authorized == AuthorizedPolicy::PerUser),
+            per_user_routes: config.routes.iter().any(|r| {
+                matches!(
+                    r.cache.authorized,
+                    AuthorizedPolicy::PerUser | AuthorizedPolicy::Shared
+                )
+            }),
             policy: ArcSwap::from_pointee(policy),
             in_flight: AtomicUsize::new(0),
             cache,
@@ -472,6 +475,13 @@ impl Gateway {
                 "perfgate; fwd=request; detail=authorization",
             ));
         }
+        if req.headers().contains_key(http::header::COOKIE)
+            && route.policy.cookies == perfgate_config::CookiePolicy::Bypass
+        {
+            return Err(HeaderValue::from_static(
+                "perfgate; fwd=request; detail=cookie",
+            ));
+        }
         if perfgate_cache::conditional::has_other_preconditions(req.headers()) {
             // If-Match, If-Unmodified-Since and If-Range are the origin's to judge.
             return Err(HeaderValue::from_static(
@@ -504,6 +514,14 @@ impl Gateway {
         {
             key.push_str("\nuser=");
             key.push_str(&url_hash(&String::from_utf8_lossy(auth.as_bytes())));
+        }
+        // `shared`: what authenticated clients stored is for authenticated
+        // clients only. A key of its own keeps it out of anonymous lookups,
+        // coalesced flights and L2 reads alike.
+        if route.policy.authorized == AuthorizedPolicy::Shared
+            && headers.contains_key(AUTHORIZATION)
+        {
+            key.push_str(crate::cached::AUTHENTICATED_SUFFIX);
         }
         key
     }

@@ -12,7 +12,6 @@ use std::time::Duration;
 use http::header::HOST;
 use http::{HeaderMap, HeaderValue, Method, Uri, Version};
 use perfgate_cache::policy::Reuse;
-use perfgate_config::AuthorizedPolicy;
 use serde::Serialize;
 
 use crate::cached::{CacheReq, Fetched};
@@ -266,12 +265,8 @@ impl Gateway {
             version: Version::HTTP_11,
             conn,
         });
-        let auth_rfc = route.policy.authorized == AuthorizedPolicy::Rfc;
         let mut upstream = crate::gateway::Waits::default();
-        match self
-            .fill(&route, &key, &creq, found, auth_rfc, &mut upstream)
-            .await
-        {
+        match self.fill(&route, &key, &creq, found, &mut upstream).await {
             Ok(Fetched::Entry { .. }) => Ok(()),
             Ok(Fetched::Stream(rsp)) => {
                 let why = rsp

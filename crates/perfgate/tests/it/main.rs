@@ -12,6 +12,7 @@ mod coalescing;
 mod compression;
 mod guards;
 mod invalidation;
+mod isolation;
 mod jobs;
 mod l2;
 mod limits;
