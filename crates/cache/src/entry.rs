@@ -13,6 +13,10 @@ use crate::compress::{Compressor, Encoding};
 use crate::policy::{Freshness, Reuse, current_age, explicitly_shared, reuse};
 use crate::vary::VaryKey;
 
+/// Memory an entry costs beyond its headers and bodies: the struct, the
+/// `HeaderMap`'s tables, the `Arc`.
+const ENTRY_OVERHEAD: usize = 384;
+
 /// One cached response variant.
 #[derive(Debug)]
 pub struct Entry {
@@ -251,6 +255,13 @@ impl Entry {
             .iter()
             .filter_map(|s| s.get().and_then(|v| v.as_ref()).map(Bytes::len))
             .sum();
-        256 + headers + self.body.len() + encoded
+        let vary: usize = self
+            .vary
+            .entries()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.as_ref().map_or(0, HeaderValue::len) + 48)
+            .sum();
+        let tags: usize = self.tags.iter().map(|t| t.len() + 32).sum();
+        ENTRY_OVERHEAD + headers + vary + tags + self.body.len() + encoded
     }
 }
