@@ -40,7 +40,7 @@ impl Gateway {
         let Some(l2) = &self.l2 else {
             return L2Lookup::Nothing;
         };
-        let entries = match l2.get(key).await {
+        let found = match l2.get(key, &creq.headers).await {
             Ok(e) => e,
             Err(e) => {
                 self.l2_failed(&e);
@@ -48,9 +48,8 @@ impl Gateway {
             }
         };
         let now = Instant::now();
-        let usable = entries
-            .into_iter()
-            .find(|e| crate::cached::reusable(&route.policy, &creq.headers, e));
+        // The digest chose the variant; the reader's own check confirms it.
+        let usable = found.filter(|e| crate::cached::reusable(&route.policy, &creq.headers, e));
         let Some(entry) = usable.map(Arc::new) else {
             self.l2_missed();
             return L2Lookup::Nothing;
