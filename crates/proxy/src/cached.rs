@@ -426,6 +426,7 @@ impl Gateway {
                     Ok(freshness) => {
                         let entry = Arc::new(old.revalidated(merged, freshness, Instant::now()));
                         cache.insert(key, entry.clone());
+                        cache.unmark_unshareable(key);
                         self.l2_store(key, &entry);
                         self.count(route, CacheEvent::revalidated);
                         Fetched::Entry {
