@@ -322,3 +322,62 @@ async fn set_cookie_is_never_served_from_the_cache() {
     assert_eq!(r.header("cache-status"), "perfgate; hit");
     assert!(!r.has("set-cookie"));
 }
+
+/// Items 4 and 9 across instances: what an authenticated client stored on
+/// one instance is promoted from L2 only for authenticated clients on
+/// another, and what a cookie holder got is never in L2 at all.
+#[tokio::test]
+async fn l2_promotion_keeps_credentials_apart() {
+    let Some(redis) = perfgate_test_support::RedisServer::start() else {
+        return;
+    };
+    let origin = Origin::new()
+        .handle("/members", |req| {
+            Rsp::text(format!("for {}", who(req, "authorization"))).max_age(60)
+        })
+        .handle("/me", |req| {
+            Rsp::text(format!("for {}", who(req, "cookie"))).max_age(60)
+        })
+        .run()
+        .await;
+    let (a, b) = Gateway::members(
+        origin.addr(),
+        &redis.url(),
+        &perfgate_test_support::unique_name("isolation"),
+        |g| {
+            g.route(route(
+                "/members",
+                RouteCachePolicy {
+                    authorized: AuthorizedPolicy::Shared,
+                    ..RouteCachePolicy::default()
+                },
+            ))
+        },
+    )
+    .await;
+
+    let before = a.l2_counter("writes").await;
+    let r = a
+        .get("/members")
+        .header("authorization", "Bearer alice")
+        .await;
+    assert_eq!(r.text(), "for Bearer alice");
+    a.wait_l2_writes(before + 1).await;
+
+    let r = b.get("/members").await;
+    assert_eq!(r.text(), "for anonymous");
+    assert_eq!(r.header("cache-status"), perfgate_test_support::STORED);
+    let r = b
+        .get("/members")
+        .header("authorization", "Bearer bob")
+        .await;
+    assert_eq!(r.text(), "for Bearer alice");
+    assert_eq!(r.header("cache-status"), perfgate_test_support::L2_HIT);
+
+    // A cookie holder's answer (no public/s-maxage) is not stored anywhere.
+    let r = a.get("/me").header("cookie", "session=alice").await;
+    assert_eq!(r.text(), "for session=alice");
+    let r = b.get("/me").await;
+    assert_eq!(r.text(), "for anonymous");
+    assert_eq!(r.header("cache-status"), perfgate_test_support::STORED);
+}
