@@ -11,7 +11,7 @@
 # RSS every second, and prints the peak (VmHWM), the final RSS, the L1's own
 # count (entries, bytes) and whether the peak stayed within max_bytes + 64 MiB.
 #
-# Usage: scripts/bench-memory.sh        (REQUESTS=… MAX_BYTES_MIB=… to change)
+# Usage: scripts/bench-memory.sh   (REQUESTS=…, MAX_BYTES_MIB=…, PERFGATE_BIN=… to change)
 # Needs nginx and wrk (installed with apt-get when missing). Everything
 # listens on 127.0.0.1, the load is bounded, all processes stop on exit.
 set -euo pipefail
@@ -29,9 +29,13 @@ conns=16
 need nginx nginx
 need wrk wrk
 
-target=${CARGO_TARGET_DIR:-target}
-cargo build --release -p perfgate >/dev/null 2>&1
-bin="$target/release/perfgate"
+# PERFGATE_BIN runs another build (e.g. an older commit's) instead.
+if [ -n "${PERFGATE_BIN:-}" ]; then
+  bin=$PERFGATE_BIN
+else
+  cargo build --release -p perfgate >/dev/null 2>&1
+  bin="${CARGO_TARGET_DIR:-target}/release/perfgate"
+fi
 
 dir=$(mktemp -d)
 chmod 755 "$dir"   # nginx workers run as another user
