@@ -11,8 +11,12 @@ use tokio::sync::OnceCell;
 
 use crate::cache_control::CacheControl;
 use crate::compress::{Compressor, Encoding};
-use crate::policy::{Freshness, Reuse, current_age, reuse};
+use crate::policy::{Freshness, Reuse, current_age, explicitly_shared, reuse};
 use crate::vary::VaryKey;
+
+/// Memory an entry costs beyond its headers and bodies: the struct, the
+/// `HeaderMap`'s tables, the `Arc`.
+const ENTRY_OVERHEAD: usize = 384;
 
 /// One cached response variant.
 #[derive(Debug)]
@@ -41,6 +45,9 @@ pub struct Entry {
     pub last_modified: Option<HeaderValue>,
     /// RFC 9111 §3.5: may answer requests that carry `Authorization`.
     pub auth_reusable: bool,
+    /// The stored headers say `public` or `s-maxage`: may answer requests
+    /// that carry `Cookie` (derived from the headers, so every tier agrees).
+    pub explicitly_shared: bool,
     /// Invalidation tags (route tags and the upstream's `Surrogate-Key`/`Cache-Tag`).
     pub tags: Vec<Arc<str>>,
     /// Compressed variants, indexed by `Encoding::index() - 1`; `None`
@@ -82,6 +89,7 @@ impl Entry {
         crate::vary::own_values(&mut p.headers);
         let etag = p.headers.get(http::header::ETAG).cloned();
         let last_modified = p.headers.get(http::header::LAST_MODIFIED).cloned();
+        let explicitly_shared = explicitly_shared(&CacheControl::from_headers(&p.headers));
         Self {
             status: p.status,
             headers: p.headers,
@@ -94,6 +102,7 @@ impl Entry {
             etag,
             last_modified,
             auth_reusable: p.auth_reusable,
+            explicitly_shared,
             tags: p.tags,
             encoded: Default::default(),
             refreshing: AtomicBool::new(false),
@@ -143,6 +152,7 @@ impl Entry {
         crate::vary::own_values(&mut headers);
         let etag = headers.get(http::header::ETAG).cloned();
         let last_modified = headers.get(http::header::LAST_MODIFIED).cloned();
+        let explicitly_shared = explicitly_shared(&CacheControl::from_headers(&headers));
         let encoded: [OnceCell<Option<Bytes>>; 3] = Default::default();
         for (new, old) in encoded.iter().zip(&self.encoded) {
             if let Some(v) = old.get() {
@@ -161,6 +171,7 @@ impl Entry {
             etag,
             last_modified,
             auth_reusable: self.auth_reusable,
+            explicitly_shared,
             tags: self.tags.clone(),
             encoded,
             refreshing: AtomicBool::new(false),
@@ -286,7 +297,14 @@ impl Entry {
             .iter()
             .filter_map(|s| s.get().and_then(|v| v.as_ref()).map(Bytes::len))
             .sum();
-        256 + headers + self.body.len() + encoded
+        let vary: usize = self
+            .vary
+            .entries()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.as_ref().map_or(0, HeaderValue::len) + 48)
+            .sum();
+        let tags: usize = self.tags.iter().map(|t| t.len() + 32).sum();
+        ENTRY_OVERHEAD + headers + vary + tags + self.body.len() + encoded
     }
 }
 

@@ -11,6 +11,19 @@ use crate::entry::Entry;
 /// Most variants kept under one primary key; the oldest is dropped beyond.
 const MAX_VARIANTS: usize = 32;
 
+/// Memory a stored key costs beyond its bytes and its variants': moka's
+/// entry, deque and timer nodes, the `Arc`s and the `Variants` vector
+/// (measured order of magnitude, rounded up; see `scripts/bench-memory.sh`).
+pub const KEY_OVERHEAD: usize = 512;
+
+/// Bytes the hit-for-miss marks may hold (keys plus `MARK_OVERHEAD` each);
+/// the least used marks are evicted beyond. A mark only spares a key's
+/// requests the coalescing wait, so losing one costs little.
+pub const UNSHAREABLE_MAX_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Memory a hit-for-miss mark costs beyond its key.
+const MARK_OVERHEAD: usize = 128;
+
 /// The variants (per `Vary`) stored under one primary key.
 #[derive(Debug, Default)]
 pub struct Variants {
@@ -19,9 +32,12 @@ pub struct Variants {
 }
 
 impl Variants {
-    fn weight(&self) -> u32 {
+    /// What the store charges for `key` and these variants: the key, every
+    /// variant (headers, bodies, compressed bodies, `Vary` values, tags) and
+    /// the per-key overhead, so that `cache.max_bytes` bounds them all.
+    fn weight(&self, key: &str) -> u32 {
         let w: usize = self.entries.iter().map(|e| e.weight()).sum();
-        u32::try_from(w).unwrap_or(u32::MAX)
+        u32::try_from(w + key.len() + KEY_OVERHEAD).unwrap_or(u32::MAX)
     }
 }
 
@@ -82,11 +98,14 @@ impl MemoryCache {
     pub fn new(max_bytes: u64, keep_stale: Duration) -> Self {
         let inner = Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|_k: &Arc<str>, v: &Arc<Variants>| v.weight())
+            .weigher(|k: &Arc<str>, v: &Arc<Variants>| v.weight(k))
             .expire_after(Retention { keep_stale })
             .build();
         let unshareable = Cache::builder()
-            .max_capacity(100_000)
+            .max_capacity(UNSHAREABLE_MAX_BYTES)
+            .weigher(|k: &Arc<str>, _: &()| {
+                u32::try_from(k.len() + MARK_OVERHEAD).unwrap_or(u32::MAX)
+            })
             .time_to_live(UNSHAREABLE_TTL)
             .build();
         Self { inner, unshareable }
@@ -209,8 +228,105 @@ impl MemoryCache {
         self.inner.weighted_size()
     }
 
+    /// Bytes held by the hit-for-miss marks (approximate until pending
+    /// work runs); at most [`UNSHAREABLE_MAX_BYTES`] once it has.
+    pub fn unshareable_bytes(&self) -> u64 {
+        self.unshareable.weighted_size()
+    }
+
     /// Applies pending maintenance so counts are exact (tests, stats).
     pub fn sync(&self) {
         self.inner.run_pending_tasks();
+        self.unshareable.run_pending_tasks();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::EntryParts;
+    use crate::policy::Freshness;
+    use crate::vary::VaryKey;
+    use bytes::Bytes;
+    use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+    fn entry(headers: HeaderMap, body: usize, vary: VaryKey) -> Arc<Entry> {
+        Arc::new(Entry::new(
+            EntryParts {
+                status: StatusCode::OK,
+                headers,
+                body: Bytes::from(vec![b'x'; body]),
+                upstream_encoded: false,
+                compressible: false,
+                vary,
+                freshness: Freshness {
+                    lifetime: Duration::from_secs(60),
+                    initial_age: Duration::ZERO,
+                    stale_while_revalidate: Duration::ZERO,
+                    stale_if_error: Duration::ZERO,
+                    must_revalidate: false,
+                    no_cache: false,
+                    heuristic: false,
+                },
+                auth_reusable: false,
+                tags: vec![Arc::from("tag")],
+            },
+            Instant::now(),
+        ))
+    }
+
+    /// Issue #11 item 7: the key, the header block and the `Vary` values are
+    /// charged to `cache.max_bytes`, not only the body.
+    #[test]
+    fn the_weight_counts_key_headers_and_vary_values() {
+        let cache = MemoryCache::new(1 << 30, Duration::ZERO);
+        let key = format!("GET http://h/p?q={}", "k".repeat(7_000));
+        let mut headers = HeaderMap::new();
+        headers.insert("x-big", HeaderValue::from_str(&"h".repeat(3_000)).unwrap());
+        let vary = VaryKey::from_entries(vec![(
+            HeaderName::from_static("x-tenant"),
+            Some(HeaderValue::from_str(&"v".repeat(2_000)).unwrap()),
+        )]);
+        cache.insert(&key, entry(headers, 100, vary));
+        cache.sync();
+        let w = cache.weighted_size();
+        assert!(
+            w >= (7_000 + 3_000 + 2_000 + 100 + KEY_OVERHEAD) as u64,
+            "weighed {w} bytes"
+        );
+    }
+
+    /// Many stored keys never hold more than `max_bytes` by the weigher's
+    /// count, keys included.
+    #[test]
+    fn long_keys_are_bounded_by_max_bytes() {
+        let max = 4 * 1024 * 1024;
+        let cache = MemoryCache::new(max, Duration::ZERO);
+        for i in 0..2_000 {
+            let key = format!("GET http://h/p?{i}&q={}", "k".repeat(7_000));
+            cache.insert(&key, entry(HeaderMap::new(), 16, VaryKey::default()));
+        }
+        cache.sync();
+        assert!(cache.weighted_size() <= max, "{}", cache.weighted_size());
+        // 2,000 × ~7.6 KB would be ~15 MB: most were evicted.
+        assert!(cache.entry_count() < 600, "{}", cache.entry_count());
+    }
+
+    /// The hit-for-miss marks stay within their byte budget however many
+    /// long keys are marked.
+    #[test]
+    fn hit_for_miss_marks_stay_within_their_budget() {
+        let cache = MemoryCache::new(1 << 20, Duration::ZERO);
+        let pad = "k".repeat(7_000);
+        for i in 0..3_000 {
+            cache.mark_unshareable(&format!("GET http://h/p?{i}&q={pad}"));
+        }
+        cache.sync();
+        assert!(
+            cache.unshareable_bytes() <= UNSHAREABLE_MAX_BYTES,
+            "{}",
+            cache.unshareable_bytes()
+        );
+        assert!(cache.unshareable_bytes() > UNSHAREABLE_MAX_BYTES / 2);
     }
 }

@@ -4,9 +4,9 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use http::header::{AGE, AUTHORIZATION, DATE, ETAG, EXPIRES, LAST_MODIFIED, SET_COOKIE};
+use http::header::{AGE, AUTHORIZATION, COOKIE, DATE, ETAG, EXPIRES, LAST_MODIFIED, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
-use perfgate_config::AuthorizedPolicy;
+use perfgate_config::{AuthorizedPolicy, CookiePolicy};
 
 use crate::cache_control::CacheControl;
 use crate::vary;
@@ -26,6 +26,8 @@ pub struct RoutePolicy {
     pub stale_if_error: Option<Duration>,
     /// Treatment of requests that carry `Authorization`.
     pub authorized: AuthorizedPolicy,
+    /// Treatment of requests that carry `Cookie`.
+    pub cookies: CookiePolicy,
     /// Store responses with `Set-Cookie`; the caller strips the cookie from
     /// the stored copy.
     pub allow_set_cookie: bool,
@@ -42,6 +44,7 @@ impl Default for RoutePolicy {
             stale_while_revalidate: None,
             stale_if_error: None,
             authorized: AuthorizedPolicy::Rfc,
+            cookies: CookiePolicy::Rfc,
             allow_set_cookie: false,
             max_heuristic_ttl: Duration::from_secs(86_400),
         }
@@ -56,12 +59,17 @@ pub enum Uncacheable {
     /// The status is not final, is `304`, or is not heuristically cacheable
     /// and the response has no explicit freshness.
     Status,
-    /// `no-store` in the request or the response.
+    /// `no-store` in the response.
     NoStore,
+    /// `no-store` in the request: this request's response is not stored,
+    /// which says nothing about other requests for the same URL.
+    RequestNoStore,
     /// `private` in the response.
     Private,
     /// The request has `Authorization` and the route or response forbids sharing.
     Authorization,
+    /// The request has `Cookie` and the route or response forbids sharing.
+    Cookie,
     /// The response sets a cookie and the route does not allow storing it.
     SetCookie,
     /// The response has `Vary: *`.
@@ -79,13 +87,27 @@ impl Uncacheable {
             Self::Method => "method",
             Self::Status => "status",
             Self::NoStore => "no-store",
+            Self::RequestNoStore => "request-no-store",
             Self::Private => "private",
             Self::Authorization => "authorization",
+            Self::Cookie => "cookie",
             Self::SetCookie => "set-cookie",
             Self::VaryStar => "vary-star",
             Self::NoFreshness => "no-freshness",
             Self::Partial => "partial",
         }
+    }
+}
+
+impl Uncacheable {
+    /// True when the reason lies in the request alone (its `no-store`, its
+    /// credentials): another client's request for the same URL may well get
+    /// a storable response, so the key must not be marked uncacheable.
+    pub fn is_request_only(&self) -> bool {
+        matches!(
+            self,
+            Self::Method | Self::RequestNoStore | Self::Authorization | Self::Cookie
+        )
     }
 }
 
@@ -127,7 +149,7 @@ pub fn evaluate(
         return Err(Uncacheable::Method);
     }
     if CacheControl::from_headers(req_headers).no_store {
-        return Err(Uncacheable::NoStore);
+        return Err(Uncacheable::RequestNoStore);
     }
     if status == StatusCode::PARTIAL_CONTENT {
         return Err(Uncacheable::Partial);
@@ -156,6 +178,16 @@ pub fn evaluate(
         };
         if !shareable {
             return Err(Uncacheable::Authorization);
+        }
+    }
+    if req_headers.contains_key(COOKIE) {
+        let shareable = match policy.cookies {
+            CookiePolicy::Rfc => explicitly_shared(&cc),
+            CookiePolicy::Bypass => false,
+            CookiePolicy::Ignore => true,
+        };
+        if !shareable {
+            return Err(Uncacheable::Cookie);
         }
     }
     if !policy.allow_set_cookie && rsp_headers.contains_key(SET_COOKIE) {
@@ -224,6 +256,12 @@ pub fn evaluate(
         no_cache: cc.no_cache,
         heuristic,
     })
+}
+
+/// The response says it may be shared whoever asked for it: `public` or
+/// `s-maxage` (what makes a response to a request with `Cookie` shareable).
+pub fn explicitly_shared(cc: &CacheControl) -> bool {
+    cc.public || cc.s_maxage.is_some()
 }
 
 /// `s-maxage`, else `max-age`, else `Expires − Date` (RFC 9111 §4.2.1); an

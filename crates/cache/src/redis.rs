@@ -7,9 +7,15 @@
 //! once, so an outage costs requests nothing, then one call probes again.
 //!
 //! Keys (`{p}` is `redis.key_prefix`):
-//! - `{p}:e:{primary key}`: a hash of the variants stored under the key,
-//!   field = 16 hex digits of [`VaryKey::digest`](crate::vary::VaryKey::digest),
-//!   value = [`codec`] bytes;
+//! - `{p}:e:{primary key}`: a hash of the variants stored under the key:
+//!   field `v:{d}` = [`codec`] bytes of the variant whose
+//!   [`VaryKey::digest`](crate::vary::VaryKey::digest) is `d` (16 hex
+//!   digits), and field `i` = the variant index (see [`index`]): for each
+//!   variant, oldest written first, its digest and the names of the request
+//!   fields it was selected by. A miss reads the index and the one variant
+//!   the request selects (`HMGET i v:{digest of no Vary}`, then `HGET` only
+//!   when the resource varies), never every body; a write keeps at most
+//!   `redis.max_variants`, dropping the least recently written;
 //! - `{p}:h:{url hash}`: the primary key, for purges by URL hash;
 //! - `{p}:t:{tag}`: a set of primary keys carrying the tag;
 //! - channel `{p}:invalidate`: JSON [`InvalidationMsg`]s.
@@ -22,6 +28,7 @@
 pub mod codec;
 mod conn;
 mod gcra;
+pub mod index;
 mod pubsub;
 
 use std::future::Future;
@@ -33,10 +40,12 @@ use ::redis::cluster::ClusterClient;
 use ::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use ::redis::{Cmd, RedisResult, Value, cmd};
 use bytes::Bytes;
+use http::HeaderMap;
 use perfgate_config::RedisConfig;
 
 use crate::entry::Entry;
 use crate::key::url_hash;
+use crate::vary::VaryKey;
 use conn::{Breaker, Conn, is_outage};
 pub use gcra::RateReply;
 
@@ -102,6 +111,7 @@ struct Settings {
     admin_timeout: Duration,
     prefix: String,
     max_object_bytes: u64,
+    max_variants: usize,
     mode: &'static str,
 }
 
@@ -193,6 +203,7 @@ impl L2 {
                 admin_timeout: (timeout * 10).max(Duration::from_secs(2)),
                 prefix: cfg.key_prefix.clone(),
                 max_object_bytes: cfg.max_object_bytes.0,
+                max_variants: cfg.max_variants.max(1),
                 mode,
             },
             conn: OnceLock::new(),
@@ -264,60 +275,83 @@ impl L2 {
         }
     }
 
-    /// All variants stored under the primary key, decoded as entries stored
-    /// "now" (`stored_at = Instant::now()`, `freshness.initial_age` = the age
-    /// they had when written plus the wall-clock time spent in Redis).
-    /// Variants past their retention or unreadable are left out. One round
-    /// trip (HGETALL), under `redis.timeout`.
-    pub async fn get(&self, key: &str) -> Result<Vec<Entry>, L2Error> {
+    /// The variant stored under the primary key that `req` selects (by its
+    /// `Vary` values; the newest written when several could), decoded as an
+    /// entry stored "now" (`stored_at = Instant::now()`,
+    /// `freshness.initial_age` = the age it had when written plus the
+    /// wall-clock time spent in Redis). `None` when there is none, it is past
+    /// its retention, or unreadable. One round trip (HMGET of the index and
+    /// the variant without `Vary`), a second (HGET) only for a resource that
+    /// varies; each under `redis.timeout`. The caller still confirms the
+    /// match with [`VaryKey::matches`]: digests are not collision resistant.
+    pub async fn get(&self, key: &str, req: &HeaderMap) -> Result<Option<Entry>, L2Error> {
+        let timeout = self.inner.settings.timeout;
         let ekey = self.entry_key(key);
-        let c = cmd("HGETALL").arg(&ekey).clone();
-        let fields: Vec<(Vec<u8>, Vec<u8>)> = self
-            .call(self.inner.settings.timeout, |conn| async move {
-                conn.query(&c).await
-            })
+        let plain = VaryKey::default().digest();
+        let c = cmd("HMGET")
+            .arg(&ekey)
+            .arg(index::FIELD)
+            .arg(index::value_field(plain))
+            .clone();
+        let (idx, plain_value): (Option<Vec<u8>>, Option<Vec<u8>>) = self
+            .call(timeout, |conn| async move { conn.query(&c).await })
             .await?;
+        let Some(digest) = idx.as_deref().and_then(|i| index::select(i, req)) else {
+            return Ok(None);
+        };
+        let value = match plain_value {
+            Some(v) if digest == plain => Some(v),
+            _ => {
+                let c = cmd("HGET")
+                    .arg(&ekey)
+                    .arg(index::value_field(digest))
+                    .clone();
+                self.call(timeout, |conn| async move { conn.query(&c).await })
+                    .await?
+            }
+        };
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        let value = Bytes::from(value);
         let now = Instant::now();
         let now_unix = codec::unix_millis(SystemTime::now());
-        let mut entries = Vec::with_capacity(fields.len());
-        let mut corrupt = Vec::new();
-        for (field, value) in fields {
-            let value = Bytes::from(value);
-            match codec::decode(&value) {
-                Ok(d) if d.expired(now_unix) => {}
-                Ok(d) => entries.push(d.into_entry(now, now_unix)),
-                Err(codec::Corrupt) => {
-                    tracing::debug!(key = %ekey, field = %String::from_utf8_lossy(&field), "skipping unreadable L2 variant");
-                    // Another format version may be running side by side
-                    // (rolling upgrade), so only our own broken values are
-                    // deleted.
-                    if value.first() == Some(&codec::VERSION) {
-                        corrupt.push(field);
-                    }
+        match codec::decode(&value) {
+            Ok(d) if d.expired(now_unix) => Ok(None),
+            Ok(d) => Ok(Some(d.into_entry(now, now_unix))),
+            Err(codec::Corrupt) => {
+                tracing::debug!(key = %ekey, "skipping unreadable L2 variant");
+                // Another format version may be running side by side
+                // (rolling upgrade), so only our own broken values are
+                // deleted.
+                if value.first() == Some(&codec::VERSION) {
+                    let this = self.clone();
+                    let c = cmd("HDEL")
+                        .arg(&ekey)
+                        .arg(index::value_field(digest))
+                        .clone();
+                    tokio::spawn(async move {
+                        let _ = this
+                            .call(this.inner.settings.timeout, |conn| async move {
+                                conn.query::<Value>(&c).await
+                            })
+                            .await;
+                    });
                 }
+                Ok(None)
             }
         }
-        if !corrupt.is_empty() {
-            let this = self.clone();
-            let c = cmd("HDEL").arg(&ekey).arg(corrupt).clone();
-            tokio::spawn(async move {
-                let _ = this
-                    .call(this.inner.settings.timeout, |conn| async move {
-                        conn.query::<Value>(&c).await
-                    })
-                    .await;
-            });
-        }
-        Ok(entries)
     }
 
-    /// Writes one variant (hash field = vary digest) under the primary key,
-    /// plus `{prefix}:h:{url_hash}` → key, plus each tag set `{prefix}:t:{tag}`
-    /// (SADD key), with expirations = `retention` (extended, never shortened:
-    /// a hash, mapping or tag set shared with longer-lived entries keeps the
-    /// longer TTL, and each variant carries its own expiry for readers).
-    /// Bodies over `redis.max_object_bytes` are not written (Ok). Pipelined,
-    /// under the hot-path deadline.
+    /// Writes one variant under the primary key and records it in the
+    /// key's index, dropping the least recently written variants beyond
+    /// `redis.max_variants` (one Lua script on the one hash: atomic, and
+    /// Cluster-safe). Then `{prefix}:h:{url_hash}` → key, and each tag set
+    /// `{prefix}:t:{tag}` (SADD key), with expirations = `retention`
+    /// (extended, never shortened: a hash, mapping or tag set shared with
+    /// longer-lived entries keeps the longer TTL, and each variant carries
+    /// its own expiry for readers). Bodies over `redis.max_object_bytes` are
+    /// not written (Ok). Under the hot-path deadline.
     pub async fn put(&self, key: &str, entry: &Entry, retention: Duration) -> Result<(), L2Error> {
         let s = &self.inner.settings;
         if retention.is_zero() || entry.body.len() as u64 > s.max_object_bytes {
@@ -333,25 +367,20 @@ impl L2 {
             now_unix,
             now_unix.saturating_add(ttl_ms),
         );
-        let field = format!("{:016x}", entry.vary.digest());
         let ekey = self.entry_key(key);
-        let mut groups = vec![
+        let args = index::put_args(&entry.vary, value, s.max_variants, ttl_ms);
+        self.script::<Value>(&index::PUT, std::slice::from_ref(&ekey), &args, s.timeout)
+            .await?;
+        let mut groups = vec![{
+            let hkey = self.hash_key(&url_hash(key));
+            // KEEPTTL: overwriting must not drop the TTL that the
+            // extend-only PEXPIREs below rely on.
             with_ttl(
-                cmd("HSET").arg(&ekey).arg(field).arg(value).clone(),
-                &ekey,
+                cmd("SET").arg(&hkey).arg(key).arg("KEEPTTL").clone(),
+                &hkey,
                 ttl_ms,
-            ),
-            {
-                let hkey = self.hash_key(&url_hash(key));
-                // KEEPTTL: overwriting must not drop the TTL that the
-                // extend-only PEXPIREs below rely on.
-                with_ttl(
-                    cmd("SET").arg(&hkey).arg(key).arg("KEEPTTL").clone(),
-                    &hkey,
-                    ttl_ms,
-                )
-            },
-        ];
+            )
+        }];
         for tag in &entry.tags {
             let tkey = self.tag_key(tag);
             groups.push(with_ttl(

@@ -24,7 +24,7 @@ fn config(url: &str) -> RedisConfig {
 /// Waits until the background connection is up and answers.
 async fn connected(l2: &L2) {
     let deadline = Instant::now() + PATIENCE;
-    while l2.health().state != "up" || l2.get("probe").await.is_err() {
+    while l2.health().state != "up" || l2.get("probe", &http::HeaderMap::new()).await.is_err() {
         assert!(
             Instant::now() < deadline,
             "L2 never connected: {:?}",

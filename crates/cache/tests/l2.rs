@@ -60,10 +60,19 @@ fn entry(body: &str, lang: Option<&str>, tags: &[&str], lifetime: Duration) -> E
     )
 }
 
+/// A request with this `Accept-Language` (the test entries vary on it).
+fn lang(l: Option<&str>) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if let Some(l) = l {
+        h.insert("accept-language", HeaderValue::from_str(l).unwrap());
+    }
+    h
+}
+
 /// Waits until the background connection is up.
 async fn connected(l2: &L2) {
     let deadline = Instant::now() + PATIENCE;
-    while l2.health().state != "up" || l2.get("probe").await.is_err() {
+    while l2.health().state != "up" || l2.get("probe", &lang(None)).await.is_err() {
         assert!(
             Instant::now() < deadline,
             "L2 never connected: {:?}",
@@ -119,7 +128,10 @@ async fn start_rejects_invalid_urls_and_does_not_block() {
     let l2 = L2::start(&config("redis://127.0.0.1:1")).unwrap();
     assert_eq!(l2.health().state, "connecting");
     let t = Instant::now();
-    assert!(matches!(l2.get(KEY).await, Err(L2Error::Unavailable(_))));
+    assert!(matches!(
+        l2.get(KEY, &lang(None)).await,
+        Err(L2Error::Unavailable(_))
+    ));
     assert!(t.elapsed() < TIMEOUT);
 }
 
@@ -145,10 +157,9 @@ async fn put_get_round_trip_with_variants_and_tags() {
     l2.put(KEY, &en, Duration::from_secs(60)).await.unwrap();
     l2.put(KEY, &de, Duration::from_secs(60)).await.unwrap();
 
-    let mut got = l2.get(KEY).await.unwrap();
-    assert_eq!(got.len(), 2);
-    got.sort_by_key(|e| e.body.len());
-    let (g_de, g_en) = (&got[0], &got[1]);
+    let g_de = l2.get(KEY, &lang(Some("de"))).await.unwrap().unwrap();
+    let g_en = l2.get(KEY, &lang(Some("en"))).await.unwrap().unwrap();
+    assert!(l2.get(KEY, &lang(Some("fr"))).await.unwrap().is_none());
     assert_eq!(g_de.body, de.body);
     assert_eq!(g_en.body, en.body);
     assert_eq!(g_en.vary, en.vary);
@@ -173,21 +184,22 @@ async fn put_get_round_trip_with_variants_and_tags() {
     // Rewriting one variant replaces it, the other stays.
     let de2 = entry("hallo 2", Some("de"), &[], Duration::from_secs(60));
     l2.put(KEY, &de2, Duration::from_secs(60)).await.unwrap();
-    let got = l2.get(KEY).await.unwrap();
-    assert_eq!(got.len(), 2);
-    assert!(got.iter().any(|e| e.body == de2.body));
+    let got = l2.get(KEY, &lang(Some("de"))).await.unwrap().unwrap();
+    assert_eq!(got.body, de2.body);
+    let got = l2.get(KEY, &lang(Some("en"))).await.unwrap().unwrap();
+    assert_eq!(got.body, en.body);
 
     assert!(
-        l2.get("GET http://example.com/none")
+        l2.get("GET http://example.com/none", &lang(Some("en")))
             .await
             .unwrap()
-            .is_empty()
+            .is_none()
     );
 
     // A foreign value under our key is skipped, not an error.
     let ekey = format!("{}:e:{KEY}", config("").key_prefix);
     server.cli(&["HSET", &ekey, "junk", "\u{2}whatever"]);
-    assert_eq!(l2.get(KEY).await.unwrap().len(), 2);
+    assert!(l2.get(KEY, &lang(Some("en"))).await.unwrap().is_some());
     assert_eq!(l2.health().state, "up");
 }
 
@@ -203,7 +215,7 @@ async fn expiry_is_honoured_and_ttls_only_grow() {
     l2.put(KEY, &short, Duration::from_millis(600))
         .await
         .unwrap();
-    assert_eq!(l2.get(KEY).await.unwrap().len(), 1);
+    assert!(l2.get(KEY, &lang(Some("en"))).await.unwrap().is_some());
     // A second, longer-lived variant extends the hash's TTL; the short one
     // is still dropped by readers when its own retention ends.
     let long = entry("long", Some("de"), &["t"], Duration::from_secs(60));
@@ -222,9 +234,9 @@ async fn expiry_is_honoured_and_ttls_only_grow() {
         .unwrap();
     assert!(ttl > 30_000, "TTL shortened to {ttl}");
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let got = l2.get(KEY).await.unwrap();
-    assert_eq!(got.len(), 1);
-    assert_eq!(got[0].body, long.body);
+    assert!(l2.get(KEY, &lang(Some("en"))).await.unwrap().is_none());
+    let got = l2.get(KEY, &lang(Some("de"))).await.unwrap().unwrap();
+    assert_eq!(got.body, long.body);
 
     // Alone, the key itself expires in Redis.
     let other = "GET http://example.com/other";
@@ -232,7 +244,7 @@ async fn expiry_is_honoured_and_ttls_only_grow() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(450)).await;
-    assert!(l2.get(other).await.unwrap().is_empty());
+    assert!(l2.get(other, &lang(Some("en"))).await.unwrap().is_none());
     assert_eq!(
         server.cli(&["EXISTS", &format!("{}:e:{other}", cfg.key_prefix)]),
         "0"
@@ -289,14 +301,10 @@ async fn invalidation_helpers() {
 
     // Soft purge: still there, now stale, TTL kept.
     assert_eq!(l2.soften(&[keys[2].to_string()]).await.unwrap(), 1);
-    let got = l2.get(keys[2]).await.unwrap();
-    assert_eq!(got.len(), 1);
-    assert!(!got[0].freshness.is_fresh(got[0].age(Instant::now())));
-    assert_eq!(
-        got[0].freshness.stale_while_revalidate,
-        Duration::from_secs(5)
-    );
-    assert_eq!(got[0].body, keys[2].as_bytes());
+    let got = l2.get(keys[2], &lang(None)).await.unwrap().unwrap();
+    assert!(!got.freshness.is_fresh(got.age(Instant::now())));
+    assert_eq!(got.freshness.stale_while_revalidate, Duration::from_secs(5));
+    assert_eq!(got.body, keys[2].as_bytes());
 
     let mut even = l2
         .take_tagged(&["even".into(), "nope".into()])
@@ -318,8 +326,8 @@ async fn invalidation_helpers() {
         .await
         .unwrap();
     assert_eq!(removed, 2);
-    assert!(l2.get(keys[0]).await.unwrap().is_empty());
-    assert_eq!(l2.get(keys[3]).await.unwrap().len(), 1);
+    assert!(l2.get(keys[0], &lang(None)).await.unwrap().is_none());
+    assert!(l2.get(keys[3], &lang(None)).await.unwrap().is_some());
 }
 
 #[tokio::test]
@@ -371,7 +379,7 @@ async fn outage_fails_fast_and_recovers() {
     server.kill();
     for _ in 0..20 {
         let t = Instant::now();
-        assert!(l2.get(KEY).await.is_err());
+        assert!(l2.get(KEY, &lang(None)).await.is_err());
         assert!(t.elapsed() < 2 * TIMEOUT, "get took {:?}", t.elapsed());
         let t = Instant::now();
         assert!(l2.put(KEY, &e, Duration::from_secs(60)).await.is_err());
@@ -381,19 +389,22 @@ async fn outage_fails_fast_and_recovers() {
     assert_eq!(h.state, "degraded");
     assert!(h.last_error.is_some());
     // While the breaker is open, calls are skipped outright.
-    assert!(matches!(l2.get(KEY).await, Err(L2Error::Skipped)));
+    assert!(matches!(
+        l2.get(KEY, &lang(None)).await,
+        Err(L2Error::Skipped)
+    ));
 
     server.restart();
     eventually("L2 back up", || {
         let l2 = l2.clone();
-        async move { l2.get(KEY).await.ok() }
+        async move { l2.get(KEY, &lang(None)).await.ok() }
     })
     .await;
     assert_eq!(l2.health().state, "up");
     // The restarted server is empty.
-    assert!(l2.get(KEY).await.unwrap().is_empty());
+    assert!(l2.get(KEY, &lang(None)).await.unwrap().is_none());
     l2.put(KEY, &e, Duration::from_secs(60)).await.unwrap();
-    assert_eq!(l2.get(KEY).await.unwrap().len(), 1);
+    assert!(l2.get(KEY, &lang(None)).await.unwrap().is_some());
 }
 
 #[tokio::test]
@@ -423,9 +434,8 @@ async fn cluster_round_trip() {
             .unwrap();
     }
     for k in &keys {
-        let got = l2.get(k).await.unwrap();
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0].body, k.as_bytes());
+        let got = l2.get(k, &lang(Some("en"))).await.unwrap().unwrap();
+        assert_eq!(got.body, k.as_bytes());
     }
     let mut all = l2
         .keys_with_prefix("GET http://c.example/p/")
@@ -460,4 +470,69 @@ async fn cluster_round_trip() {
     };
     let got = deliver("cluster invalidation delivered", &l2, &mut rx, &msg).await;
     assert_eq!(got, L2Event::Invalidate(msg));
+}
+
+/// Issue #11 item 14: at most `redis.max_variants` variants per key, the
+/// least recently written dropped first.
+#[tokio::test]
+async fn variants_per_key_are_capped_least_recently_written_first() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let cfg = RedisConfig {
+        max_variants: 3,
+        ..config(&server.url())
+    };
+    let l2 = L2::start(&cfg).unwrap();
+    connected(&l2).await;
+    let ttl = Duration::from_secs(60);
+    let put = |l: &'static str| {
+        let l2 = l2.clone();
+        async move {
+            let e = entry(&format!("body {l}"), Some(l), &[], ttl);
+            l2.put(KEY, &e, ttl).await.unwrap();
+        }
+    };
+    for l in ["l0", "l1", "l2", "l3", "l4"] {
+        put(l).await;
+    }
+    let has = |l: &'static str| {
+        let l2 = l2.clone();
+        async move { l2.get(KEY, &lang(Some(l))).await.unwrap().is_some() }
+    };
+    assert!(!has("l0").await && !has("l1").await);
+    assert!(has("l2").await && has("l3").await && has("l4").await);
+    // Rewriting l2 makes it the most recent: l3 goes next.
+    put("l2").await;
+    put("l5").await;
+    assert!(has("l2").await && has("l4").await && has("l5").await);
+    assert!(!has("l3").await);
+    // Three variants and the index: the evicted bodies are gone from Redis.
+    let ekey = format!("{}:e:{KEY}", cfg.key_prefix);
+    assert_eq!(server.cli(&["HLEN", &ekey]), "4");
+}
+
+/// Issue #11 item 14: a miss reads the index and the one variant it needs
+/// (HMGET, then HGET when the resource varies), never every body (HGETALL).
+#[tokio::test]
+async fn a_lookup_reads_only_the_variant_it_needs() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let l2 = L2::start(&config(&server.url())).unwrap();
+    connected(&l2).await;
+    let ttl = Duration::from_secs(60);
+    for i in 0..20 {
+        let l = format!("l{i}");
+        let e = entry(&"x".repeat(10_000), Some(&l), &[], ttl);
+        l2.put(KEY, &e, ttl).await.unwrap();
+    }
+    server.cli(&["CONFIG", "RESETSTAT"]);
+    let got = l2.get(KEY, &lang(Some("l7"))).await.unwrap().unwrap();
+    assert_eq!(got.vary, entry("", Some("l7"), &[], ttl).vary);
+    assert!(l2.get(KEY, &lang(Some("nope"))).await.unwrap().is_none());
+    let stats = server.cli(&["INFO", "commandstats"]);
+    assert!(!stats.contains("cmdstat_hgetall"), "{stats}");
+    assert!(stats.contains("cmdstat_hmget:calls=2"), "{stats}");
+    assert!(stats.contains("cmdstat_hget:calls=1"), "{stats}");
 }

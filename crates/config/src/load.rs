@@ -524,6 +524,7 @@ const REDIS: &[Field] = &[
     f("max_object_bytes", ByteSize),
     f("key_prefix", Str),
     f("retry_after", Duration),
+    f("max_variants", Usize),
 ];
 const SERVER: &[Field] = &[
     f("listen", Str),
@@ -621,6 +622,7 @@ const ROUTE_CACHE: &[Field] = &[
     f("stale_while_revalidate", Duration),
     f("stale_if_error", Duration),
     f("authorized", Enum(&["rfc", "bypass", "per-user", "shared"])),
+    f("cookies", Enum(&["rfc", "bypass", "ignore"])),
     f("allow_set_cookie", Bool),
     f("tags", StrList),
     f("invalidate_tags", StrList),

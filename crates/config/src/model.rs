@@ -332,6 +332,9 @@ pub struct RedisConfig {
     pub key_prefix: String,
     /// After a failed call, how long L2 is skipped before it is tried again.
     pub retry_after: Duration,
+    /// Most variants (per `Vary` values) kept under one key in Redis; the
+    /// least recently written is dropped beyond.
+    pub max_variants: usize,
 }
 
 impl Default for RedisConfig {
@@ -343,6 +346,7 @@ impl Default for RedisConfig {
             max_object_bytes: ByteSize(1024 * 1024),
             key_prefix: "perfgate".into(),
             retry_after: Duration::from_secs(1),
+            max_variants: 32,
         }
     }
 }
@@ -457,6 +461,10 @@ pub struct RouteCachePolicy {
     pub stale_if_error: Option<Duration>,
     /// How requests with `Authorization` are treated.
     pub authorized: AuthorizedPolicy,
+    /// How requests with `Cookie` are treated (default `rfc`: like
+    /// `Authorization` under RFC 9111 §3.5, shared only when the response
+    /// is explicitly `public` or has `s-maxage`).
+    pub cookies: CookiePolicy,
     /// Store responses that set cookies (the cookie is stripped from the
     /// stored copy and from hits; only the client that caused the fetch sees it).
     pub allow_set_cookie: bool,
@@ -481,6 +489,24 @@ pub enum AuthorizedPolicy {
     /// Cache per credential: the `Authorization` value is part of the key.
     PerUser,
     /// Share responses between all authenticated clients (the upstream
-    /// answers the same to everyone who is authenticated).
+    /// answers the same to everyone who is authenticated). Requests without
+    /// `Authorization` never read what authenticated ones stored.
     Shared,
+}
+
+/// Caching of requests that carry `Cookie`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum CookiePolicy {
+    /// Like `Authorization` under RFC 9111 §3.5: a response to a request
+    /// with `Cookie` is stored and shared only when it is explicitly
+    /// `public` or has `s-maxage`, and such a request is only answered from
+    /// entries marked so.
+    #[default]
+    Rfc,
+    /// Never cache requests with `Cookie`.
+    Bypass,
+    /// Cookies do not change the response (e.g. only analytics cookies):
+    /// requests with `Cookie` are cached like any other.
+    Ignore,
 }

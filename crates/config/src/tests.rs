@@ -567,6 +567,7 @@ timeout = "0s"
 retry_after = "0s"
 max_object_bytes = "2MiB"
 key_prefix = "my app"
+max_variants = 0
 "#;
     let e = errors(text);
     for path in [
@@ -581,11 +582,12 @@ key_prefix = "my app"
         "redis.retry_after",
         "redis.max_object_bytes",
         "redis.key_prefix",
+        "redis.max_variants",
     ] {
         let p = find(&e, path);
         assert!(at(p).is_some(), "{p}");
     }
-    assert_eq!(e.problems.len(), 11, "{e}");
+    assert_eq!(e.problems.len(), 12, "{e}");
     assert!(find(&e, "redis.cluster").reason.contains("not both"));
     assert!(find(&e, "redis.cluster[2]").reason.contains("1 to 65535"));
     assert!(

@@ -334,6 +334,10 @@ fn check_route(
     }
 }
 
+/// Largest `redis.max_variants`: a write rewrites the key's variant index,
+/// so it stays small.
+const MAX_L2_VARIANTS: usize = 1024;
+
 /// The `[redis]` section. Deadlines and the key prefix are checked even
 /// without a Redis configured, so that adding `url` later does not reveal
 /// old mistakes.
@@ -358,6 +362,15 @@ fn check_redis(config: &Config, p: &mut impl FnMut(String, String)) {
     }
     nonzero(redis.timeout, "redis.timeout", p);
     nonzero(redis.retry_after, "redis.retry_after", p);
+    if !(1..=MAX_L2_VARIANTS).contains(&redis.max_variants) {
+        p(
+            "redis.max_variants".into(),
+            format!(
+                "{} is out of range: between 1 and {MAX_L2_VARIANTS} variants per key",
+                redis.max_variants
+            ),
+        );
+    }
     // L2 is filled from what L1 stores, so a larger L2 limit would only
     // promise objects that never reach it. Without Redis the limit is moot,
     // and lowering cache.max_object_bytes must not require touching it.

@@ -6,8 +6,9 @@ use std::time::{Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{
-    ACCEPT_ENCODING, AGE, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG,
-    IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE, SET_COOKIE,
+    ACCEPT_ENCODING, AGE, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, COOKIE,
+    ETAG, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE,
+    SET_COOKIE,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use perfgate_cache::cache_control::CacheControl;
@@ -16,9 +17,9 @@ use perfgate_cache::conditional::{
     has_conditionals, merge_304, not_modified, not_modified_headers, revalidation_headers,
 };
 use perfgate_cache::entry::{Entry, EntryParts};
-use perfgate_cache::policy::{Reuse, Timing, Uncacheable, evaluate};
+use perfgate_cache::policy::{Reuse, RoutePolicy, Timing, Uncacheable, evaluate};
 use perfgate_cache::vary::{VaryKey, vary_fields};
-use perfgate_config::AuthorizedPolicy;
+use perfgate_config::{AuthorizedPolicy, CookiePolicy};
 use perfgate_observe::CacheEvent;
 
 use crate::body::{Body, Watched};
@@ -50,6 +51,24 @@ const REVALIDATED: HeaderValue =
     HeaderValue::from_static("perfgate; fwd=stale; fwd-status=304; stored");
 const REFETCHED: HeaderValue =
     HeaderValue::from_static("perfgate; fwd=stale; fwd-status=200; stored");
+
+/// Appended to the key of a request with `Authorization` on an
+/// `authorized = "shared"` route: authenticated clients share their entries
+/// with each other, never with anonymous ones.
+pub(crate) const AUTHENTICATED_SUFFIX: &str = "\nauth";
+
+/// Whether a stored entry may answer a request with these headers: its
+/// `Vary` values match, and a request with credentials (`Authorization`
+/// under `authorized = "rfc"`, `Cookie` under `cookies = "rfc"`) only takes
+/// entries the origin marked as shareable whoever asks (RFC 9111 §3.5).
+/// Every reader applies it: L1 lookups, coalesced waiters, L2 promotion.
+pub(crate) fn reusable(policy: &RoutePolicy, req: &HeaderMap, e: &Entry) -> bool {
+    e.vary.matches(req)
+        && (policy.authorized != AuthorizedPolicy::Rfc
+            || !req.contains_key(AUTHORIZATION)
+            || e.auth_reusable)
+        && (policy.cookies != CookiePolicy::Rfc || !req.contains_key(COOKIE) || e.explicitly_shared)
+}
 
 /// What a fetch leaves for concurrent waiters: a stored entry they may be
 /// served from (after their own `Vary`/authorization check).
@@ -109,10 +128,7 @@ impl Gateway {
             return Err(GatewayError::new(ErrorKind::Internal, "cache disabled"));
         };
         let key = self.key_for(&route, req.uri(), req.headers(), &conn);
-        let auth_rfc = req.headers().contains_key(AUTHORIZATION)
-            && route.policy.authorized == AuthorizedPolicy::Rfc;
-        let accept = |e: &Entry| e.vary.matches(req.headers()) && (!auth_rfc || e.auth_reusable);
-        let found = cache.lookup(&key, accept);
+        let found = cache.lookup(&key, |e| reusable(&route.policy, req.headers(), e));
         let now = Instant::now();
         self.warmups.record(
             &key,
@@ -167,22 +183,22 @@ impl Gateway {
                 .map_err(|e| e.to_gateway())?;
             return Ok(self.stream_response(&route, rsp, MISS_HEAD, Encoding::Identity));
         }
-        if found.is_none() && cache.is_unshareable(&key) {
-            // Hit-for-miss: this key's recent responses could not be stored,
-            // so stream this one straight through (no copies for the cache).
-            // The mark expires after two minutes; the response is then
-            // evaluated again.
-            self.count(&route, CacheEvent::miss);
-            return self.pass(&route, req, &conn, cx, HIT_FOR_MISS).await;
-        }
+        // Hit-for-miss: this key's last response could not be stored, so
+        // this request fetches on its own (no coalescing, see `fill`). Its
+        // response is still evaluated: a storable one is stored and lifts the
+        // mark at once.
+        let hit_for_miss = found.is_none() && cache.is_unshareable(&key);
         let creq = Arc::new(self.cache_req(&req, conn.clone()));
         let (method, headers) = {
             let (parts, _body) = req.into_parts();
             (parts.method, parts.headers)
         };
-        let fetched = self
-            .fill(&route, &key, &creq, found, auth_rfc, &mut cx.timing)
+        let mut fetched = self
+            .fill(&route, &key, &creq, found, &mut cx.timing)
             .await?;
+        if hit_for_miss && let Fetched::Stream(rsp) = &mut fetched {
+            rsp.headers_mut().insert(CACHE_STATUS, HIT_FOR_MISS);
+        }
         Ok(self.answer(&key, fetched, &method, &headers).await)
     }
 
@@ -194,7 +210,6 @@ impl Gateway {
         key: &str,
         creq: &Arc<CacheReq>,
         found: Option<Arc<Entry>>,
-        auth_rfc: bool,
         upstream: &mut Waits,
     ) -> Result<Fetched, GatewayError> {
         if self.cache.as_ref().is_some_and(|c| c.is_unshareable(key)) {
@@ -217,7 +232,7 @@ impl Gateway {
                     let _slot = slot;
                     let mut upstream = Waits::default();
                     // L2 first: another instance may have fetched it already.
-                    let found = match gw.l2_lookup(&key2, &creq2, auth_rfc).await {
+                    let found = match gw.l2_lookup(&route2, &key2, &creq2).await {
                         L2Lookup::Fresh(entry) => {
                             gw.saved_upstream_call(&route2, &entry);
                             let out = Ok(Fetched::Entry {
@@ -253,8 +268,7 @@ impl Gateway {
                     .await
                     .ok()
                     .and_then(|v| v.clone().flatten());
-                let usable =
-                    |e: &Entry| e.vary.matches(&creq.headers) && (!auth_rfc || e.auth_reusable);
+                let usable = |e: &Entry| reusable(&route.policy, &creq.headers, e);
                 match waited {
                     Some(shared) if usable(&shared.entry) => {
                         self.count(route, CacheEvent::coalesced);
@@ -445,6 +459,7 @@ impl Gateway {
                     Ok(freshness) => {
                         let entry = Arc::new(old.revalidated(merged, freshness, Instant::now()));
                         cache.insert(key, entry.clone());
+                        cache.unmark_unshareable(key);
                         self.l2_store(key, &entry);
                         self.count(route, CacheEvent::revalidated);
                         Fetched::Entry {
@@ -455,9 +470,12 @@ impl Gateway {
                         }
                     }
                     // The refreshed headers forbid storing: answer this
-                    // client with the old body, and forget the entry.
+                    // client with the old body, and forget the entry
+                    // (unless only this request's credentials forbid it).
                     Err(reason) => {
-                        cache.remove(key);
+                        if !reason.is_request_only() {
+                            cache.remove(key);
+                        }
                         let label =
                             detail_label("perfgate; fwd=stale; fwd-status=304", reason.as_str());
                         Fetched::Entry {
@@ -492,14 +510,20 @@ impl Gateway {
         let freshness = match evaluated {
             Ok(f) => f,
             Err(reason) => {
-                // A server error says nothing about the stored
-                // representation: the stale copy is kept (it may stand in
-                // while the breaker is open).
-                if stale.is_some() && !status.is_server_error() {
-                    cache.remove(key);
-                }
-                if !cache.is_unshareable(key) {
-                    cache.mark_unshareable(key);
+                // Only the upstream's answer says something about the URL;
+                // a client's `no-store` or credentials say something about
+                // this request alone and must not turn caching off for
+                // everyone (issue #11, item 6).
+                if !reason.is_request_only() {
+                    // A server error says nothing about the stored
+                    // representation: the stale copy is kept (it may stand
+                    // in while the breaker is open).
+                    if stale.is_some() && !status.is_server_error() {
+                        cache.remove(key);
+                    }
+                    if !cache.is_unshareable(key) {
+                        cache.mark_unshareable(key);
+                    }
                 }
                 let label = uncacheable_label(reason);
                 return Ok(Fetched::Stream(
@@ -742,6 +766,8 @@ fn uncacheable_label(reason: Uncacheable) -> HeaderValue {
         Uncacheable::Method => "perfgate; fwd=miss; detail=method",
         Uncacheable::Status => "perfgate; fwd=miss; detail=status",
         Uncacheable::NoStore => "perfgate; fwd=miss; detail=no-store",
+        Uncacheable::RequestNoStore => "perfgate; fwd=miss; detail=request-no-store",
+        Uncacheable::Cookie => "perfgate; fwd=miss; detail=cookie",
         Uncacheable::Private => "perfgate; fwd=miss; detail=private",
         Uncacheable::Authorization => "perfgate; fwd=miss; detail=authorization",
         Uncacheable::SetCookie => "perfgate; fwd=miss; detail=set-cookie",

@@ -178,7 +178,8 @@ pub struct Gateway {
     pub(crate) keep_stale: Duration,
     pub(crate) instance_id: String,
     pub(crate) flush_pending: std::sync::atomic::AtomicBool,
-    /// Some route keys entries per credential (`key\nuser=…`).
+    /// Some route keys entries per credential (`key\nuser=…`) or keeps
+    /// authenticated entries apart (`key\nauth`).
     pub(crate) per_user_routes: bool,
     pub(crate) via_h1: HeaderValue,
     via_h2: HeaderValue,
@@ -227,12 +228,13 @@ impl Gateway {
             keep_stale: config.cache.keep_stale.get(),
             instance_id: instance_id(),
             flush_pending: std::sync::atomic::AtomicBool::new(false),
-            // Keys with a suffix (`\nuser=`, `\nfwd=`) need the walk.
-            per_user_routes: config
-                .routes
-                .iter()
-                .any(|r| r.cache.authorized == AuthorizedPolicy::PerUser)
-                || !config.forwarded.trusted_proxies.is_empty(),
+            // Keys with a suffix (`\nuser=`, `\nauth`, `\nfwd=`) need the walk.
+            per_user_routes: config.routes.iter().any(|r| {
+                matches!(
+                    r.cache.authorized,
+                    AuthorizedPolicy::PerUser | AuthorizedPolicy::Shared
+                )
+            }) || !config.forwarded.trusted_proxies.is_empty(),
             policy: ArcSwap::from_pointee(policy),
             in_flight: AtomicUsize::new(0),
             cache,
@@ -496,6 +498,13 @@ impl Gateway {
                 "perfgate; fwd=request; detail=authorization",
             ));
         }
+        if req.headers().contains_key(http::header::COOKIE)
+            && route.policy.cookies == perfgate_config::CookiePolicy::Bypass
+        {
+            return Err(HeaderValue::from_static(
+                "perfgate; fwd=request; detail=cookie",
+            ));
+        }
         if perfgate_cache::conditional::has_other_preconditions(req.headers()) {
             // If-Match, If-Unmodified-Since and If-Range are the origin's to judge.
             return Err(HeaderValue::from_static(
@@ -528,6 +537,14 @@ impl Gateway {
         {
             key.push_str("\nuser=");
             key.push_str(&url_hash(&String::from_utf8_lossy(auth.as_bytes())));
+        }
+        // `shared`: what authenticated clients stored is for authenticated
+        // clients only. A key of its own keeps it out of anonymous lookups,
+        // coalesced flights and L2 reads alike.
+        if route.policy.authorized == AuthorizedPolicy::Shared
+            && headers.contains_key(AUTHORIZATION)
+        {
+            key.push_str(crate::cached::AUTHENTICATED_SUFFIX);
         }
         // Forwarding fields a trusted proxy passes upstream can change the
         // answer (links, redirects): they are part of the key.

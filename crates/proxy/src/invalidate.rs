@@ -60,6 +60,14 @@ impl Targets {
     }
 }
 
+/// A key without its per-credential suffix (`\nuser=…`, `\nauth`).
+fn bare_key(mut key: String) -> String {
+    if let Some(i) = key.find('\n') {
+        key.truncate(i);
+    }
+    key
+}
+
 /// An invalidation as the admin API receives it (already validated).
 #[derive(Debug, Clone, Default)]
 pub struct InvalidateRequest {
@@ -184,13 +192,9 @@ impl Gateway {
         rsp_headers: &HeaderMap,
         conn: &Conn,
     ) -> Targets {
-        // The URI's entries for every credential and forwarding context:
-        // the key without its suffixes (`\nuser=`, `\nfwd=`) matches them all.
-        let mut own = self.key_for(route, uri, req_headers, conn);
-        if let Some(i) = own.find('\n') {
-            own.truncate(i);
-        }
-        let mut keys = vec![own];
+        // Bare primary keys: they match every per-user and authenticated
+        // copy of the URI (`key\n…`), not only the requester's.
+        let mut keys = vec![bare_key(self.key_for(route, uri, req_headers, conn))];
         let own_authority = request_host(uri, req_headers);
         for name in [LOCATION, CONTENT_LOCATION] {
             for v in rsp_headers.get_all(&name) {
@@ -214,7 +218,7 @@ impl Gateway {
                     format!("{dir}{pq}")
                 };
                 if let Ok(u) = resolved.parse::<Uri>() {
-                    keys.push(self.key_for(route, &u, req_headers, conn));
+                    keys.push(bare_key(self.key_for(route, &u, req_headers, conn)));
                 }
             }
         }

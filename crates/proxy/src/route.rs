@@ -414,6 +414,7 @@ fn compile(
         stale_while_revalidate: c.stale_while_revalidate.map(|d| d.get()),
         stale_if_error: c.stale_if_error.map(|d| d.get()),
         authorized: c.authorized,
+        cookies: c.cookies,
         allow_set_cookie: c.allow_set_cookie,
         ..base_policy(config)
     };

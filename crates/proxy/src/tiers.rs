@@ -15,6 +15,7 @@ use perfgate_observe::{CacheEvent, InvalidationSource};
 use crate::cached::CacheReq;
 use crate::gateway::Gateway;
 use crate::invalidate::{InvalidateReport, Targets};
+use crate::route::Route;
 use crate::stats::Stats;
 
 /// What L2 had for a key.
@@ -35,11 +36,11 @@ impl Gateway {
 
     /// Looks `key` up in L2 (under its deadline); a fresh variant usable by
     /// this request is promoted to L1 with its remaining freshness.
-    pub(crate) async fn l2_lookup(&self, key: &str, creq: &CacheReq, auth_rfc: bool) -> L2Lookup {
+    pub(crate) async fn l2_lookup(&self, route: &Route, key: &str, creq: &CacheReq) -> L2Lookup {
         let Some(l2) = &self.l2 else {
             return L2Lookup::Nothing;
         };
-        let entries = match l2.get(key).await {
+        let found = match l2.get(key, &creq.headers).await {
             Ok(e) => e,
             Err(e) => {
                 self.l2_failed(&e);
@@ -47,9 +48,8 @@ impl Gateway {
             }
         };
         let now = Instant::now();
-        let usable = entries
-            .into_iter()
-            .find(|e| e.vary.matches(&creq.headers) && (!auth_rfc || e.auth_reusable));
+        // The digest chose the variant; the reader's own check confirms it.
+        let usable = found.filter(|e| crate::cached::reusable(&route.policy, &creq.headers, e));
         let Some(entry) = usable.map(Arc::new) else {
             self.l2_missed();
             return L2Lookup::Nothing;
@@ -177,7 +177,11 @@ impl Gateway {
         let mut keys: Vec<String> = Vec::new();
         let (exact, paths): (Vec<&String>, Vec<&String>) =
             t.keys.iter().partition(|k| !k.starts_with('/'));
-        keys.extend(exact.into_iter().cloned());
+        for k in exact {
+            // The authenticated copy of a `shared` route lives beside it.
+            keys.push(format!("{k}{}", crate::cached::AUTHENTICATED_SUFFIX));
+            keys.push(k.clone());
+        }
         let (key_prefixes, path_prefixes): (Vec<&String>, Vec<&String>) =
             t.prefixes.iter().partition(|p| !p.starts_with('/'));
         for p in key_prefixes {

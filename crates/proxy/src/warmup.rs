@@ -12,7 +12,6 @@ use std::time::Duration;
 use http::header::HOST;
 use http::{HeaderMap, HeaderValue, Method, Uri, Version};
 use perfgate_cache::policy::Reuse;
-use perfgate_config::AuthorizedPolicy;
 use serde::Serialize;
 
 use crate::cached::{CacheReq, Fetched};
@@ -20,8 +19,12 @@ use crate::gateway::{Conn, Gateway};
 
 /// How many finished jobs are kept for status queries.
 const KEEP_JOBS: usize = 64;
-/// Most keys tracked for `top N`.
-const HOT_KEYS: u64 = 10_000;
+/// Bytes the hot-key counters may hold (host and path of each, plus
+/// `HOT_OVERHEAD`); the least used are evicted beyond. With 7 KB query
+/// strings that is still about a thousand keys, plenty for a warm-up.
+const HOT_MAX_BYTES: u64 = 8 * 1024 * 1024;
+/// Memory one counter costs beyond its host and path.
+const HOT_OVERHEAD: usize = 160;
 
 /// A warm-up as the admin API receives it (already validated).
 #[derive(Debug, Clone, Default)]
@@ -107,7 +110,8 @@ struct Hot {
 pub(crate) struct Warmups {
     jobs: Mutex<Vec<Arc<Job>>>,
     next: AtomicU64,
-    hot: moka::sync::Cache<Arc<str>, Arc<Hot>>,
+    /// By the xxh3 of the cache key: a collision only merges two counts.
+    hot: moka::sync::Cache<u64, Arc<Hot>>,
     pub(crate) default_host: String,
     pub(crate) concurrency: usize,
 }
@@ -118,7 +122,10 @@ impl Warmups {
             jobs: Mutex::new(Vec::new()),
             next: AtomicU64::new(1),
             hot: moka::sync::Cache::builder()
-                .max_capacity(HOT_KEYS)
+                .max_capacity(HOT_MAX_BYTES)
+                .weigher(|_: &u64, h: &Arc<Hot>| {
+                    u32::try_from(h.host.len() + h.path.len() + HOT_OVERHEAD).unwrap_or(u32::MAX)
+                })
                 .time_to_idle(Duration::from_secs(3600))
                 .build(),
             default_host,
@@ -131,12 +138,13 @@ impl Warmups {
     /// arbitrary at low volume, which is exactly when warm-up after a purge
     /// matters.
     pub(crate) fn record(&self, key: &str, host: &str, path: &str) {
-        match self.hot.get(key) {
+        let id = xxhash_rust::xxh3::xxh3_64(key.as_bytes());
+        match self.hot.get(&id) {
             Some(h) => {
                 h.hits.fetch_add(1, Relaxed);
             }
             None => self.hot.insert(
-                Arc::from(key),
+                id,
                 Arc::new(Hot {
                     host: host.to_string(),
                     path: path.to_string(),
@@ -268,15 +276,11 @@ impl Gateway {
             version: Version::HTTP_11,
             conn,
         });
-        let auth_rfc = route.policy.authorized == AuthorizedPolicy::Rfc;
         let mut upstream = crate::gateway::Waits::default();
         // A warm-up counts toward `server.max_concurrent_requests` like a
         // client request (its place is lent to the fill it starts).
         let _slot = self.fill_slot();
-        match self
-            .fill(&route, &key, &creq, found, auth_rfc, &mut upstream)
-            .await
-        {
+        match self.fill(&route, &key, &creq, found, &mut upstream).await {
             Ok(Fetched::Entry { .. }) => Ok(()),
             Ok(Fetched::Stream(rsp)) => {
                 let why = rsp
@@ -289,5 +293,30 @@ impl Gateway {
             }
             Err(e) => Err(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue #11 item 7: unique long URLs do not grow the hot-key counters
+    /// past their byte budget.
+    #[test]
+    fn hot_keys_stay_within_their_budget() {
+        let w = Warmups::new("h".into(), 1);
+        let pad = "q".repeat(7_000);
+        for i in 0..3_000 {
+            let path = format!("/p?{i}&{pad}");
+            w.record(&format!("GET http://h{path}"), "h", &path);
+        }
+        w.hot.run_pending_tasks();
+        assert!(
+            w.hot.weighted_size() <= HOT_MAX_BYTES,
+            "{}",
+            w.hot.weighted_size()
+        );
+        assert!(w.hot.weighted_size() > HOT_MAX_BYTES / 2);
+        assert!(!w.top(5).is_empty());
     }
 }

@@ -70,6 +70,15 @@ fn storability_rules() {
         allow_set_cookie: true,
         ..RoutePolicy::default()
     };
+    let cookie_bypass = RoutePolicy {
+        cookies: CookiePolicy::Bypass,
+        ..RoutePolicy::default()
+    };
+    let cookie_ignore = RoutePolicy {
+        cookies: CookiePolicy::Ignore,
+        ..RoutePolicy::default()
+    };
+    let cookie = [("cookie", "session=alice")];
     let auth = [("authorization", "Bearer x")];
     let ma = [("cache-control", "max-age=60")];
     type Case<'a> = (
@@ -88,7 +97,7 @@ fn storability_rules() {
             200,
             &ma,
             &rfc,
-            Err(NoStore),
+            Err(RequestNoStore),
         ),
         ("partial", &[], 206, &ma, &rfc, Err(Partial)),
         ("not modified", &[], 304, &ma, &rfc, Err(Status)),
@@ -118,6 +127,49 @@ fn storability_rules() {
             Err(VaryStar),
         ),
         ("auth rfc plain", &auth, 200, &ma, &rfc, Err(Authorization)),
+        // Issue #11 item 9: `Cookie` is treated like `Authorization`.
+        ("cookie rfc plain", &cookie, 200, &ma, &rfc, Err(Cookie)),
+        (
+            "cookie default ttl",
+            &cookie,
+            200,
+            &[],
+            &with_ttl,
+            Err(Cookie),
+        ),
+        (
+            "cookie rfc public",
+            &cookie,
+            200,
+            &[("cache-control", "public, max-age=5")],
+            &rfc,
+            Ok(5),
+        ),
+        (
+            "cookie rfc s-maxage",
+            &cookie,
+            200,
+            &[("cache-control", "s-maxage=7")],
+            &rfc,
+            Ok(7),
+        ),
+        (
+            "cookie rfc must-revalidate is not enough",
+            &cookie,
+            200,
+            &[("cache-control", "max-age=5, must-revalidate")],
+            &rfc,
+            Err(Cookie),
+        ),
+        (
+            "cookie bypass public",
+            &cookie,
+            200,
+            &[("cache-control", "public, max-age=5")],
+            &cookie_bypass,
+            Err(Cookie),
+        ),
+        ("cookie ignored", &cookie, 200, &ma, &cookie_ignore, Ok(60)),
         (
             "auth rfc public",
             &auth,

@@ -15,6 +15,7 @@ mod desync;
 mod guards;
 mod hostile;
 mod invalidation;
+mod isolation;
 mod job_isolation;
 mod jobs;
 mod l2;
