@@ -331,9 +331,15 @@ fn push_path(out: &mut String, path: &str, merge_slashes: bool) {
     }
     // The common path has neither; it is then done without another
     // allocation (this runs for every cache lookup).
-    let written = &out[start..];
-    let dots = written.contains("/.");
-    let slashes = merge_slashes && written.contains("//");
+    // One pass over the bytes: `str::contains` runs a two-way searcher
+    // per call (callgrind: ~300 instructions per cache lookup).
+    let (mut dots, mut slashes) = (false, false);
+    for w in out.as_bytes()[start..].windows(2) {
+        if w[0] == b'/' {
+            dots |= w[1] == b'.';
+            slashes |= merge_slashes && w[1] == b'/';
+        }
+    }
     if !dots && !slashes {
         return;
     }

@@ -398,11 +398,7 @@ impl Gateway {
         // forwarding fields, Via): a client naming those in `Connection`
         // cannot remove them. `Upgrade` stays for `cache_eligibility`; it is
         // removed with the rest on the way upstream.
-        let upgrade = req.headers_mut().remove(http::header::UPGRADE);
-        strip_hop_by_hop(req.headers_mut());
-        if let Some(u) = upgrade {
-            req.headers_mut().insert(http::header::UPGRADE, u);
-        }
+        crate::headers::strip_hop_by_hop_keeping(req.headers_mut(), true);
         // One normalized path from here on: route, limits, clamps, cache
         // key and upstream all read this one (target.rs: 400).
         crate::target::normalize(&self.keys, req.uri_mut())?;
