@@ -222,8 +222,10 @@ impl Client {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         *req.uri_mut() = Uri::from(pq);
-        // Whoever built the request, its framing is the body's (hyper
-        // would trust a `Content-Length` field over an empty body).
+        // The one place the framing of anything perfgate sends upstream is
+        // decided, whoever built the request: from the body, never from a
+        // client's head (hyper would trust a `Content-Length` field over an
+        // empty body).
         let (mut parts, body) = req.into_parts();
         crate::headers::set_framing(&mut parts.headers, &parts.method, &body);
         let mut req = Request::from_parts(parts, body);

@@ -31,7 +31,7 @@ use perfgate_observe::UpstreamErrorKind;
 
 use crate::body::{Body, ReadError};
 use crate::gateway::{Conn, Gateway, Outgoing, Waits};
-use crate::headers::{append_via, set_forwarded, set_framing, strip_hop_by_hop};
+use crate::headers::{append_via, set_forwarded, strip_hop_by_hop};
 use crate::pool::{Pick, Refusal};
 use crate::route::Route;
 use crate::stats::Stats;
@@ -104,8 +104,6 @@ impl Gateway {
         } else {
             body
         };
-        // The body that goes upstream, not the client's head, frames it.
-        set_framing(&mut headers, &method, &body);
         let replayable = matches!(body, Body::Empty | Body::Full(_));
         let retries = if replayable { pool.retry.attempts } else { 0 };
         let deadline = route.total_timeout.map(|d| start + d);
