@@ -63,7 +63,7 @@ impl Gateway {
         let max = MAX_REQUEST_BYTES as u64;
         let bytes = crate::body::read_bounded(body, &parts.headers, max, self.body_timeout)
             .await
-            .map_err(|e| e.into_gateway(max))?;
+            .map_err(|e| GatewayError::body_read(e, max))?;
         let budget = Arc::new(Budget::new(policy.batch.max_response_bytes.get()));
         let items = parse(&bytes, policy.batch.max_requests)?;
         let mut shared = HeaderMap::new();

@@ -193,26 +193,6 @@ pub(crate) enum ReadError {
     TimedOut(Duration),
 }
 
-impl ReadError {
-    /// The client-facing error: 413, or 400 for a body that broke off.
-    pub(crate) fn into_gateway(self, max: u64) -> crate::GatewayError {
-        use crate::error::{ErrorKind, GatewayError};
-        match self {
-            ReadError::TooLarge => GatewayError::new(
-                ErrorKind::PayloadTooLarge,
-                format!("the request body is larger than {max} bytes"),
-            ),
-            ReadError::Broken(_) => {
-                GatewayError::new(ErrorKind::BadRequest, "the request body broke off")
-            }
-            ReadError::TimedOut(d) => GatewayError::new(
-                ErrorKind::RequestTimeout,
-                format!("the request body did not arrive within {d:?}"),
-            ),
-        }
-    }
-}
-
 /// Reads a whole request body of at most `max` bytes within `deadline`
 /// (`server.request_body_timeout`: a client trickling its body must not
 /// hold the request, and the memory read so far, for ever); a declared
@@ -271,7 +251,7 @@ mod tests {
             Err(ReadError::TimedOut(d)) => assert_eq!(d, deadline),
             other => panic!("expected a timeout, got {other:?}"),
         }
-        let err = ReadError::TimedOut(deadline).into_gateway(1024);
+        let err = crate::GatewayError::body_read(ReadError::TimedOut(deadline), 1024);
         assert_eq!(err.kind.status(), http::StatusCode::REQUEST_TIMEOUT);
     }
 

@@ -135,6 +135,23 @@ pub struct GatewayError {
 }
 
 impl GatewayError {
+    /// Why a request body read whole ([`crate::body::read_bounded`]) gave
+    /// nothing: 413 over `max`, 400 when it broke off, 408 past its deadline.
+    pub(crate) fn body_read(e: crate::body::ReadError, max: u64) -> Self {
+        use crate::body::ReadError;
+        match e {
+            ReadError::TooLarge => Self::new(
+                ErrorKind::PayloadTooLarge,
+                format!("the request body is larger than {max} bytes"),
+            ),
+            ReadError::Broken(_) => Self::new(ErrorKind::BadRequest, "the request body broke off"),
+            ReadError::TimedOut(d) => Self::new(
+                ErrorKind::RequestTimeout,
+                format!("the request body did not arrive within {d:?}"),
+            ),
+        }
+    }
+
     /// A new error of `kind` with a client-safe message.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {

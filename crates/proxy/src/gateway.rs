@@ -423,7 +423,7 @@ impl Gateway {
             let max = crate::limits::BODY_KEY_MAX;
             let bytes = crate::body::read_bounded(body, &parts.headers, max, self.body_timeout)
                 .await
-                .map_err(|e| e.into_gateway(max))?;
+                .map_err(|e| GatewayError::body_read(e, max))?;
             req = Request::from_parts(parts, Body::full(bytes.clone()));
             Some(bytes)
         } else {

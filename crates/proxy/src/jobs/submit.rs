@@ -45,7 +45,7 @@ impl Gateway {
             Ok(b) => b,
             Err(e) => {
                 metrics.submitted(&route.name, Submission::refused, 0.0);
-                return Err(e.into_gateway(limit));
+                return Err(GatewayError::body_read(e, limit));
             }
         };
 
