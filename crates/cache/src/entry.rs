@@ -326,15 +326,7 @@ mod tests {
                 upstream_encoded: false,
                 compressible: true,
                 vary: Default::default(),
-                freshness: Freshness {
-                    lifetime: Duration::from_secs(60),
-                    initial_age: Duration::ZERO,
-                    stale_while_revalidate: Duration::ZERO,
-                    stale_if_error: Duration::ZERO,
-                    must_revalidate: false,
-                    no_cache: false,
-                    heuristic: false,
-                },
+                freshness: Freshness::for_tests(Duration::from_secs(60)),
                 auth_reusable: false,
                 tags: Vec::new(),
             },
@@ -374,7 +366,9 @@ mod tests {
             max_concurrent: 1,
             ..CompressionConfig::default()
         });
-        let held = compressor.hold_compression_slot_for_tests();
+        let held = compressor
+            .hold_compression_slot_for_tests()
+            .unwrap_or_else(|| panic!("no free compression slot"));
         let (enc, body, produced) = e.body_for(Encoding::Gzip, &compressor).await;
         assert_eq!((enc, produced), (Encoding::Identity, false));
         assert_eq!(body, e.body);

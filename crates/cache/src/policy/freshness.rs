@@ -40,6 +40,21 @@ pub enum Reuse {
 }
 
 impl Freshness {
+    /// Fresh for `lifetime`, stored at age zero, no stale windows: the
+    /// fixture of unit tests that need an entry.
+    #[cfg(test)]
+    pub(crate) fn for_tests(lifetime: Duration) -> Self {
+        Self {
+            lifetime,
+            initial_age: Duration::ZERO,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            must_revalidate: false,
+            no_cache: false,
+            heuristic: false,
+        }
+    }
+
     /// True when `age` is within the lifetime and no revalidation is required.
     pub fn is_fresh(&self, age: Duration) -> bool {
         !self.no_cache && age < self.lifetime

@@ -10,21 +10,12 @@ use perfgate_test_support::jwt::{hs256, now};
 use perfgate_test_support::{Gate, Gateway, Origin, Rsp, RunningGateway, TempDir, TestResponse};
 use serde_json::{Value, json};
 
+/// `jobs.rs`'s async route, with one worker so that jobs run in order.
 fn route(tweak: impl FnOnce(&mut AsyncRouteConfig)) -> RouteConfig {
-    let mut a = AsyncRouteConfig {
-        status_path: Some("/api/v1/analyze/status".into()),
-        concurrency: 1,
-        backoff_base: perfgate_config::Duration::from_millis(20),
-        backoff_max: perfgate_config::Duration::from_millis(100),
-        ..AsyncRouteConfig::default()
-    };
-    tweak(&mut a);
-    RouteConfig {
-        name: Some("analyze".into()),
-        path: Some("/api/v1/analyze/async".into()),
-        async_job: Some(a),
-        ..RouteConfig::default()
-    }
+    crate::jobs::analyze_route(|a| {
+        a.concurrency = 1;
+        tweak(a);
+    })
 }
 
 async fn gateway(

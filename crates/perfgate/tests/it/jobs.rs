@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 const TOKEN: &str = "jobs-token";
 
-fn analyze_route(tweak: impl FnOnce(&mut AsyncRouteConfig)) -> RouteConfig {
+pub(crate) fn analyze_route(tweak: impl FnOnce(&mut AsyncRouteConfig)) -> RouteConfig {
     let mut a = AsyncRouteConfig {
         status_path: Some("/api/v1/analyze/status".into()),
         concurrency: 4,
