@@ -17,6 +17,7 @@ use perfgate_cache::conditional::{
     has_conditionals, merge_304, not_modified, not_modified_headers, revalidation_headers,
 };
 use perfgate_cache::entry::{Entry, EntryParts};
+use perfgate_cache::memory::MemoryCache;
 use perfgate_cache::policy::{Reuse, RoutePolicy, Timing, Uncacheable, evaluate};
 use perfgate_cache::vary::{VaryKey, vary_fields};
 use perfgate_config::{AuthorizedPolicy, CookiePolicy};
@@ -410,22 +411,7 @@ impl Gateway {
             .await;
         let rsp = match sent {
             Ok(rsp) => rsp,
-            Err(e) => {
-                // While the route's breaker is open, any stale copy the
-                // response allows to be served stale stands in for the
-                // upstream (not only within `stale-if-error`).
-                let open = matches!(e.refused, Some(Refusal::CircuitOpen(_)));
-                let now = Instant::now();
-                return match stale {
-                    Some(entry) if open && entry.usable_while_open() => {
-                        Ok(self.stale_if_error(route, entry, STALE_OPEN))
-                    }
-                    Some(entry) if entry.usable_if_error(now) => {
-                        Ok(self.stale_if_error(route, entry, STALE_502))
-                    }
-                    _ => Err(e.to_gateway()),
-                };
-            }
+            Err(e) => return self.unanswered(route, stale, &e),
         };
         let status = rsp.status();
         if status.is_server_error()
@@ -447,67 +433,17 @@ impl Gateway {
         {
             let mut merged = old.headers.clone();
             merge_304(&mut merged, rsp.headers());
-            return Ok(
-                match evaluate(
-                    &Method::GET,
-                    &creq.headers,
-                    old.status,
-                    &merged,
-                    &timing,
-                    &route.policy,
-                ) {
-                    Ok(freshness) => {
-                        let entry = Arc::new(old.revalidated(merged, freshness, Instant::now()));
-                        cache.insert(key, entry.clone());
-                        cache.unmark_unshareable(key);
-                        self.l2_store(key, &entry);
-                        self.count(route, CacheEvent::revalidated);
-                        Fetched::Entry {
-                            entry,
-                            label: REVALIDATED,
-                            shareable: true,
-                            set_cookie: Vec::new(),
-                        }
-                    }
-                    // The refreshed headers forbid storing: answer this
-                    // client with the old body, and forget the entry
-                    // (unless only this request's credentials forbid it).
-                    Err(reason) => {
-                        if !reason.is_request_only() {
-                            cache.remove(key);
-                        }
-                        let label =
-                            detail_label("perfgate; fwd=stale; fwd-status=304", reason.as_str());
-                        Fetched::Entry {
-                            entry: old.clone(),
-                            label,
-                            shareable: false,
-                            set_cookie: Vec::new(),
-                        }
-                    }
-                },
+            let evaluated = evaluate(
+                &Method::GET,
+                &creq.headers,
+                old.status,
+                &merged,
+                &timing,
+                &route.policy,
             );
+            return Ok(self.revalidated(cache, route, key, old, merged, evaluated));
         }
-        let evaluated = evaluate(
-            &Method::GET,
-            &creq.headers,
-            status,
-            rsp.headers(),
-            &timing,
-            &route.policy,
-        )
-        .and_then(|f| {
-            // Stored but never reusable: not worth storing (nor sharing
-            // with coalesced waiters, which RFC 9111 §4 would not allow).
-            let has_validators = rsp.headers().contains_key(ETAG)
-                || rsp.headers().contains_key(http::header::LAST_MODIFIED);
-            if f.lifetime.is_zero() && !has_validators && f.stale_if_error.is_zero() {
-                Err(perfgate_cache::policy::Uncacheable::NoFreshness)
-            } else {
-                Ok(f)
-            }
-        });
-        let freshness = match evaluated {
+        let freshness = match storable(route, creq, &rsp, &timing) {
             Ok(f) => f,
             Err(reason) => {
                 // Only the upstream's answer says something about the URL;
@@ -531,13 +467,111 @@ impl Gateway {
                 ));
             }
         };
+        let (parts, body) = match self.read_whole(cache, route, key, rsp, enc).await? {
+            Ok(whole) => whole,
+            Err(streamed) => return Ok(streamed),
+        };
+        self.metrics.bytes_in(body.len() as u64);
+        let (entry, set_cookie) = self.new_entry(route, creq, parts, body, freshness);
+        cache.insert(key, entry.clone());
+        cache.unmark_unshareable(key);
+        self.l2_store(key, &entry);
+        Stats::inc(&self.stats.stored);
+        Stats::inc(&route.stats.stored);
+        Ok(Fetched::Entry {
+            entry,
+            label: if stale.is_some() {
+                REFETCHED
+            } else {
+                MISS_STORED
+            },
+            shareable: true,
+            set_cookie,
+        })
+    }
+
+    /// The upstream gave no answer: a stale copy stands in where allowed.
+    /// While the route's breaker is open, any stale copy the response
+    /// allows to be served stale does (not only within `stale-if-error`).
+    fn unanswered(
+        &self,
+        route: &Route,
+        stale: Option<Arc<Entry>>,
+        e: &crate::upstream::UpstreamError,
+    ) -> Result<Fetched, GatewayError> {
+        let open = matches!(e.refused, Some(Refusal::CircuitOpen(_)));
+        match stale {
+            Some(entry) if open && entry.usable_while_open() => {
+                Ok(self.stale_if_error(route, entry, STALE_OPEN))
+            }
+            Some(entry) if entry.usable_if_error(Instant::now()) => {
+                Ok(self.stale_if_error(route, entry, STALE_502))
+            }
+            _ => Err(e.to_gateway()),
+        }
+    }
+
+    /// A 304 to a revalidation, given the stored headers merged with it
+    /// (RFC 9111 §3.2) and their evaluation: the entry stored again, or, when the refreshed headers
+    /// forbid storing, this client answered with the old body and the entry
+    /// forgotten (unless only this request's credentials forbid it).
+    fn revalidated(
+        &self,
+        cache: &MemoryCache,
+        route: &Route,
+        key: &str,
+        old: &Arc<Entry>,
+        merged: HeaderMap,
+        evaluated: Result<perfgate_cache::policy::Freshness, Uncacheable>,
+    ) -> Fetched {
+        match evaluated {
+            Ok(freshness) => {
+                let entry = Arc::new(old.revalidated(merged, freshness, Instant::now()));
+                cache.insert(key, entry.clone());
+                cache.unmark_unshareable(key);
+                self.l2_store(key, &entry);
+                self.count(route, CacheEvent::revalidated);
+                Fetched::Entry {
+                    entry,
+                    label: REVALIDATED,
+                    shareable: true,
+                    set_cookie: Vec::new(),
+                }
+            }
+            Err(reason) => {
+                if !reason.is_request_only() {
+                    cache.remove(key);
+                }
+                let label = detail_label("perfgate; fwd=stale; fwd-status=304", reason.as_str());
+                Fetched::Entry {
+                    entry: old.clone(),
+                    label,
+                    shareable: false,
+                    set_cookie: Vec::new(),
+                }
+            }
+        }
+    }
+
+    /// Reads a storable response's body whole, under the route's body idle
+    /// timeout. `Ok(Err(streamed))` when it is (declared, or turns out)
+    /// larger than `cache.max_object_bytes`: the key is marked
+    /// hit-for-miss and the response streamed on (buffered prefix + rest).
+    async fn read_whole(
+        &self,
+        cache: &MemoryCache,
+        route: &Route,
+        key: &str,
+        rsp: Response<crate::upstream::UpstreamBody>,
+        enc: Encoding,
+    ) -> Result<Result<(http::response::Parts, Bytes), Fetched>, GatewayError> {
         let declared = crate::body::declared_length(rsp.headers());
         if declared.is_some_and(|n| n > self.max_object_bytes as u64) {
             cache.mark_unshareable(key);
             let label = detail_label("perfgate; fwd=miss", "too-large");
-            return Ok(Fetched::Stream(
+            return Ok(Err(Fetched::Stream(
                 self.stream_response(route, rsp, label, enc),
-            ));
+            )));
         }
         let (parts, mut body) = rsp.into_parts();
         let mut buf = BytesMut::with_capacity(declared.map_or(8 * 1024, |n| n as usize));
@@ -578,12 +612,23 @@ impl Gateway {
                     let prefix = Body::full(buf.freeze());
                     let rest = Watched::new(body, deadline, |_| {});
                     let rsp = Response::from_parts(parts, chain(prefix, rest));
-                    return Ok(Fetched::Stream(self.streamed(rsp, label, enc)));
+                    return Ok(Err(Fetched::Stream(self.streamed(rsp, label, enc))));
                 }
             }
         }
-        let body: Bytes = buf.freeze();
-        self.metrics.bytes_in(body.len() as u64);
+        Ok(Ok((parts, buf.freeze())))
+    }
+
+    /// The entry to store for a response read whole, and the `Set-Cookie`
+    /// fields that go to this client only (never stored).
+    fn new_entry(
+        &self,
+        route: &Route,
+        creq: &CacheReq,
+        parts: http::response::Parts,
+        body: Bytes,
+        freshness: perfgate_cache::policy::Freshness,
+    ) -> (Arc<Entry>, Vec<HeaderValue>) {
         let mut headers = parts.headers;
         strip_hop_by_hop(&mut headers);
         headers.remove(CONTENT_LENGTH);
@@ -628,21 +673,7 @@ impl Gateway {
             },
             Instant::now(),
         ));
-        cache.insert(key, entry.clone());
-        cache.unmark_unshareable(key);
-        self.l2_store(key, &entry);
-        Stats::inc(&self.stats.stored);
-        Stats::inc(&route.stats.stored);
-        Ok(Fetched::Entry {
-            entry,
-            label: if stale.is_some() {
-                REFETCHED
-            } else {
-                MISS_STORED
-            },
-            shareable: true,
-            set_cookie,
-        })
+        (entry, set_cookie)
     }
 
     fn stale_if_error(&self, route: &Route, entry: Arc<Entry>, label: HeaderValue) -> Fetched {
@@ -738,6 +769,32 @@ impl Gateway {
         *rsp.headers_mut() = h;
         rsp
     }
+}
+
+/// Whether a response may be stored, and its freshness: RFC 9111 §3
+/// (`policy::evaluate`), and not when stored but never reusable (no
+/// lifetime, no validators, no `stale-if-error`: not worth storing, nor
+/// sharing with coalesced waiters, which RFC 9111 §4 would not allow).
+fn storable(
+    route: &Route,
+    creq: &CacheReq,
+    rsp: &Response<crate::upstream::UpstreamBody>,
+    timing: &Timing,
+) -> Result<perfgate_cache::policy::Freshness, Uncacheable> {
+    let f = evaluate(
+        &Method::GET,
+        &creq.headers,
+        rsp.status(),
+        rsp.headers(),
+        timing,
+        &route.policy,
+    )?;
+    let has_validators =
+        rsp.headers().contains_key(ETAG) || rsp.headers().contains_key(http::header::LAST_MODIFIED);
+    if f.lifetime.is_zero() && !has_validators && f.stale_if_error.is_zero() {
+        return Err(Uncacheable::NoFreshness);
+    }
+    Ok(f)
 }
 
 /// The client's headers as sent on a fetch for the cache: its own
