@@ -816,22 +816,45 @@ fn cleaned_for_fetch(mut h: HeaderMap) -> HeaderMap {
     h
 }
 
-/// `Cache-Status` of a response that could not be stored (static: this is
-/// the pass-through hot path).
+/// `Cache-Status` of a response that could not be stored, built at compile
+/// time: this is the pass-through hot path, and `from_static` validates its
+/// bytes each time it runs.
 fn uncacheable_label(reason: Uncacheable) -> HeaderValue {
-    HeaderValue::from_static(match reason {
-        Uncacheable::Method => "perfgate; fwd=miss; detail=method",
-        Uncacheable::Status => "perfgate; fwd=miss; detail=status",
-        Uncacheable::NoStore => "perfgate; fwd=miss; detail=no-store",
-        Uncacheable::RequestNoStore => "perfgate; fwd=miss; detail=request-no-store",
-        Uncacheable::Cookie => "perfgate; fwd=miss; detail=cookie",
-        Uncacheable::Private => "perfgate; fwd=miss; detail=private",
-        Uncacheable::Authorization => "perfgate; fwd=miss; detail=authorization",
-        Uncacheable::SetCookie => "perfgate; fwd=miss; detail=set-cookie",
-        Uncacheable::VaryStar => "perfgate; fwd=miss; detail=vary-star",
-        Uncacheable::NoFreshness => "perfgate; fwd=miss; detail=no-freshness",
-        Uncacheable::Partial => "perfgate; fwd=miss; detail=partial",
-    })
+    match reason {
+        Uncacheable::Method => {
+            const { HeaderValue::from_static("perfgate; fwd=miss; detail=method") }
+        }
+        Uncacheable::Status => {
+            const { HeaderValue::from_static("perfgate; fwd=miss; detail=status") }
+        }
+        Uncacheable::NoStore => {
+            const { HeaderValue::from_static("perfgate; fwd=miss; detail=no-store") }
+        }
+        Uncacheable::RequestNoStore => {
+            const { HeaderValue::from_static("perfgate; fwd=miss; detail=request-no-store") }
+        }
+        Uncacheable::Cookie => {
+            const { HeaderValue::from_static("perfgate; fwd=miss; detail=cookie") }
+        }
+        Uncacheable::Private => {
+            const { HeaderValue::from_static("perfgate; fwd=miss; detail=private") }
+        }
+        Uncacheable::Authorization => {
+            const { HeaderValue::from_static("perfgate; fwd=miss; detail=authorization") }
+        }
+        Uncacheable::SetCookie => {
+            const { HeaderValue::from_static("perfgate; fwd=miss; detail=set-cookie") }
+        }
+        Uncacheable::VaryStar => {
+            const { HeaderValue::from_static("perfgate; fwd=miss; detail=vary-star") }
+        }
+        Uncacheable::NoFreshness => {
+            const { HeaderValue::from_static("perfgate; fwd=miss; detail=no-freshness") }
+        }
+        Uncacheable::Partial => {
+            const { HeaderValue::from_static("perfgate; fwd=miss; detail=partial") }
+        }
+    }
 }
 
 fn detail_label(base: &str, detail: &str) -> HeaderValue {

@@ -72,11 +72,20 @@ const KEYED_FORWARDING: [HeaderName; 5] = [
 ///   `Content-Length` of that size;
 /// - any other stream: `Transfer-Encoding: chunked`.
 pub(crate) fn set_framing(h: &mut HeaderMap, method: &Method, body: &Body) {
-    h.remove(header::CONTENT_LENGTH);
-    h.remove(header::TRANSFER_ENCODING);
+    // One pass over the names present; removals (hashed lookups) only for
+    // what is there: most requests perfgate sends carry no framing field.
+    let (mut framing, mut underscore) = (false, false);
+    for k in h.keys() {
+        framing |= *k == header::CONTENT_LENGTH || *k == header::TRANSFER_ENCODING;
+        underscore |= k.as_str().contains('_');
+    }
+    if framing {
+        h.remove(header::CONTENT_LENGTH);
+        h.remove(header::TRANSFER_ENCODING);
+    }
     // `Content_Length` and `Transfer_Encoding` are framing to upstreams
     // that read `_` as `-` (CGI/WSGI-style): never forwarded.
-    if h.keys().any(|k| k.as_str().contains('_')) {
+    if underscore {
         let lookalikes: Vec<HeaderName> = h
             .keys()
             .filter(|k| {
