@@ -10,7 +10,9 @@ use http::header::{
     ETAG, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE,
     SET_COOKIE,
 };
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
+};
 use perfgate_cache::cache_control::CacheControl;
 use perfgate_cache::compress::Encoding;
 use perfgate_cache::conditional::{
@@ -173,7 +175,7 @@ impl Gateway {
                     Outgoing {
                         method: Method::HEAD,
                         uri: &parts.uri,
-                        headers: cleaned_for_fetch(parts.headers),
+                        headers: cleaned_for_fetch(&parts.headers),
                         version: parts.version,
                     },
                     &conn,
@@ -184,23 +186,37 @@ impl Gateway {
                 .map_err(|e| e.to_gateway())?;
             return Ok(self.stream_response(&route, rsp, MISS_HEAD, Encoding::Identity));
         }
-        // Hit-for-miss: this key's last response could not be stored, so
-        // this request fetches on its own (no coalescing, see `fill`). Its
-        // response is still evaluated: a storable one is stored and lifts the
-        // mark at once.
-        let hit_for_miss = found.is_none() && cache.is_unshareable(&key);
-        let creq = Arc::new(self.cache_req(&req, conn.clone()));
-        let (method, headers) = {
-            let (parts, _body) = req.into_parts();
-            (parts.method, parts.headers)
+        let (parts, _body) = req.into_parts();
+        let creq = CacheReq {
+            uri: parts.uri,
+            headers: parts.headers,
+            version: parts.version,
+            conn,
         };
-        let mut fetched = self
+        if cache.is_unshareable(&key) {
+            // Hit-for-miss: this key's last response could not be stored, so
+            // this request fetches on its own (no coalescing: waiting for
+            // another request's fetch would only add its latency). Its
+            // response is still evaluated: a storable one is stored and
+            // lifts the mark at once.
+            let hit_for_miss = found.is_none();
+            let mut fetched = self
+                .fetch(&route, &key, &creq, found, true, &mut cx.timing)
+                .await?;
+            if hit_for_miss && let Fetched::Stream(rsp) = &mut fetched {
+                rsp.headers_mut().insert(CACHE_STATUS, HIT_FOR_MISS);
+            }
+            return Ok(self
+                .answer(&key, fetched, &Method::GET, &creq.headers)
+                .await);
+        }
+        let creq = Arc::new(creq);
+        let fetched = self
             .fill(&route, &key, &creq, found, &mut cx.timing)
             .await?;
-        if hit_for_miss && let Fetched::Stream(rsp) = &mut fetched {
-            rsp.headers_mut().insert(CACHE_STATUS, HIT_FOR_MISS);
-        }
-        Ok(self.answer(&key, fetched, &method, &headers).await)
+        Ok(self
+            .answer(&key, fetched, &Method::GET, &creq.headers)
+            .await)
     }
 
     /// Gets `creq` into the cache (or at least answers it), sharing one
@@ -216,7 +232,7 @@ impl Gateway {
         if self.cache.as_ref().is_some_and(|c| c.is_unshareable(key)) {
             // Recent responses for this key could not be shared: waiting for
             // another request's fetch would only add its latency to ours.
-            return self.fetch(route, key, creq, found, upstream).await;
+            return self.fetch(route, key, creq, found, true, upstream).await;
         }
         match self.flights.join(key) {
             Join::Leader(leader) => {
@@ -248,7 +264,9 @@ impl Gateway {
                         L2Lookup::Stale(entry) => found.or(Some(entry)),
                         L2Lookup::Nothing => found,
                     };
-                    let out = gw.fetch(&route2, &key2, &creq2, found, &mut upstream).await;
+                    let out = gw
+                        .fetch(&route2, &key2, &creq2, found, false, &mut upstream)
+                        .await;
                     let shared = out.as_ref().ok().and_then(Fetched::shared);
                     leader.complete(shared);
                     (out, upstream)
@@ -283,7 +301,7 @@ impl Gateway {
                         })
                     }
                     // Nothing shareable came in time: fetch for ourselves.
-                    _ => self.fetch(route, key, creq, found, upstream).await,
+                    _ => self.fetch(route, key, creq, found, false, upstream).await,
                 }
             }
         }
@@ -360,7 +378,7 @@ impl Gateway {
             if let Join::Leader(leader) = gw.flights.join(&key) {
                 let mut upstream = Waits::default();
                 let out = gw
-                    .fetch(&route, &key, &creq, Some(entry), &mut upstream)
+                    .fetch(&route, &key, &creq, Some(entry), false, &mut upstream)
                     .await;
                 leader.complete(out.as_ref().ok().and_then(Fetched::shared));
             }
@@ -370,13 +388,15 @@ impl Gateway {
     /// Fetches `creq` from the upstream for the cache (conditionally when a
     /// stale entry with validators is at hand), stores what may be stored,
     /// and falls back to the stale entry when the upstream fails and
-    /// `stale-if-error` allows it.
+    /// `stale-if-error` allows it. `marked`: the caller saw the key marked
+    /// hit-for-miss (no second lookup to mark it again).
     async fn fetch(
         &self,
         route: &Route,
         key: &str,
         creq: &CacheReq,
         stale: Option<Arc<Entry>>,
+        marked: bool,
         upstream: &mut Waits,
     ) -> Result<Fetched, GatewayError> {
         let cache = self
@@ -385,7 +405,7 @@ impl Gateway {
             .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "cache disabled"))?;
         // A revalidation costs an upstream call too: it is a miss.
         self.count(route, CacheEvent::miss);
-        let mut headers = cleaned_for_fetch(creq.headers.clone());
+        let mut headers = cleaned_for_fetch(&creq.headers);
         if let Some(s) = &stale {
             headers.extend(revalidation_headers(
                 s.etag.as_ref(),
@@ -457,7 +477,7 @@ impl Gateway {
                     if stale.is_some() && !status.is_server_error() {
                         cache.remove(key);
                     }
-                    if !cache.is_unshareable(key) {
+                    if !marked && !cache.is_unshareable(key) {
                         cache.mark_unshareable(key);
                     }
                 }
@@ -801,8 +821,12 @@ fn storable(
 /// conditionals and ranges removed (the cache answers those from the full
 /// stored response), and `Accept-Encoding` removed so the upstream sends
 /// the identity body that perfgate compresses once per encoding.
-fn cleaned_for_fetch(mut h: HeaderMap) -> HeaderMap {
-    for name in [
+///
+/// A new map, sized for what `forward` adds (`Host`, the forwarding fields,
+/// `Via`, validators): cloning and removing made it grow and rehash on the
+/// pass-through hot path.
+fn cleaned_for_fetch(h: &HeaderMap) -> HeaderMap {
+    const DROPPED: [HeaderName; 7] = [
         IF_NONE_MATCH,
         IF_MODIFIED_SINCE,
         IF_MATCH,
@@ -810,10 +834,15 @@ fn cleaned_for_fetch(mut h: HeaderMap) -> HeaderMap {
         IF_RANGE,
         RANGE,
         ACCEPT_ENCODING,
-    ] {
-        h.remove(name);
+    ];
+    let dropped = DROPPED;
+    let mut out = HeaderMap::with_capacity(h.len() + 8);
+    for (name, value) in h {
+        if !dropped.contains(name) {
+            out.append(name.clone(), value.clone());
+        }
     }
-    h
+    out
 }
 
 /// `Cache-Status` of a response that could not be stored, built at compile

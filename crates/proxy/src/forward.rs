@@ -148,13 +148,16 @@ impl Gateway {
             {
                 h.insert(HOST, v);
             }
-            let up_uri = Upstream::uri(&server.target, pq).map_err(|_| UpstreamError {
-                kind: UpstreamErrorKind::protocol,
-                detail: "invalid request target".into(),
-                body_too_large: false,
-                body_broken: false,
-                refused: None,
-            })?;
+            let up_uri =
+                Upstream::uri_with(&server.target, pq, uri.path_and_query()).map_err(|_| {
+                    UpstreamError {
+                        kind: UpstreamErrorKind::protocol,
+                        detail: "invalid request target".into(),
+                        body_too_large: false,
+                        body_broken: false,
+                        refused: None,
+                    }
+                })?;
             let attempt_body = match &body {
                 Some(Body::Full(Some(bytes))) if attempt < retries => {
                     Body::Full(Some(bytes.clone()))

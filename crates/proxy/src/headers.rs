@@ -131,39 +131,47 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     strip_hop_by_hop_keeping(h, false);
 }
 
-/// Whether `n` describes one connection only (RFC 9110 §7.6.1).
-fn is_hop_by_hop(n: &HeaderName) -> bool {
-    *n == header::CONNECTION || HOP_BY_HOP.contains(n) || *n == PROXY_CONNECTION
-}
-
 /// [`strip_hop_by_hop`], keeping `Upgrade` when `keep_upgrade` (the cache
 /// check still needs to see it; it is removed on the way upstream).
 pub fn strip_hop_by_hop_keeping(h: &mut HeaderMap, keep_upgrade: bool) {
-    // Most requests and responses carry none: one pass over the names
-    // present is far cheaper than ten hashed removals (callgrind: ~900
-    // instructions per cached hit).
-    if !h.keys().any(is_hop_by_hop) {
+    // One pass over the names present, then hashed removals only for what
+    // is there: most requests carry none, and most responses only
+    // `Connection: keep-alive` (callgrind: ~2.5k instructions per
+    // pass-through request for ten removals).
+    let hop = HOP_BY_HOP;
+    let mut present = 0u16;
+    for k in h.keys() {
+        if let Some(i) = hop.iter().position(|n| n == k) {
+            present |= 1 << i;
+        } else if *k == PROXY_CONNECTION {
+            present |= 1 << hop.len();
+        }
+    }
+    if present == 0 {
         return;
     }
-    if h.contains_key(header::CONNECTION) {
+    if present & 1 != 0 {
+        // `Connection` (index 0) names further fields of this connection.
         let named: Vec<HeaderName> = h
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .filter(|n| !(keep_upgrade && *n == header::UPGRADE))
+            .filter(|n| !hop.contains(n)) // those present go below, Upgrade kept when asked
             .collect();
         for n in named {
             h.remove(n);
         }
     }
-    for n in &HOP_BY_HOP {
-        if !(keep_upgrade && *n == header::UPGRADE) {
+    for (i, n) in hop.iter().enumerate() {
+        if present & (1 << i) != 0 && !(keep_upgrade && *n == header::UPGRADE) {
             h.remove(n);
         }
     }
-    h.remove(PROXY_CONNECTION);
+    if present & (1 << hop.len()) != 0 {
+        h.remove(PROXY_CONNECTION);
+    }
 }
 
 /// Rewrites the forwarding headers of a request going upstream. From a
@@ -179,9 +187,14 @@ pub fn set_forwarded(
     proto: &'static str,
 ) {
     let host = h.get(header::HOST).cloned();
-    for name in &FORWARDING {
-        if !(trusted && pass.contains(name)) {
-            h.remove(name);
+    // One pass over the names present; hashed removals only when a client
+    // sent a forwarding field (most send none).
+    let forwarding = FORWARDING;
+    if h.keys().any(|k| forwarding.contains(k)) {
+        for name in &forwarding {
+            if !(trusted && pass.contains(name)) {
+                h.remove(name);
+            }
         }
     }
     if trusted {

@@ -123,6 +123,27 @@ impl Upstream {
 
     /// The upstream URI for a client path and query.
     pub fn uri(target: &Target, path_and_query: &str) -> Result<Uri, GatewayError> {
+        Self::uri_with(target, path_and_query, None)
+    }
+
+    /// [`Upstream::uri`], reusing `parsed` (the request's own, already
+    /// validated path and query) when the target adds no prefix: no
+    /// re-parse on the hot path.
+    pub fn uri_with(
+        target: &Target,
+        path_and_query: &str,
+        parsed: Option<&http::uri::PathAndQuery>,
+    ) -> Result<Uri, GatewayError> {
+        if target.prefix.is_empty()
+            && let Some(pq) = parsed
+        {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(target.scheme.clone());
+            parts.authority = Some(target.authority.clone());
+            parts.path_and_query = Some(pq.clone());
+            return Uri::from_parts(parts)
+                .map_err(|_| GatewayError::new(ErrorKind::BadRequest, "invalid request target"));
+        }
         let pq = if target.prefix.is_empty() {
             path_and_query.to_string()
         } else {
