@@ -91,7 +91,9 @@ impl Gateway {
                 *sub.headers_mut() = headers;
                 *sub.version_mut() = parts.version;
                 let fut: Answer = Box::pin(async move {
-                    let rsp = gw.handle_with(policy, sub, conn).await;
+                    let rsp = gw
+                        .handle_with(policy, sub, conn, perfgate_observe::RequestKind::BatchItem)
+                        .await;
                     render(rsp, &budget).await
                 });
                 fut

@@ -19,22 +19,25 @@ use perfgate_cache::conditional::{
     has_conditionals, merge_304, not_modified, not_modified_headers, revalidation_headers,
 };
 use perfgate_cache::entry::{Entry, EntryParts};
+use perfgate_cache::key::url_hash;
 use perfgate_cache::memory::MemoryCache;
 use perfgate_cache::policy::{Reuse, RoutePolicy, Timing, Uncacheable, evaluate};
 use perfgate_cache::vary::{VaryKey, vary_fields};
 use perfgate_config::{AuthorizedPolicy, CookiePolicy};
-use perfgate_observe::CacheEvent;
+use perfgate_observe::{CacheEvent, CacheLayer, RequestKind};
 
 use crate::body::{Body, Watched};
 use crate::coalesce::Join;
 use crate::compressing::{add_vary_accept_encoding, weaken_etag};
+use crate::context::{RequestContext, Waits};
 use crate::error::{ErrorKind, GatewayError};
-use crate::gateway::{CACHE_STATUS, Conn, Cx, Gateway, Outgoing, Waits, request_host};
+use crate::gateway::{CACHE_STATUS, Conn, Gateway, Outgoing};
 use crate::headers::{append_via, strip_hop_by_hop, strip_tag_headers};
 use crate::invalidate::response_tags;
 use crate::pool::Refusal;
 use crate::route::Route;
 use crate::stats::Stats;
+use crate::target::request_host;
 use crate::tiers::L2Lookup;
 
 const HIT: HeaderValue = HeaderValue::from_static("perfgate; hit");
@@ -71,6 +74,47 @@ pub(crate) fn reusable(policy: &RoutePolicy, req: &HeaderMap, e: &Entry) -> bool
             || !req.contains_key(AUTHORIZATION)
             || e.auth_reusable)
         && (policy.cookies != CookiePolicy::Rfc || !req.contains_key(COOKIE) || e.explicitly_shared)
+}
+
+/// Whether the cache may be used for this request; the `Cache-Status`
+/// to send when it may not.
+pub(crate) fn eligibility<B>(
+    cache_on: bool,
+    route: &Route,
+    req: &Request<B>,
+) -> Result<(), HeaderValue> {
+    if !cache_on || route.bypass {
+        return Err(HeaderValue::from_static("perfgate; fwd=bypass"));
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Err(HeaderValue::from_static("perfgate; fwd=method"));
+    }
+    if req.headers().contains_key(AUTHORIZATION)
+        && route.policy.authorized == AuthorizedPolicy::Bypass
+    {
+        return Err(HeaderValue::from_static(
+            "perfgate; fwd=request; detail=authorization",
+        ));
+    }
+    if req.headers().contains_key(http::header::COOKIE)
+        && route.policy.cookies == perfgate_config::CookiePolicy::Bypass
+    {
+        return Err(HeaderValue::from_static(
+            "perfgate; fwd=request; detail=cookie",
+        ));
+    }
+    if perfgate_cache::conditional::has_other_preconditions(req.headers()) {
+        // If-Match, If-Unmodified-Since and If-Range are the origin's to judge.
+        return Err(HeaderValue::from_static(
+            "perfgate; fwd=request; detail=precondition",
+        ));
+    }
+    if req.headers().contains_key(http::header::UPGRADE) {
+        return Err(HeaderValue::from_static(
+            "perfgate; fwd=request; detail=upgrade",
+        ));
+    }
+    Ok(())
 }
 
 /// What a fetch leaves for concurrent waiters: a stored entry they may be
@@ -119,13 +163,55 @@ impl Fetched {
 }
 
 impl Gateway {
+    /// The cache key of a request: normalized URL, plus the credential when
+    /// the route caches per user.
+    pub(crate) fn key_for(
+        &self,
+        route: &Route,
+        uri: &Uri,
+        headers: &HeaderMap,
+        conn: &Conn,
+    ) -> String {
+        let host = request_host(uri, headers);
+        let scheme = if conn.tls { "https" } else { "http" };
+        let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut key = self.keys.primary_key(scheme, host, pq);
+        if route.policy.authorized == AuthorizedPolicy::PerUser
+            && let Some(auth) = headers.get(AUTHORIZATION)
+        {
+            key.push_str("\nuser=");
+            key.push_str(&url_hash(&String::from_utf8_lossy(auth.as_bytes())));
+        }
+        // `shared`: what authenticated clients stored is for authenticated
+        // clients only. A key of its own keeps it out of anonymous lookups,
+        // coalesced flights and L2 reads alike.
+        if route.policy.authorized == AuthorizedPolicy::Shared
+            && headers.contains_key(AUTHORIZATION)
+        {
+            key.push_str(crate::cached::AUTHENTICATED_SUFFIX);
+        }
+        // Forwarding fields a trusted proxy passes upstream can change the
+        // answer (links, redirects): they are part of the key.
+        if !route.trusted.is_empty()
+            && let Some(fwd) = crate::headers::forwarded_key(
+                headers,
+                route.trusted.iter().any(|n| n.contains(conn.peer.ip())),
+                &route.trusted_headers,
+            )
+        {
+            key.push_str("\nfwd=");
+            key.push_str(&url_hash(&fwd));
+        }
+        key
+    }
+
     /// Answers a cache-eligible GET or HEAD.
     pub(crate) async fn cached(
         self: &Arc<Self>,
         route: Arc<Route>,
         req: Request<Body>,
         conn: Conn,
-        cx: &mut Cx,
+        cx: &mut RequestContext,
     ) -> Result<Response<Body>, GatewayError> {
         let Some(cache) = &self.cache else {
             return Err(GatewayError::new(ErrorKind::Internal, "cache disabled"));
@@ -141,15 +227,17 @@ impl Gateway {
         if let Some(entry) = &found {
             match entry.reuse(now) {
                 Reuse::Fresh | Reuse::Stale => {
-                    self.count(&route, CacheEvent::hit);
-                    self.saved_upstream_call(&route, entry);
+                    cx.timing.count(CacheEvent::hit);
+                    cx.timing.layer = Some(CacheLayer::L1);
+                    cx.timing.saved_call(entry.body.len());
                     return Ok(self
                         .respond(&key, entry, req.method(), req.headers(), HIT, &[])
                         .await);
                 }
                 Reuse::StaleWhileRevalidate => {
-                    self.count(&route, CacheEvent::stale);
-                    self.saved_upstream_call(&route, entry);
+                    cx.timing.count(CacheEvent::stale);
+                    cx.timing.layer = Some(CacheLayer::L1);
+                    cx.timing.saved_call(entry.body.len());
                     // A refresh counts toward `max_concurrent_requests`;
                     // with no room it is left for a later request.
                     if self.has_room() && entry.try_start_refresh() {
@@ -166,7 +254,7 @@ impl Gateway {
         if req.method() == Method::HEAD {
             // A HEAD miss is answered by the upstream and not stored: it has
             // no body to store.
-            self.count(&route, CacheEvent::miss);
+            cx.timing.count(CacheEvent::miss);
             let (parts, body) = req.into_parts();
             drop(body);
             let rsp = self
@@ -249,9 +337,13 @@ impl Gateway {
                     let _slot = slot;
                     let mut upstream = Waits::default();
                     // L2 first: another instance may have fetched it already.
-                    let found = match gw.l2_lookup(&route2, &key2, &creq2).await {
+                    let l2_start = Instant::now();
+                    let l2 = gw.l2_lookup(&route2, &key2, &creq2).await;
+                    upstream.l2 += l2_start.elapsed();
+                    let found = match l2 {
                         L2Lookup::Fresh(entry) => {
-                            gw.saved_upstream_call(&route2, &entry);
+                            upstream.saved_call(entry.body.len());
+                            upstream.layer = Some(CacheLayer::L2);
                             let out = Ok(Fetched::Entry {
                                 entry,
                                 label: HIT_L2,
@@ -282,17 +374,18 @@ impl Gateway {
                 // (attempts, retries, body stalls) end it, and nothing else
                 // can (it runs in its own task). Giving up earlier only
                 // sends every waiter to a slow upstream at once.
+                let wait_start = Instant::now();
                 let waited = rx
                     .wait_for(Option::is_some)
                     .await
                     .ok()
                     .and_then(|v| v.clone().flatten());
+                upstream.coalesce_wait += wait_start.elapsed();
                 let usable = |e: &Entry| reusable(&route.policy, &creq.headers, e);
                 match waited {
                     Some(shared) if usable(&shared.entry) => {
-                        self.count(route, CacheEvent::coalesced);
-                        self.saved_upstream_call(route, &shared.entry);
-                        self.metrics.coalesced_waiter();
+                        upstream.count(CacheEvent::coalesced);
+                        upstream.saved_call(shared.entry.body.len());
                         Ok(Fetched::Entry {
                             entry: shared.entry,
                             label: MISS_COLLAPSED,
@@ -329,31 +422,6 @@ impl Gateway {
         }
     }
 
-    /// Counts one cache outcome: the metric, and the instance's and the
-    /// route's statistics.
-    pub(crate) fn count(&self, route: &Route, event: CacheEvent) {
-        self.metrics.cache_event("l1", event);
-        let field: fn(&Stats) -> &std::sync::atomic::AtomicU64 = match event {
-            CacheEvent::miss => |s| &s.misses,
-            CacheEvent::stale => |s| &s.stale,
-            CacheEvent::revalidated => |s| &s.revalidated,
-            CacheEvent::coalesced => |s| &s.coalesced,
-            CacheEvent::bypass => |s| &s.bypass,
-            CacheEvent::hit => return,
-        };
-        Stats::inc(field(&self.stats));
-        Stats::inc(field(&route.stats));
-    }
-
-    /// Accounts for a request answered from the cache without its own
-    /// upstream call (a hit, stale-while-revalidate, or a coalesced wait).
-    pub(crate) fn saved_upstream_call(&self, route: &Route, entry: &Entry) {
-        Stats::inc(&self.stats.hits);
-        Stats::inc(&route.stats.hits);
-        Stats::add(&self.stats.upstream_bytes_saved, entry.body.len() as u64);
-        Stats::add(&route.stats.upstream_bytes_saved, entry.body.len() as u64);
-    }
-
     fn cache_req<B>(&self, req: &Request<B>, conn: Conn) -> CacheReq {
         CacheReq {
             uri: req.uri().clone(),
@@ -376,11 +444,19 @@ impl Gateway {
         tokio::spawn(async move {
             let _slot = slot;
             if let Join::Leader(leader) = gw.flights.join(&key) {
-                let mut upstream = Waits::default();
+                let mut cx =
+                    RequestContext::new(RequestKind::Refresh, &Method::GET, &creq.uri, &creq.conn);
+                cx.route = Some(route.clone());
                 let out = gw
-                    .fetch(&route, &key, &creq, Some(entry), false, &mut upstream)
+                    .fetch(&route, &key, &creq, Some(entry), false, &mut cx.timing)
                     .await;
                 leader.complete(out.as_ref().ok().and_then(Fetched::shared));
+                let status = match &out {
+                    Ok(Fetched::Entry { entry, .. }) => entry.status.as_u16(),
+                    Ok(Fetched::Stream(rsp)) => rsp.status().as_u16(),
+                    Err(e) => e.kind.status().as_u16(),
+                };
+                gw.record(&cx, status, 0);
             }
         });
     }
@@ -404,7 +480,7 @@ impl Gateway {
             .as_ref()
             .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "cache disabled"))?;
         // A revalidation costs an upstream call too: it is a miss.
-        self.count(route, CacheEvent::miss);
+        upstream.count(CacheEvent::miss);
         let mut headers = cleaned_for_fetch(&creq.headers);
         if let Some(s) = &stale {
             headers.extend(revalidation_headers(
@@ -431,7 +507,7 @@ impl Gateway {
             .await;
         let rsp = match sent {
             Ok(rsp) => rsp,
-            Err(e) => return self.unanswered(route, stale, &e),
+            Err(e) => return self.unanswered(stale, &e, upstream),
         };
         let status = rsp.status();
         if status.is_server_error()
@@ -442,7 +518,7 @@ impl Gateway {
                 status.as_u16()
             );
             let label = HeaderValue::from_str(&label).unwrap_or(STALE_502);
-            return Ok(self.stale_if_error(route, entry, label));
+            return Ok(stale_if_error(entry, label, upstream));
         }
         let timing = Timing {
             request_time,
@@ -461,7 +537,7 @@ impl Gateway {
                 &timing,
                 &route.policy,
             );
-            return Ok(self.revalidated(cache, route, key, old, merged, evaluated));
+            return Ok(self.revalidated(cache, key, old, merged, evaluated, upstream));
         }
         let freshness = match storable(route, creq, &rsp, &timing) {
             Ok(f) => f,
@@ -515,17 +591,17 @@ impl Gateway {
     /// allows to be served stale does (not only within `stale-if-error`).
     fn unanswered(
         &self,
-        route: &Route,
         stale: Option<Arc<Entry>>,
         e: &crate::upstream::UpstreamError,
+        upstream: &mut Waits,
     ) -> Result<Fetched, GatewayError> {
         let open = matches!(e.refused, Some(Refusal::CircuitOpen(_)));
         match stale {
             Some(entry) if open && entry.usable_while_open() => {
-                Ok(self.stale_if_error(route, entry, STALE_OPEN))
+                Ok(stale_if_error(entry, STALE_OPEN, upstream))
             }
             Some(entry) if entry.usable_if_error(Instant::now()) => {
-                Ok(self.stale_if_error(route, entry, STALE_502))
+                Ok(stale_if_error(entry, STALE_502, upstream))
             }
             _ => Err(e.to_gateway()),
         }
@@ -538,11 +614,11 @@ impl Gateway {
     fn revalidated(
         &self,
         cache: &MemoryCache,
-        route: &Route,
         key: &str,
         old: &Arc<Entry>,
         merged: HeaderMap,
         evaluated: Result<perfgate_cache::policy::Freshness, Uncacheable>,
+        upstream: &mut Waits,
     ) -> Fetched {
         match evaluated {
             Ok(freshness) => {
@@ -550,7 +626,7 @@ impl Gateway {
                 cache.insert(key, entry.clone());
                 cache.unmark_unshareable(key);
                 self.l2_store(key, &entry);
-                self.count(route, CacheEvent::revalidated);
+                upstream.count(CacheEvent::revalidated);
                 Fetched::Entry {
                     entry,
                     label: REVALIDATED,
@@ -694,16 +770,6 @@ impl Gateway {
             Instant::now(),
         ));
         (entry, set_cookie)
-    }
-
-    fn stale_if_error(&self, route: &Route, entry: Arc<Entry>, label: HeaderValue) -> Fetched {
-        self.count(route, CacheEvent::stale);
-        Fetched::Entry {
-            entry,
-            label,
-            shareable: true,
-            set_cookie: Vec::new(),
-        }
     }
 
     /// Builds the response for a stored entry: a 304 when the client's
@@ -909,4 +975,15 @@ where
         .into_data_stream()
         .map(|r| r.map(http_body::Frame::data).map_err(Into::into));
     Body::stream(StreamBody::new(first.chain(rest)))
+}
+
+/// A stale entry standing in for an upstream that failed or gave no answer.
+fn stale_if_error(entry: Arc<Entry>, label: HeaderValue, upstream: &mut Waits) -> Fetched {
+    upstream.count(CacheEvent::stale);
+    Fetched::Entry {
+        entry,
+        label,
+        shareable: true,
+        set_cookie: Vec::new(),
+    }
 }

@@ -30,7 +30,8 @@ use http::{HeaderValue, Method, Request, Response};
 use perfgate_observe::UpstreamErrorKind;
 
 use crate::body::{Body, ReadError};
-use crate::gateway::{Conn, Gateway, Outgoing, Waits};
+use crate::context::Waits;
+use crate::gateway::{Conn, Gateway, Outgoing};
 use crate::headers::{append_via, set_forwarded, strip_hop_by_hop};
 use crate::pool::{Pick, Refusal};
 use crate::route::Route;

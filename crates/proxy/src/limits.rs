@@ -24,13 +24,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
 use perfgate_config::{Config, IpNet};
 use perfgate_observe::LimitResult;
 use perfgate_traffic::gcra::{self, Decision, LocalLimiter, Quota};
 
+use crate::body::Body;
+use crate::context::RequestContext;
 use crate::error::{ErrorKind, GatewayError};
-use crate::gateway::{Conn, Cx, Gateway};
+use crate::gateway::{Conn, Gateway};
 use crate::policy::Policy;
 use crate::route::Route;
 
@@ -458,10 +460,47 @@ fn header_values(rule: &Rule, decision: &Decision) -> Option<(HeaderValue, Heade
 }
 
 impl Gateway {
+    /// The limit phase. A rule keyed by a body field (a login's account)
+    /// needs the body first: it is read (bounded, 400/408/413) and put back.
+    pub(crate) async fn limit_request(
+        &self,
+        policy: &Policy,
+        route: &Route,
+        req: Request<Body>,
+        conn: &Conn,
+        cx: &mut RequestContext,
+    ) -> Result<Request<Body>, GatewayError> {
+        let mut req = req;
+        let body_key = if policy.limits.needs_body(&route.name, req.method()) {
+            let (parts, body) = req.into_parts();
+            let max = BODY_KEY_MAX;
+            let bytes = crate::body::read_bounded(body, &parts.headers, max, self.body_timeout)
+                .await
+                .map_err(|e| GatewayError::body_read(e, max))?;
+            req = Request::from_parts(parts, Body::full(bytes.clone()));
+            Some(bytes)
+        } else {
+            None
+        };
+        let (method, uri, headers) = (req.method(), req.uri(), req.headers());
+        self.limit(
+            policy,
+            route,
+            method,
+            uri,
+            headers,
+            conn,
+            body_key.as_deref(),
+            cx,
+        )
+        .await?;
+        Ok(req)
+    }
+
     /// Applies the rules that match this request, in order; the first that
     /// refuses answers 429. Puts the `RateLimit-Policy`/`RateLimit` headers
     /// of the most restrictive matching rule in `cx.limit_headers`.
-    #[allow(clippy::too_many_arguments)] // the signature gateway.rs calls
+    #[allow(clippy::too_many_arguments)] // what a rule's key may read
     pub(crate) async fn limit(
         &self,
         policy: &Policy,
@@ -471,7 +510,7 @@ impl Gateway {
         headers: &http::HeaderMap,
         conn: &Conn,
         body: Option<&[u8]>,
-        cx: &mut Cx,
+        cx: &mut RequestContext,
     ) -> Result<(), GatewayError> {
         let limits = &policy.limits;
         // The fewest requests left among the rules that allowed this one.

@@ -69,3 +69,13 @@ mod tests {
         assert_eq!(n("/plain?x=1"), Ok("/plain?x=1".into()));
     }
 }
+
+/// The host a client asked for: `Host` (HTTP/1), else the URI's authority
+/// (HTTP/2 `:authority`), else empty.
+pub(crate) fn request_host<'a>(uri: &'a Uri, headers: &'a http::HeaderMap) -> &'a str {
+    headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+        .unwrap_or("")
+}

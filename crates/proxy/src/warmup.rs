@@ -276,7 +276,7 @@ impl Gateway {
             version: Version::HTTP_11,
             conn,
         });
-        let mut upstream = crate::gateway::Waits::default();
+        let mut upstream = crate::context::Waits::default();
         // A warm-up counts toward `server.max_concurrent_requests` like a
         // client request (its place is lent to the fill it starts).
         let _slot = self.fill_slot();

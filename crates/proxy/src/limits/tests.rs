@@ -10,7 +10,8 @@ use perfgate_observe::Metrics;
 use perfgate_traffic::gcra::Quota;
 
 use super::{KeyKind, Limits, RATELIMIT, RATELIMIT_POLICY, query_value};
-use crate::gateway::{Conn, Cx, Gateway};
+use crate::context::RequestContext;
+use crate::gateway::{Conn, Gateway};
 
 fn conn(ip: [u8; 4]) -> Conn {
     Conn::new(SocketAddr::from((ip, 40000)), false)
@@ -347,7 +348,7 @@ async fn check(
     let policy = gw.policy();
     let route = policy.routes.select(&method, path).expect("route").clone();
     let uri: Uri = path.parse().expect("uri");
-    let mut cx = Cx::default();
+    let mut cx = RequestContext::new(perfgate_observe::RequestKind::Client, &method, &uri, conn);
     gw.limit(
         &policy,
         &route,
