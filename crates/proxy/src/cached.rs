@@ -216,16 +216,28 @@ impl Gateway {
         let Some(cache) = &self.cache else {
             return Err(GatewayError::new(ErrorKind::Internal, "cache disabled"));
         };
+        let t = Instant::now();
         let key = self.key_for(&route, req.uri(), req.headers(), &conn);
         let found = cache.lookup(&key, |e| reusable(&route.policy, req.headers(), e));
         let now = Instant::now();
-        self.warmups.record(
-            &key,
-            request_host(req.uri(), req.headers()),
-            req.uri().path_and_query().map_or("/", |p| p.as_str()),
-        );
+        cx.l1 = now.saturating_duration_since(t);
+        // A warm-up does not count toward the hottest keys, and settles
+        // for nothing less than a fresh entry.
+        let warmup = cx.kind == RequestKind::Warmup;
+        if !warmup {
+            self.warmups.record(
+                &key,
+                request_host(req.uri(), req.headers()),
+                req.uri().path_and_query().map_or("/", |p| p.as_str()),
+            );
+        }
         if let Some(entry) = &found {
-            match entry.reuse(now) {
+            let reuse = match entry.reuse(now) {
+                Reuse::Fresh => Reuse::Fresh,
+                _ if warmup => Reuse::Revalidate,
+                other => other,
+            };
+            match reuse {
                 Reuse::Fresh | Reuse::Stale => {
                     cx.timing.count(CacheEvent::hit);
                     cx.timing.layer = Some(CacheLayer::L1);

@@ -96,11 +96,16 @@ impl Gateway {
         let route = policy.routes.select(req.method(), req.uri().path())?; // route.rs: 404/405
         cx.route = Some(route.clone());
         let mut conn = conn;
-        self.identify(policy, route, &mut req, &mut conn)?; // identity.rs: 401
-        cx.user = conn.user.clone();
+        let own = cx.kind == RequestKind::Warmup; // perfgate's own: no identity, no limits
+        if !own {
+            self.identify(policy, route, &mut req, &mut conn)?; // identity.rs: 401
+            cx.user = conn.user.clone();
+        }
         cx.guard = t.elapsed();
         let t = Instant::now();
-        let req = self.limit_request(policy, route, req, &conn, cx).await?; // limits.rs: 400/408/413/429
+        if !own {
+            req = self.limit_request(policy, route, req, &conn, cx).await?; // limits.rs: 400/408/413/429
+        }
         cx.limit = t.elapsed();
         let req = crate::clamp::clamp(&route.clamps, req)?; // clamp.rs: 400
         if let Some(aj) = &route.async_job
@@ -113,6 +118,10 @@ impl Gateway {
             // cached.rs: L1 → L2 → coalescing → forward.rs → store → respond
             Ok(()) => self.cached(route.clone(), req, conn, cx).await, // 200…/502/503/504
             // pass.rs: forward.rs → stream back; unsafe methods invalidate
+            Err(_) if own => Err(GatewayError::new(
+                ErrorKind::BadRequest,
+                "the route bypasses the cache",
+            )),
             Err(label) => self.pass(route.clone(), req, &conn, cx, label).await, // 200…/502/503/504
         }
     }

@@ -10,11 +10,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http::header::HOST;
-use http::{HeaderMap, HeaderValue, Method, Uri, Version};
-use perfgate_cache::policy::Reuse;
+use http::{HeaderValue, Request, Uri};
 use serde::Serialize;
 
-use crate::cached::{CacheReq, Fetched};
+use perfgate_observe::RequestKind;
+
+use crate::body::Body;
 use crate::gateway::{Conn, Gateway};
 
 /// How many finished jobs are kept for status queries.
@@ -242,57 +243,48 @@ impl Gateway {
             .map(|j| j.status())
     }
 
-    /// Fills the cache for one path, as a client GET would.
+    /// Fills the cache for one path, as a client GET would: the request
+    /// goes through the same phases (without identity and rate limits: it
+    /// is perfgate's own), and succeeds when its answer is in the cache.
     async fn warm_one(self: &Arc<Self>, host: &str, path: &str) -> Result<(), String> {
-        let mut uri: Uri = path.parse().map_err(|_| "not a valid path".to_string())?;
-        // The path a client's GET would have after normalization (target.rs).
-        crate::target::normalize(&self.keys, &mut uri).map_err(|e| e.message)?;
-        let route = self
-            .policy()
-            .routes
-            .select(&Method::GET, uri.path())
-            .map_err(|e| e.message)?
-            .clone();
-        if route.bypass || self.cache.is_none() {
-            return Err("the route bypasses the cache".into());
-        }
-        let mut headers = HeaderMap::new();
-        headers.insert(
+        let uri: Uri = path.parse().map_err(|_| "not a valid path".to_string())?;
+        let mut req = Request::new(Body::Empty);
+        *req.uri_mut() = uri;
+        req.headers_mut().insert(
             HOST,
             HeaderValue::from_str(host).map_err(|_| "invalid host".to_string())?,
         );
         let conn = Conn::new(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), false);
-        let key = self.key_for(&route, &uri, &headers, &conn);
-        let cache = self.cache.as_ref().ok_or("cache disabled")?;
-        let found = cache.lookup(&key, |e| e.vary.matches(&headers));
-        if let Some(e) = &found
-            && matches!(e.reuse(std::time::Instant::now()), Reuse::Fresh)
-        {
+        let rsp = self
+            .clone()
+            .handle_with(self.policy(), req, conn, RequestKind::Warmup)
+            .await;
+        let label = rsp
+            .headers()
+            .get(crate::gateway::CACHE_STATUS)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let cached = label.starts_with("perfgate; hit")
+            || label.contains("; stored")
+            || label.contains("; collapsed");
+        if cached {
             return Ok(());
         }
-        let creq = Arc::new(CacheReq {
-            uri,
-            headers,
-            version: Version::HTTP_11,
-            conn,
-        });
-        let mut upstream = crate::context::Waits::default();
-        // A warm-up counts toward `server.max_concurrent_requests` like a
-        // client request (its place is lent to the fill it starts).
-        let _slot = self.fill_slot();
-        match self.fill(&route, &key, &creq, found, &mut upstream).await {
-            Ok(Fetched::Entry { .. }) => Ok(()),
-            Ok(Fetched::Stream(rsp)) => {
-                let why = rsp
-                    .headers()
-                    .get(crate::gateway::CACHE_STATUS)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("not cacheable")
-                    .to_string();
-                Err(format!("{} (status {}): {why}", "not stored", rsp.status()))
-            }
-            Err(e) => Err(e.to_string()),
+        let status = rsp.status();
+        if label.is_empty() {
+            // A gateway error: its envelope says why.
+            let body = http_body_util::BodyExt::collect(rsp.into_body())
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let why = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+                .unwrap_or_else(|| "no answer".to_string());
+            return Err(format!("{why} (status {status})"));
         }
+        Err(format!("not stored (status {status}): {label}"))
     }
 }
 
