@@ -216,17 +216,4 @@ fn request_body(body: Incoming, max: u64) -> Body {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn server_timing_is_milliseconds_with_three_decimals() {
-        let v = server_timing(Duration::from_micros(123), Duration::ZERO);
-        assert_eq!(v, "gateway;dur=0.123");
-        let v = server_timing(
-            Duration::from_micros(1_005),
-            Duration::from_micros(45_678_901),
-        );
-        assert_eq!(v, "gateway;dur=1.005, upstream;dur=45678.901");
-    }
-}
+mod tests;
