@@ -172,7 +172,18 @@ impl Gateway {
         headers: &HeaderMap,
         conn: &Conn,
     ) -> String {
-        let host = request_host(uri, headers);
+        self.key_with_host(route, request_host(uri, headers), uri, headers, conn)
+    }
+
+    /// [`key_for`](Self::key_for) with the request's host already read.
+    fn key_with_host(
+        &self,
+        route: &Route,
+        host: &str,
+        uri: &Uri,
+        headers: &HeaderMap,
+        conn: &Conn,
+    ) -> String {
         let scheme = if conn.tls { "https" } else { "http" };
         let pq = uri.path_and_query().map_or("/", |p| p.as_str());
         let mut key = self.keys.primary_key(scheme, host, pq);
@@ -216,18 +227,18 @@ impl Gateway {
         let Some(cache) = &self.cache else {
             return Err(GatewayError::new(ErrorKind::Internal, "cache disabled"));
         };
-        let t = Instant::now();
-        let key = self.key_for(&route, req.uri(), req.headers(), &conn);
+        let host = request_host(req.uri(), req.headers());
+        let key = self.key_with_host(&route, host, req.uri(), req.headers(), &conn);
         let found = cache.lookup(&key, |e| reusable(&route.policy, req.headers(), e));
         let now = Instant::now();
-        cx.l1 = now.saturating_duration_since(t);
+        cx.l1_end = Some(now);
         // A warm-up does not count toward the hottest keys, and settles
         // for nothing less than a fresh entry.
         let warmup = cx.kind == RequestKind::Warmup;
         if !warmup {
             self.warmups.record(
                 &key,
-                request_host(req.uri(), req.headers()),
+                host,
                 req.uri().path_and_query().map_or("/", |p| p.as_str()),
             );
         }
@@ -468,7 +479,7 @@ impl Gateway {
                     Ok(Fetched::Stream(rsp)) => rsp.status().as_u16(),
                     Err(e) => e.kind.status().as_u16(),
                 };
-                gw.record(&cx, status, 0);
+                gw.record(&cx, status, 0, cx.start.elapsed());
             }
         });
     }

@@ -11,14 +11,11 @@ use perfgate_config::QueryClamp;
 use crate::error::{ErrorKind, GatewayError};
 
 /// The clamp phase: the request with its query clamped.
-pub(crate) fn clamp<B>(
-    clamps: &[QueryClamp],
-    mut req: Request<B>,
-) -> Result<Request<B>, GatewayError> {
+pub(crate) fn clamp<B>(clamps: &[QueryClamp], req: &mut Request<B>) -> Result<(), GatewayError> {
     if let Some(uri) = apply(clamps, req.uri())? {
         *req.uri_mut() = uri;
     }
-    Ok(req)
+    Ok(())
 }
 
 /// The target with its clamped parameters, or `None` when nothing changed.

@@ -20,6 +20,7 @@ use crate::route::Route;
 pub(crate) struct RequestContext {
     pub(crate) kind: RequestKind,
     pub(crate) start: Instant,
+
     pub(crate) method: Method,
     /// The target as received (a clone shares its bytes).
     pub(crate) target: Uri,
@@ -33,9 +34,12 @@ pub(crate) struct RequestContext {
     /// cache outcomes (a fill that runs in its own task brings its own
     /// back, and it is added here).
     pub(crate) timing: Waits,
-    pub(crate) guard: Duration,
-    pub(crate) limit: Duration,
-    pub(crate) l1: Duration,
+    /// When the guard phases (guard, route, identity) ended.
+    pub(crate) guard_end: Option<Instant>,
+    /// When the limit phase ended.
+    pub(crate) limit_end: Option<Instant>,
+    /// When the L1 lookup ended (it starts at `limit_end`).
+    pub(crate) l1_end: Option<Instant>,
     /// Rate-limit headers for the response.
     pub(crate) limit_headers: Vec<(HeaderName, HeaderValue)>,
     /// The error kind, when the gateway answered with an error.
@@ -45,9 +49,10 @@ pub(crate) struct RequestContext {
 impl RequestContext {
     /// A request starting now.
     pub(crate) fn new(kind: RequestKind, method: &Method, target: &Uri, conn: &Conn) -> Self {
+        let now = Instant::now();
         Self {
             kind,
-            start: Instant::now(),
+            start: now,
             method: method.clone(),
             target: target.clone(),
             slow: Duration::MAX,
@@ -55,9 +60,9 @@ impl RequestContext {
             user: conn.user.clone(),
             client: conn.peer.ip(),
             timing: Waits::default(),
-            guard: Duration::ZERO,
-            limit: Duration::ZERO,
-            l1: Duration::ZERO,
+            guard_end: None,
+            limit_end: None,
+            l1_end: None,
             limit_headers: Vec::new(),
             error: None,
         }
@@ -66,6 +71,12 @@ impl RequestContext {
     /// The event of this request, answered with `status` after `total`.
     pub(crate) fn event(&self, status: u16, bytes_out: u64, total: Duration) -> RequestEvent {
         let t = &self.timing;
+        // Phase ends are clock reads taken on the way; the durations are
+        // worked out here, only when an event is built.
+        let since = |end: Option<Instant>, start: Option<Instant>| match (end, start) {
+            (Some(e), Some(s)) => e.saturating_duration_since(s),
+            _ => Duration::ZERO,
+        };
         RequestEvent {
             kind: self.kind,
             route: self.route.as_ref().map(|r| r.name.clone()),
@@ -74,9 +85,9 @@ impl RequestContext {
             bytes_in: 0,
             bytes_out,
             phases: PhaseTimes {
-                guard: self.guard,
-                limit: self.limit,
-                l1: self.l1,
+                guard: since(self.guard_end, Some(self.start)),
+                limit: since(self.limit_end, self.guard_end),
+                l1: since(self.l1_end, self.limit_end),
                 l2: t.l2,
                 coalesce_wait: t.coalesce_wait,
                 connect: t.queue,

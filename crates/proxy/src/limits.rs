@@ -466,18 +466,20 @@ impl Gateway {
         &self,
         policy: &Policy,
         route: &Route,
-        req: Request<Body>,
+        req: &mut Request<Body>,
         conn: &Conn,
         cx: &mut RequestContext,
-    ) -> Result<Request<Body>, GatewayError> {
-        let mut req = req;
+    ) -> Result<(), GatewayError> {
+        if policy.limits.rules.is_empty() {
+            return Ok(());
+        }
         let body_key = if policy.limits.needs_body(&route.name, req.method()) {
-            let (parts, body) = req.into_parts();
+            let body = std::mem::replace(req.body_mut(), Body::Empty);
             let max = BODY_KEY_MAX;
-            let bytes = crate::body::read_bounded(body, &parts.headers, max, self.body_timeout)
+            let bytes = crate::body::read_bounded(body, req.headers(), max, self.body_timeout)
                 .await
                 .map_err(|e| GatewayError::body_read(e, max))?;
-            req = Request::from_parts(parts, Body::full(bytes.clone()));
+            *req.body_mut() = Body::full(bytes.clone());
             Some(bytes)
         } else {
             None
@@ -493,8 +495,7 @@ impl Gateway {
             body_key.as_deref(),
             cx,
         )
-        .await?;
-        Ok(req)
+        .await
     }
 
     /// Applies the rules that match this request, in order; the first that

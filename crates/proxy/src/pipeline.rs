@@ -66,14 +66,15 @@ impl Gateway {
             self.phases(&policy, req, conn, &mut cx).await
         };
         drop(in_flight);
-        let rsp = match outcome {
+        let mut rsp = match outcome {
             Ok(rsp) => rsp,
             Err(e) => {
                 cx.error = Some(e.kind.code());
                 e.into_response()
             }
         };
-        self.finish(cx, rsp)
+        self.finish(&mut cx, &mut rsp);
+        rsp
     }
 
     /// The phases of one request, in order, with the statuses each can
@@ -85,8 +86,8 @@ impl Gateway {
         conn: Conn,
         cx: &mut RequestContext,
     ) -> Result<Response<Body>, GatewayError> {
-        let t = Instant::now();
-        let mut req = crate::guard::admit(req, &policy.guards, &self.keys)?; // guard.rs, target.rs: 400/405/413/414/431
+        let mut req = req;
+        crate::guard::admit(&mut req, &policy.guards, &self.keys)?; // guard.rs, target.rs: 400/405/413/414/431
         if let Some(rsp) = self
             .job_status(policy, req.method(), req.uri().path())
             .await
@@ -101,13 +102,13 @@ impl Gateway {
             self.identify(policy, route, &mut req, &mut conn)?; // identity.rs: 401
             cx.user = conn.user.clone();
         }
-        cx.guard = t.elapsed();
-        let t = Instant::now();
+        cx.guard_end = Some(Instant::now());
         if !own {
-            req = self.limit_request(policy, route, req, &conn, cx).await?; // limits.rs: 400/408/413/429
+            self.limit_request(policy, route, &mut req, &conn, cx)
+                .await?; // limits.rs: 400/408/413/429
         }
-        cx.limit = t.elapsed();
-        let req = crate::clamp::clamp(&route.clamps, req)?; // clamp.rs: 400
+        cx.limit_end = Some(Instant::now());
+        crate::clamp::clamp(&route.clamps, &mut req)?; // clamp.rs: 400
         if let Some(aj) = &route.async_job
             && req.method() == Method::POST
         {
@@ -128,7 +129,7 @@ impl Gateway {
 
     /// The response head the client gets: `Server-Timing`, the rate-limit
     /// fields; and the request's event.
-    fn finish(&self, mut cx: RequestContext, mut rsp: Response<Body>) -> Response<Body> {
+    fn finish(&self, cx: &mut RequestContext, rsp: &mut Response<Body>) {
         let total = cx.start.elapsed();
         let waited = cx.timing.upstream + cx.timing.queue;
         let timing = server_timing(total.saturating_sub(waited), cx.timing.upstream);
@@ -139,8 +140,7 @@ impl Gateway {
             h.insert(name, value);
         }
         let bytes_out = rsp.body().size_hint().exact().unwrap_or(0);
-        self.record(&cx, rsp.status().as_u16(), bytes_out);
-        rsp
+        self.record(cx, rsp.status().as_u16(), bytes_out, total);
     }
 }
 
