@@ -101,12 +101,16 @@ pub struct Gateway {
     pub(crate) body_timeout: Duration,
     /// Request events for the sinks (access log, traces, analytics).
     pub(crate) events: crate::record::EventBus,
+    /// Every background service of this gateway (probes, fan-out, job
+    /// workers, warm-ups), and the servers `main` adds to it.
+    pub(crate) tasks: perfgate_runtime::Supervisor,
 }
 
 impl Gateway {
     /// Compiles a validated configuration.
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Self>, String> {
-        let policy = Policy::build(config, &metrics, None)?;
+        let tasks = perfgate_runtime::Supervisor::new();
+        let policy = Policy::build(config, &metrics, None, &tasks)?;
         let cache = config
             .cache
             .enabled
@@ -171,6 +175,7 @@ impl Gateway {
             via_h2: via("2")?,
             body_timeout: config.server.request_body_timeout.get(),
             events: crate::record::EventBus::default(),
+            tasks,
         }))
     }
 
@@ -184,6 +189,12 @@ impl Gateway {
     /// effect; false after that.
     pub fn subscribe_events(&self, sinks: Vec<Arc<dyn perfgate_observe::EventSink>>) -> bool {
         self.events.subscribe(sinks)
+    }
+
+    /// The supervisor of this gateway's background services; `main` starts
+    /// the servers under it too, and stops everything through it.
+    pub fn supervisor(&self) -> &perfgate_runtime::Supervisor {
+        &self.tasks
     }
 
     /// Request events dropped because the sinks fell behind.

@@ -49,9 +49,10 @@ impl Policy {
         config: &Config,
         metrics: &Arc<Metrics>,
         previous: Option<&Policy>,
+        tasks: &perfgate_runtime::Supervisor,
     ) -> Result<Self, String> {
         let s = &config.server;
-        let pools = Pools::build(config, metrics, previous.map(|p| &p.pools))?;
+        let pools = Pools::build(config, metrics, previous.map(|p| &p.pools), tasks)?;
         let routes = Routes::build(config, metrics, &pools)?;
         let job_status_paths = routes
             .iter()
@@ -99,7 +100,7 @@ impl crate::Gateway {
     /// cache and the statistics are kept. Err leaves the running one.
     pub fn reload(self: &Arc<Self>, config: &Config) -> Result<(), String> {
         let old = self.policy();
-        let new = Policy::build(config, self.metrics(), Some(&old))?;
+        let new = Policy::build(config, self.metrics(), Some(&old), &self.tasks)?;
         if self.jobs.get().is_none()
             && let Some(j) = crate::jobs::Jobs::open(config, self.l2.as_ref())?
         {

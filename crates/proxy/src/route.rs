@@ -486,8 +486,13 @@ mod tests {
         config.upstream.url = "http://127.0.0.1:9".into();
         config.routes = routes;
         let metrics = Metrics::new();
-        let pools = Pools::build(&config, &Arc::new(Metrics::new()), None)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let pools = Pools::build(
+            &config,
+            &Arc::new(Metrics::new()),
+            None,
+            &perfgate_runtime::Supervisor::new(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         Routes::build(&config, &metrics, &pools).unwrap_or_else(|e| panic!("{e}"))
     }
 

@@ -224,25 +224,26 @@ impl Gateway {
 
     /// Starts the fan-out listener (when Redis is configured). It stops when
     /// `stop` resolves.
-    pub fn run_background(self: &Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub fn run_background(self: &Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
         // The async job workers.
         let _ = self.jobs_stop.set(stop.clone());
         self.sync_job_workers();
         let Some(l2) = self.l2.clone() else { return };
         let gw = Arc::downgrade(self);
         let mut events = l2.subscribe();
-        tokio::spawn(async move {
-            loop {
-                let event = tokio::select! {
-                    e = events.recv() => e,
-                    _ = stop.wait_for(|v| *v) => None,
-                };
-                let (Some(event), Some(gw)) = (event, gw.upgrade()) else {
-                    break;
-                };
-                gw.on_fanout(event).await;
-            }
-        });
+        self.tasks
+            .spawn("invalidation fan-out", move |mut shutdown| async move {
+                loop {
+                    let event = tokio::select! {
+                        e = events.recv() => e,
+                        () = shutdown.requested() => None,
+                    };
+                    let (Some(event), Some(gw)) = (event, gw.upgrade()) else {
+                        break;
+                    };
+                    gw.on_fanout(event).await;
+                }
+            });
     }
 
     async fn on_fanout(&self, event: L2Event) {

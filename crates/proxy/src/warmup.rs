@@ -200,10 +200,16 @@ impl Gateway {
         ));
         let gw = self.clone();
         let status = job.status();
-        tokio::spawn(async move {
+        // A service: on shutdown it starts no further fetch (those under
+        // way finish or are cut with the rest).
+        self.tasks.spawn("warm-up", move |mut shutdown| async move {
             let mut tasks = Vec::with_capacity(targets.len());
             for (host, path) in targets {
-                let Ok(permit) = limit.clone().acquire_owned().await else {
+                let permit = tokio::select! {
+                    p = limit.clone().acquire_owned() => p,
+                    () = shutdown.requested() => break,
+                };
+                let Ok(permit) = permit else {
                     break;
                 };
                 let (gw, job) = (gw.clone(), job.clone());
