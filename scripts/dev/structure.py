@@ -38,6 +38,14 @@ for crate in sorted(os.listdir(crates)):
         continue
     graph = defaultdict(set)
     mods = set()
+    # `crate::Name` through a re-export of lib.rs counts as its module.
+    reexports = {}
+    for lib in ("lib.rs", "main.rs"):
+        lp = os.path.join(src_dir, lib)
+        if os.path.exists(lp):
+            for m in re.finditer(r"pub use (\w+)::(\{[^}]*\}|\w+);", open(lp, encoding="utf-8").read()):
+                for name in re.findall(r"\w+", m.group(2)):
+                    reexports[name] = m.group(1)
     for path in rust_files(src_dir):
         rel = os.path.relpath(path, src_dir)
         top = rel.split(os.sep)[0].removesuffix(".rs")
@@ -75,7 +83,9 @@ for crate in sorted(os.listdir(crates)):
                 if n > largest_struct[0]:
                     largest_struct = (n, f"{crate}/src/{rel}:{i+1} {m.group(3)}")
         if top:
-            for dep in re.findall(r"crate::(\w+)", src):
+            code = "\n".join(l for l in src.split("\n") if not l.lstrip().startswith("//"))
+            for dep in re.findall(r"crate::(\w+)", code):
+                dep = reexports.get(dep, dep)
                 if dep != top:
                     graph[top].add(dep)
     # Tarjan's SCC

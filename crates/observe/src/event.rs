@@ -7,8 +7,11 @@
 //! `Duration`s and the cache outcome is a bit set.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use tokio::sync::mpsc;
 
 use crate::CacheEvent;
 
@@ -168,4 +171,53 @@ pub struct RequestEvent {
 pub trait EventSink: Send + Sync + 'static {
     /// Takes one event.
     fn on_event(&self, event: &RequestEvent);
+}
+
+/// Events waiting for the sinks; past this many, new events are dropped
+/// (and counted) rather than slow the requests down or grow without bound.
+pub const EVENT_QUEUE: usize = 8192;
+
+/// Hands request events to the sinks, off the request path.
+#[derive(Default)]
+pub struct EventBus {
+    tx: OnceLock<mpsc::Sender<RequestEvent>>,
+    dropped: AtomicU64,
+}
+
+impl EventBus {
+    /// Starts the task that feeds `sinks`, in order, every event published
+    /// from now on. Only the first call takes effect (false after that).
+    pub fn subscribe(&self, sinks: Vec<Arc<dyn EventSink>>) -> bool {
+        let (tx, mut rx) = mpsc::channel::<RequestEvent>(EVENT_QUEUE);
+        if self.tx.set(tx).is_err() {
+            return false;
+        }
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                for s in &sinks {
+                    s.on_event(&ev);
+                }
+            }
+        });
+        true
+    }
+
+    /// Queues `ev` for the sinks (nothing to do without any).
+    pub fn publish(&self, ev: RequestEvent) {
+        if let Some(tx) = self.tx.get()
+            && tx.try_send(ev).is_err()
+        {
+            self.dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Events dropped because the sinks fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Relaxed)
+    }
+
+    /// Whether any sink listens.
+    pub fn active(&self) -> bool {
+        self.tx.get().is_some()
+    }
 }

@@ -7,7 +7,10 @@ mod jobs;
 mod metrics;
 mod traffic;
 
-pub use event::{CacheLayer, CacheOutcomes, EventSink, PhaseTimes, RequestEvent, RequestKind};
+pub use event::{
+    CacheLayer, CacheOutcomes, EVENT_QUEUE, EventBus, EventSink, PhaseTimes, RequestEvent,
+    RequestKind,
+};
 pub use jobs::{CallResult, JobMetrics, Submission};
 pub use metrics::{CacheEvent, InvalidationSource, Metrics, RouteMetrics, UpstreamErrorKind};
 pub use traffic::{CircuitState, DecisionCounter, LimitResult, TrafficMetrics};

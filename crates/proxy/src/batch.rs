@@ -20,8 +20,9 @@ use http_body_util::BodyExt;
 use serde_json::{Map, Value, json};
 
 use crate::body::Body;
+use crate::context::Conn;
 use crate::error::{ErrorKind, GatewayError};
-use crate::gateway::{Conn, Gateway};
+use crate::gateway::Gateway;
 use crate::policy::Policy;
 
 /// Largest batch request body.

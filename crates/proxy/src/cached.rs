@@ -6,13 +6,10 @@ use std::time::{Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{
-    ACCEPT_ENCODING, AGE, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, COOKIE,
-    ETAG, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE,
-    SET_COOKIE,
+    ACCEPT_ENCODING, AGE, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG,
+    IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE, SET_COOKIE,
 };
-use http::{
-    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
-};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use perfgate_cache::cache_control::CacheControl;
 use perfgate_cache::compress::Encoding;
 use perfgate_cache::conditional::{
@@ -21,24 +18,26 @@ use perfgate_cache::conditional::{
 use perfgate_cache::entry::{Entry, EntryParts};
 use perfgate_cache::key::url_hash;
 use perfgate_cache::memory::MemoryCache;
-use perfgate_cache::policy::{Reuse, RoutePolicy, Timing, Uncacheable, evaluate};
+use perfgate_cache::policy::{Reuse, Timing, Uncacheable, evaluate};
 use perfgate_cache::vary::{VaryKey, vary_fields};
-use perfgate_config::{AuthorizedPolicy, CookiePolicy};
+use perfgate_config::AuthorizedPolicy;
 use perfgate_observe::{CacheEvent, CacheLayer, RequestKind};
 
 use crate::body::{Body, Watched};
-use crate::coalesce::Join;
+use crate::coalesce::{Join, Shared};
 use crate::compressing::{add_vary_accept_encoding, weaken_etag};
+use crate::context::{Conn, Outgoing};
 use crate::context::{RequestContext, Waits};
 use crate::error::{ErrorKind, GatewayError};
-use crate::gateway::{CACHE_STATUS, Conn, Gateway, Outgoing};
+use crate::gateway::{CACHE_STATUS, Gateway};
 use crate::headers::{append_via, strip_hop_by_hop, strip_tag_headers};
 use crate::invalidate::response_tags;
-use crate::pool::Refusal;
+use crate::lookup::{CacheReq, reusable};
 use crate::route::Route;
 use crate::stats::Stats;
 use crate::target::request_host;
 use crate::tiers::L2Lookup;
+use crate::upstream::Refusal;
 
 const HIT: HeaderValue = HeaderValue::from_static("perfgate; hit");
 const HIT_SWR: HeaderValue =
@@ -57,24 +56,6 @@ const REVALIDATED: HeaderValue =
     HeaderValue::from_static("perfgate; fwd=stale; fwd-status=304; stored");
 const REFETCHED: HeaderValue =
     HeaderValue::from_static("perfgate; fwd=stale; fwd-status=200; stored");
-
-/// Appended to the key of a request with `Authorization` on an
-/// `authorized = "shared"` route: authenticated clients share their entries
-/// with each other, never with anonymous ones.
-pub(crate) const AUTHENTICATED_SUFFIX: &str = "\nauth";
-
-/// Whether a stored entry may answer a request with these headers: its
-/// `Vary` values match, and a request with credentials (`Authorization`
-/// under `authorized = "rfc"`, `Cookie` under `cookies = "rfc"`) only takes
-/// entries the origin marked as shareable whoever asks (RFC 9111 §3.5).
-/// Every reader applies it: L1 lookups, coalesced waiters, L2 promotion.
-pub(crate) fn reusable(policy: &RoutePolicy, req: &HeaderMap, e: &Entry) -> bool {
-    e.vary.matches(req)
-        && (policy.authorized != AuthorizedPolicy::Rfc
-            || !req.contains_key(AUTHORIZATION)
-            || e.auth_reusable)
-        && (policy.cookies != CookiePolicy::Rfc || !req.contains_key(COOKIE) || e.explicitly_shared)
-}
 
 /// Whether the cache may be used for this request; the `Cache-Status`
 /// to send when it may not.
@@ -115,22 +96,6 @@ pub(crate) fn eligibility<B>(
         ));
     }
     Ok(())
-}
-
-/// What a fetch leaves for concurrent waiters: a stored entry they may be
-/// served from (after their own `Vary`/authorization check).
-#[derive(Clone)]
-pub(crate) struct Shared {
-    entry: Arc<Entry>,
-}
-
-/// The request facts a fetch needs, owned so the fetch can outlive the
-/// client that started it.
-pub(crate) struct CacheReq {
-    pub(crate) uri: Uri,
-    pub(crate) headers: HeaderMap,
-    pub(crate) version: Version,
-    pub(crate) conn: Conn,
 }
 
 /// The outcome of one upstream fetch for the cache.
@@ -199,7 +164,7 @@ impl Gateway {
         if route.policy.authorized == AuthorizedPolicy::Shared
             && headers.contains_key(AUTHORIZATION)
         {
-            key.push_str(crate::cached::AUTHENTICATED_SUFFIX);
+            key.push_str(crate::lookup::AUTHENTICATED_SUFFIX);
         }
         // Forwarding fields a trusted proxy passes upstream can change the
         // answer (links, redirects): they are part of the key.

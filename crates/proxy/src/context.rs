@@ -2,16 +2,52 @@
 //! ([`RequestContext`]), what a fetch for the cache brings back with it
 //! ([`Waits`]), and the [`RequestEvent`] both turn into at the end.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{HeaderName, HeaderValue, Method, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
 use perfgate_observe::{
     CacheEvent, CacheLayer, CacheOutcomes, PhaseTimes, RequestEvent, RequestKind,
 };
 
-use crate::gateway::Conn;
 use crate::route::Route;
+
+/// What one accepted connection tells each of its requests.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The connection is TLS.
+    pub tls: bool,
+    /// The client's IP as a header value, formatted once per connection
+    /// (for `X-Forwarded-For`).
+    pub peer_ip: HeaderValue,
+    /// The user of this request (JWT), set per request once validated.
+    pub user: Option<Arc<str>>,
+}
+
+impl Conn {
+    /// Describes a new connection.
+    pub fn new(peer: SocketAddr, tls: bool) -> Self {
+        let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown"));
+        Self {
+            peer,
+            tls,
+            peer_ip,
+            user: None,
+        }
+    }
+}
+
+/// The request line and headers of a request about to go upstream.
+pub(crate) struct Outgoing<'a> {
+    pub(crate) method: Method,
+    pub(crate) uri: &'a Uri,
+    pub(crate) headers: HeaderMap,
+    pub(crate) version: Version,
+}
 
 /// What a request gathers on its way through the phases: the route it
 /// took, where its time went, the cache outcome, the upstream attempts and

@@ -1,13 +1,12 @@
 //! The gateway: configuration compiled once, and the life of a request.
 //! See ARCHITECTURE.md, "Life of a request".
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
+use http::{HeaderName, HeaderValue, Version};
 use perfgate_cache::compress::Compressor;
 use perfgate_cache::key::KeyNormalizer;
 use perfgate_cache::memory::MemoryCache;
@@ -15,56 +14,19 @@ use perfgate_cache::redis::L2;
 use perfgate_config::{AuthorizedPolicy, Config};
 use perfgate_observe::Metrics;
 
-use crate::cached::Shared;
-use crate::coalesce::Flights;
+use crate::coalesce::{Flights, Shared};
+use crate::hot::Warmups;
 use crate::policy::Policy;
 use crate::stats::{CacheStats, Stats};
-use crate::warmup::Warmups;
 
 /// `Cache-Status` (RFC 9211).
 pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
-/// What one accepted connection tells each of its requests.
-#[derive(Debug, Clone)]
-pub struct Conn {
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// The connection is TLS.
-    pub tls: bool,
-    /// The client's IP as a header value, formatted once per connection
-    /// (for `X-Forwarded-For`).
-    pub peer_ip: HeaderValue,
-    /// The user of this request (JWT), set per request once validated.
-    pub user: Option<Arc<str>>,
-}
-
-impl Conn {
-    /// Describes a new connection.
-    pub fn new(peer: SocketAddr, tls: bool) -> Self {
-        let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
-            .unwrap_or(HeaderValue::from_static("unknown"));
-        Self {
-            peer,
-            tls,
-            peer_ip,
-            user: None,
-        }
-    }
-}
-
 /// A random id for this process, so it can ignore its own fan-out messages.
 fn instance_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(std::process::id());
     format!("{:016x}", h.finish())
-}
-
-/// The request line and headers of a request about to go upstream.
-pub(crate) struct Outgoing<'a> {
-    pub(crate) method: Method,
-    pub(crate) uri: &'a Uri,
-    pub(crate) headers: HeaderMap,
-    pub(crate) version: Version,
 }
 
 /// Everything the request path needs, built once from the configuration.
@@ -100,7 +62,7 @@ pub struct Gateway {
     /// `server.request_body_timeout`: the deadline of every whole-body read.
     pub(crate) body_timeout: Duration,
     /// Request events for the sinks (access log, traces, analytics).
-    pub(crate) events: crate::record::EventBus,
+    pub(crate) events: perfgate_observe::EventBus,
     /// Every background service of this gateway (probes, fan-out, job
     /// workers, warm-ups), and the servers `main` adds to it.
     pub(crate) tasks: perfgate_runtime::Supervisor,
@@ -174,7 +136,7 @@ impl Gateway {
             via_h1: via("1.1")?,
             via_h2: via("2")?,
             body_timeout: config.server.request_body_timeout.get(),
-            events: crate::record::EventBus::default(),
+            events: perfgate_observe::EventBus::default(),
             tasks,
         }))
     }
@@ -231,6 +193,15 @@ impl Gateway {
             .map(|r| r.stats.route_snapshot(&r.name))
             .collect();
         stats
+    }
+
+    /// What the limit phase reads besides its rules.
+    pub(crate) fn limit_env(&self) -> crate::limits::LimitEnv<'_> {
+        crate::limits::LimitEnv {
+            l2: self.l2.as_ref(),
+            metrics: &self.metrics,
+            body_timeout: self.body_timeout,
+        }
     }
 
     /// The current generation of the reloadable configuration.
@@ -294,5 +265,31 @@ pub(crate) struct LentSlot<'a>(&'a AtomicUsize);
 impl Drop for LentSlot<'_> {
     fn drop(&mut self) {
         self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Gateway {
+    /// The state of every upstream pool (health endpoints), sorted by name.
+    pub fn upstream_health(&self) -> Vec<crate::pool::PoolReport> {
+        self.policy().pools.iter().map(|p| p.snapshot()).collect()
+    }
+
+    /// Replaces the reloadable configuration (routes, pools, guards, limits,
+    /// JWT) with one compiled from `config`, which must be validated. In
+    /// flight requests finish with the generation they started with; the
+    /// cache and the statistics are kept. Err leaves the running one.
+    pub fn reload(self: &Arc<Self>, config: &Config) -> Result<(), String> {
+        let old = self.policy();
+        let new = Policy::build(config, self.metrics(), Some(&old), &self.tasks)?;
+        if self.jobs.get().is_none()
+            && let Some(j) = crate::jobs::Jobs::open(config, self.l2.as_ref())?
+        {
+            // The first async route arrived with this reload.
+            let _ = self.jobs.set(j);
+        }
+        let new = self.swap_policy(new);
+        new.pools.retire_replaced(&old.pools, self.metrics());
+        self.sync_job_workers();
+        Ok(())
     }
 }

@@ -11,7 +11,8 @@ use perfgate_cache::memory::Variants;
 use perfgate_observe::InvalidationSource;
 use serde::Serialize;
 
-use crate::gateway::{Conn, Gateway};
+use crate::context::Conn;
+use crate::gateway::Gateway;
 use crate::route::Route;
 use crate::target::request_host;
 

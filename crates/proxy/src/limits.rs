@@ -30,10 +30,9 @@ use perfgate_observe::LimitResult;
 use perfgate_traffic::gcra::{self, Decision, LocalLimiter, Quota};
 
 use crate::body::Body;
+use crate::context::Conn;
 use crate::context::RequestContext;
 use crate::error::{ErrorKind, GatewayError};
-use crate::gateway::{Conn, Gateway};
-use crate::policy::Policy;
 use crate::route::Route;
 
 #[cfg(test)]
@@ -112,7 +111,7 @@ impl KeyKind {
     ) -> bool {
         match self {
             KeyKind::Ip => {
-                let ip = crate::headers::client_ip(headers, conn, trusted);
+                let ip = crate::headers::client_ip(headers, conn.peer.ip(), trusted);
                 let _ = write!(out, "{ip}");
             }
             KeyKind::User => match &conn.user {
@@ -157,7 +156,7 @@ fn push_value_or_ip(
             push_bounded(out, &v);
         }
         None => {
-            let ip = crate::headers::client_ip(headers, conn, trusted);
+            let ip = crate::headers::client_ip(headers, conn.peer.ip(), trusted);
             let _ = write!(out, "@{ip}");
         }
     }
@@ -459,24 +458,33 @@ fn header_values(rule: &Rule, decision: &Decision) -> Option<(HeaderValue, Heade
     ))
 }
 
-impl Gateway {
+/// What the limit phase reads besides its rules.
+pub(crate) struct LimitEnv<'a> {
+    /// Where shared rules count (none: every rule counts locally).
+    pub(crate) l2: Option<&'a perfgate_cache::redis::L2>,
+    pub(crate) metrics: &'a perfgate_observe::Metrics,
+    /// The deadline of a body read for a `body:FIELD` key.
+    pub(crate) body_timeout: Duration,
+}
+
+impl Limits {
     /// The limit phase. A rule keyed by a body field (a login's account)
     /// needs the body first: it is read (bounded, 400/408/413) and put back.
-    pub(crate) async fn limit_request(
+    pub(crate) async fn check_request(
         &self,
-        policy: &Policy,
+        env: &LimitEnv<'_>,
         route: &Route,
         req: &mut Request<Body>,
         conn: &Conn,
         cx: &mut RequestContext,
     ) -> Result<(), GatewayError> {
-        if policy.limits.rules.is_empty() {
+        if self.rules.is_empty() {
             return Ok(());
         }
-        let body_key = if policy.limits.needs_body(&route.name, req.method()) {
+        let body_key = if self.needs_body(&route.name, req.method()) {
             let body = std::mem::replace(req.body_mut(), Body::Empty);
             let max = BODY_KEY_MAX;
-            let bytes = crate::body::read_bounded(body, req.headers(), max, self.body_timeout)
+            let bytes = crate::body::read_bounded(body, req.headers(), max, env.body_timeout)
                 .await
                 .map_err(|e| GatewayError::body_read(e, max))?;
             *req.body_mut() = Body::full(bytes.clone());
@@ -485,8 +493,8 @@ impl Gateway {
             None
         };
         let (method, uri, headers) = (req.method(), req.uri(), req.headers());
-        self.limit(
-            policy,
+        self.check(
+            env,
             route,
             method,
             uri,
@@ -502,9 +510,9 @@ impl Gateway {
     /// refuses answers 429. Puts the `RateLimit-Policy`/`RateLimit` headers
     /// of the most restrictive matching rule in `cx.limit_headers`.
     #[allow(clippy::too_many_arguments)] // what a rule's key may read
-    pub(crate) async fn limit(
+    pub(crate) async fn check(
         &self,
-        policy: &Policy,
+        env: &LimitEnv<'_>,
         route: &Route,
         method: &http::Method,
         uri: &http::Uri,
@@ -513,7 +521,7 @@ impl Gateway {
         body: Option<&[u8]>,
         cx: &mut RequestContext,
     ) -> Result<(), GatewayError> {
-        let limits = &policy.limits;
+        let limits = self;
         // The fewest requests left among the rules that allowed this one.
         let mut tightest: Option<(&Rule, Decision)> = None;
         let mut key = String::new();
@@ -536,7 +544,7 @@ impl Gateway {
             ) {
                 continue;
             }
-            let decision = self.decide(limits, rule, &key).await;
+            let decision = limits.decide(env, rule, &key).await;
             if !decision.allowed {
                 rule.limited.inc();
                 let mut err = GatewayError::new(
@@ -567,9 +575,10 @@ impl Gateway {
 
     /// One request against `rule` for `key`: in Redis for a shared rule
     /// when the L2 is configured and answers, else locally.
-    async fn decide(&self, limits: &Limits, rule: &Rule, key: &str) -> Decision {
+    async fn decide(&self, env: &LimitEnv<'_>, rule: &Rule, key: &str) -> Decision {
+        let limits = self;
         if rule.shared
-            && let Some(l2) = &self.l2
+            && let Some(l2) = env.l2
         {
             let q = &rule.quota;
             match l2.gcra(key, q.rate, q.period, q.burst).await {
@@ -582,7 +591,7 @@ impl Gateway {
                     };
                 }
                 Err(e) => {
-                    self.metrics.traffic.rate_limit_fallback(&rule.name);
+                    env.metrics.traffic.rate_limit_fallback(&rule.name);
                     if limits.should_log_fallback() {
                         tracing::debug!(
                             rule = %rule.name,

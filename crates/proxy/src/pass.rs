@@ -11,8 +11,9 @@ use perfgate_observe::{CacheEvent, InvalidationSource};
 use crate::body::{Body, Watched};
 use crate::compressing::{self, Compressing};
 use crate::context::RequestContext;
+use crate::context::{Conn, Outgoing};
 use crate::error::GatewayError;
-use crate::gateway::{CACHE_STATUS, Conn, Gateway, Outgoing};
+use crate::gateway::{CACHE_STATUS, Gateway};
 use crate::headers::{append_via, strip_hop_by_hop, strip_tag_headers};
 use crate::route::Route;
 

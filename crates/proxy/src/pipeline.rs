@@ -18,10 +18,12 @@ use hyper::body::Incoming;
 use perfgate_observe::RequestKind;
 
 use crate::body::Body;
+use crate::context::Conn;
 use crate::context::RequestContext;
 use crate::error::{ErrorKind, GatewayError};
-use crate::gateway::{Conn, Gateway};
+use crate::gateway::Gateway;
 use crate::policy::Policy;
+use crate::{cached, clamp, guard, identity};
 
 /// `Server-Timing`.
 const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
@@ -82,12 +84,11 @@ impl Gateway {
     async fn phases(
         self: &Arc<Self>,
         policy: &Policy,
-        req: Request<Body>,
-        conn: Conn,
+        mut req: Request<Body>,
+        mut conn: Conn,
         cx: &mut RequestContext,
     ) -> Result<Response<Body>, GatewayError> {
-        let mut req = req;
-        crate::guard::admit(&mut req, &policy.guards, &self.keys)?; // guard.rs, target.rs: 400/405/413/414/431
+        guard::admit(&mut req, &policy.guards, &self.keys)?; // guard.rs, target.rs: 400/405/413/414/431
         if let Some(rsp) = self
             .job_status(policy, req.method(), req.uri().path())
             .await
@@ -96,34 +97,42 @@ impl Gateway {
         }
         let route = policy.routes.select(req.method(), req.uri().path())?; // route.rs: 404/405
         cx.route = Some(route.clone());
-        let mut conn = conn;
         let own = cx.kind == RequestKind::Warmup; // perfgate's own: no identity, no limits
         if !own {
-            self.identify(policy, route, &mut req, &mut conn)?; // identity.rs: 401
+            identity::identify(
+                policy.identity.as_ref(),
+                route,
+                &mut req,
+                &mut conn,
+                &self.metrics,
+            )?; // identity.rs: 401
             cx.user = conn.user.clone();
         }
         cx.guard_end = Some(Instant::now());
         if !own {
-            self.limit_request(policy, route, &mut req, &conn, cx)
+            let env = self.limit_env();
+            policy
+                .limits
+                .check_request(&env, route, &mut req, &conn, cx)
                 .await?; // limits.rs: 400/408/413/429
         }
         cx.limit_end = Some(Instant::now());
-        crate::clamp::clamp(&route.clamps, &mut req)?; // clamp.rs: 400
+        clamp::clamp(&route.clamps, &mut req)?; // clamp.rs: 400
         if let Some(aj) = &route.async_job
             && req.method() == Method::POST
         {
             return self.submit_job(route, aj, req, &conn).await; // jobs/submit.rs: 202/413/503
         }
-        let eligible = crate::cached::eligibility(self.cache.is_some(), route, &req);
+        let eligible = cached::eligibility(self.cache.is_some(), route, &req);
         match eligible {
-            // cached.rs: L1 → L2 → coalescing → forward.rs → store → respond
-            Ok(()) => self.cached(route.clone(), req, conn, cx).await, // 200…/502/503/504
-            // pass.rs: forward.rs → stream back; unsafe methods invalidate
+            // cached.rs: key, L1, L2 (tiers.rs), coalescing, fetch (forward.rs), store, respond
+            Ok(()) => self.cached(route.clone(), req, conn, cx).await, // 2xx…/502/503/504
             Err(_) if own => Err(GatewayError::new(
                 ErrorKind::BadRequest,
                 "the route bypasses the cache",
             )),
-            Err(label) => self.pass(route.clone(), req, &conn, cx, label).await, // 200…/502/503/504
+            // pass.rs: forward.rs, streamed back; unsafe methods invalidate
+            Err(label) => self.pass(route.clone(), req, &conn, cx, label).await, // 2xx…/502/503/504
         }
     }
 

@@ -87,29 +87,3 @@ impl Policy {
         Ok(policy)
     }
 }
-
-impl crate::Gateway {
-    /// The state of every upstream pool (health endpoints), sorted by name.
-    pub fn upstream_health(&self) -> Vec<crate::pool::PoolReport> {
-        self.policy().pools.iter().map(|p| p.snapshot()).collect()
-    }
-
-    /// Replaces the reloadable configuration (routes, pools, guards, limits,
-    /// JWT) with one compiled from `config`, which must be validated. In
-    /// flight requests finish with the generation they started with; the
-    /// cache and the statistics are kept. Err leaves the running one.
-    pub fn reload(self: &Arc<Self>, config: &Config) -> Result<(), String> {
-        let old = self.policy();
-        let new = Policy::build(config, self.metrics(), Some(&old), &self.tasks)?;
-        if self.jobs.get().is_none()
-            && let Some(j) = crate::jobs::Jobs::open(config, self.l2.as_ref())?
-        {
-            // The first async route arrived with this reload.
-            let _ = self.jobs.set(j);
-        }
-        let new = self.swap_policy(new);
-        new.pools.retire_replaced(&old.pools, self.metrics());
-        self.sync_job_workers();
-        Ok(())
-    }
-}

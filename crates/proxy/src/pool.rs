@@ -27,8 +27,7 @@ use perfgate_traffic::retry::RetryBudget;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::body::Body;
-use crate::route::Target;
-use crate::upstream::Upstream;
+use crate::upstream::{Refusal, Target, Upstream};
 
 /// One server of a pool.
 pub(crate) struct Server {
@@ -175,20 +174,6 @@ impl FailureClass {
             K::status_5xx => false,
         }
     }
-}
-
-/// Why a pool refused a request before sending it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Refusal {
-    /// The breaker is open; try again after this long.
-    CircuitOpen(Duration),
-    /// No server is healthy.
-    NoHealthy,
-    /// No connection slot within `queue_timeout`.
-    Busy,
-    /// The client's (replayable) body did not arrive within
-    /// `server.request_body_timeout`: nothing was sent.
-    ClientBodyTimeout(Duration),
 }
 
 impl Pool {

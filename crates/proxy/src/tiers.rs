@@ -12,9 +12,9 @@ use perfgate_cache::policy::Reuse;
 use perfgate_cache::redis::{InvalidationMsg, L2Error, L2Event, L2Health};
 use perfgate_observe::{CacheEvent, InvalidationSource};
 
-use crate::cached::CacheReq;
 use crate::gateway::Gateway;
 use crate::invalidate::{InvalidateReport, Targets};
+use crate::lookup::CacheReq;
 use crate::route::Route;
 use crate::stats::Stats;
 
@@ -49,7 +49,7 @@ impl Gateway {
         };
         let now = Instant::now();
         // The digest chose the variant; the reader's own check confirms it.
-        let usable = found.filter(|e| crate::cached::reusable(&route.policy, &creq.headers, e));
+        let usable = found.filter(|e| crate::lookup::reusable(&route.policy, &creq.headers, e));
         let Some(entry) = usable.map(Arc::new) else {
             self.l2_missed();
             return L2Lookup::Nothing;
@@ -179,7 +179,7 @@ impl Gateway {
             t.keys.iter().partition(|k| !k.starts_with('/'));
         for k in exact {
             // The authenticated copy of a `shared` route lives beside it.
-            keys.push(format!("{k}{}", crate::cached::AUTHENTICATED_SUFFIX));
+            keys.push(format!("{k}{}", crate::lookup::AUTHENTICATED_SUFFIX));
             keys.push(k.clone());
         }
         let (key_prefixes, path_prefixes): (Vec<&String>, Vec<&String>) =

@@ -30,7 +30,8 @@ use tokio::sync::watch;
 use super::{Jobs, head_fields, stored_fields};
 use crate::body::Body;
 use crate::context::Waits;
-use crate::gateway::{Conn, Gateway, Outgoing};
+use crate::context::{Conn, Outgoing};
+use crate::gateway::Gateway;
 use crate::route::Route;
 
 /// Idle workers look for due retries and other instances' jobs this often.

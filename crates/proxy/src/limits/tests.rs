@@ -10,8 +10,9 @@ use perfgate_observe::Metrics;
 use perfgate_traffic::gcra::Quota;
 
 use super::{KeyKind, Limits, RATELIMIT, RATELIMIT_POLICY, query_value};
+use crate::context::Conn;
 use crate::context::RequestContext;
-use crate::gateway::{Conn, Gateway};
+use crate::gateway::Gateway;
 
 fn conn(ip: [u8; 4]) -> Conn {
     Conn::new(SocketAddr::from((ip, 40000)), false)
@@ -349,17 +350,19 @@ async fn check(
     let route = policy.routes.select(&method, path).expect("route").clone();
     let uri: Uri = path.parse().expect("uri");
     let mut cx = RequestContext::new(perfgate_observe::RequestKind::Client, &method, &uri, conn);
-    gw.limit(
-        &policy,
-        &route,
-        &method,
-        &uri,
-        &headers(pairs),
-        conn,
-        None,
-        &mut cx,
-    )
-    .await?;
+    policy
+        .limits
+        .check(
+            &gw.limit_env(),
+            &route,
+            &method,
+            &uri,
+            &headers(pairs),
+            conn,
+            None,
+            &mut cx,
+        )
+        .await?;
     Ok(cx.limit_headers)
 }
 

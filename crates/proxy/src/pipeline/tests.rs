@@ -13,7 +13,8 @@ use tokio::net::TcpListener;
 
 use super::server_timing;
 use crate::body::Body;
-use crate::gateway::{Conn, Gateway};
+use crate::context::Conn;
+use crate::gateway::Gateway;
 
 #[test]
 fn server_timing_is_milliseconds_with_three_decimals() {
