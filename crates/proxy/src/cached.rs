@@ -325,9 +325,7 @@ impl Gateway {
                     let _slot = slot;
                     let mut upstream = Waits::default();
                     // L2 first: another instance may have fetched it already.
-                    let l2_start = Instant::now();
-                    let l2 = gw.l2_lookup(&route2, &key2, &creq2).await;
-                    upstream.l2 += l2_start.elapsed();
+                    let l2 = gw.l2_lookup(&route2, &key2, &creq2, &mut upstream).await;
                     let found = match l2 {
                         L2Lookup::Fresh(entry) => {
                             upstream.saved_call(entry.body.len());

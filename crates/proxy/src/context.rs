@@ -175,6 +175,19 @@ pub(crate) struct Waits {
     pub(crate) saved_calls: u32,
     /// Body bytes those calls would have brought.
     pub(crate) bytes_saved: u64,
+    /// What the L2 lookup found, when there was one.
+    pub(crate) l2_outcome: Option<L2Outcome>,
+}
+
+/// What one L2 lookup found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum L2Outcome {
+    /// A fresh variant this request may use.
+    Hit,
+    /// Nothing usable, or only a stale base for revalidation.
+    Miss,
+    /// Redis failed or timed out.
+    Error,
 }
 
 impl Waits {
@@ -206,5 +219,6 @@ impl std::ops::AddAssign for Waits {
         self.layer = o.layer.or(self.layer);
         self.saved_calls += o.saved_calls;
         self.bytes_saved += o.bytes_saved;
+        self.l2_outcome = o.l2_outcome.or(self.l2_outcome);
     }
 }

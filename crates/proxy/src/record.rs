@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use perfgate_observe::{CacheEvent, CacheOutcomes};
 
-use crate::context::RequestContext;
+use crate::context::{L2Outcome, RequestContext};
 use crate::gateway::Gateway;
 use crate::route::Route;
 use crate::stats::Stats;
@@ -52,6 +52,21 @@ impl Gateway {
                 Stats::add(&r.stats.hits, n);
                 Stats::add(&r.stats.upstream_bytes_saved, saved.bytes_saved);
             }
+        }
+        match saved.l2_outcome {
+            Some(L2Outcome::Hit) => {
+                Stats::inc(&self.stats.l2_hits);
+                self.metrics.cache_event("l2", CacheEvent::hit);
+            }
+            Some(L2Outcome::Miss) => {
+                Stats::inc(&self.stats.l2_misses);
+                self.metrics.cache_event("l2", CacheEvent::miss);
+            }
+            Some(L2Outcome::Error) => {
+                Stats::inc(&self.stats.l2_errors);
+                self.metrics.l2_error();
+            }
+            None => {}
         }
         for e in cache.iter() {
             self.metrics.cache_event("l1", e);

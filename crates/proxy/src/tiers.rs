@@ -10,8 +10,9 @@ use perfgate_cache::entry::Entry;
 use perfgate_cache::key::key_target;
 use perfgate_cache::policy::Reuse;
 use perfgate_cache::redis::{InvalidationMsg, L2Error, L2Event, L2Health};
-use perfgate_observe::{CacheEvent, InvalidationSource};
+use perfgate_observe::InvalidationSource;
 
+use crate::context::{L2Outcome, Waits};
 use crate::gateway::Gateway;
 use crate::invalidate::{InvalidateReport, Targets};
 use crate::lookup::CacheReq;
@@ -36,14 +37,28 @@ impl Gateway {
 
     /// Looks `key` up in L2 (under its deadline); a fresh variant usable by
     /// this request is promoted to L1 with its remaining freshness.
-    pub(crate) async fn l2_lookup(&self, route: &Route, key: &str, creq: &CacheReq) -> L2Lookup {
+    /// The outcome goes into `upstream` (counted when the request is
+    /// recorded).
+    pub(crate) async fn l2_lookup(
+        &self,
+        route: &Route,
+        key: &str,
+        creq: &CacheReq,
+        upstream: &mut Waits,
+    ) -> L2Lookup {
         let Some(l2) = &self.l2 else {
             return L2Lookup::Nothing;
         };
-        let found = match l2.get(key, &creq.headers).await {
+        let started = Instant::now();
+        let found = l2.get(key, &creq.headers).await;
+        upstream.l2 += started.elapsed();
+        let found = match found {
             Ok(e) => e,
             Err(e) => {
-                self.l2_failed(&e);
+                if !matches!(e, L2Error::Skipped) {
+                    upstream.l2_outcome = Some(L2Outcome::Error);
+                    tracing::debug!(error = %e, "L2 call failed; going on without it");
+                }
                 return L2Lookup::Nothing;
             }
         };
@@ -51,25 +66,19 @@ impl Gateway {
         // The digest chose the variant; the reader's own check confirms it.
         let usable = found.filter(|e| crate::lookup::reusable(&route.policy, &creq.headers, e));
         let Some(entry) = usable.map(Arc::new) else {
-            self.l2_missed();
+            upstream.l2_outcome = Some(L2Outcome::Miss);
             return L2Lookup::Nothing;
         };
         if matches!(entry.reuse(now), Reuse::Fresh) {
             if let Some(cache) = &self.cache {
                 cache.insert(key, entry.clone());
             }
-            Stats::inc(&self.stats.l2_hits);
-            self.metrics.cache_event("l2", CacheEvent::hit);
+            upstream.l2_outcome = Some(L2Outcome::Hit);
             L2Lookup::Fresh(entry)
         } else {
-            self.l2_missed();
+            upstream.l2_outcome = Some(L2Outcome::Miss);
             L2Lookup::Stale(entry)
         }
-    }
-
-    fn l2_missed(&self) {
-        Stats::inc(&self.stats.l2_misses);
-        self.metrics.cache_event("l2", CacheEvent::miss);
     }
 
     fn l2_failed(&self, e: &L2Error) {
