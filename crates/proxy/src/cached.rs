@@ -24,7 +24,6 @@ use perfgate_config::AuthorizedPolicy;
 use perfgate_observe::{CacheEvent, CacheLayer, RequestKind};
 
 use crate::body::{Body, Watched};
-use crate::coalesce::{Join, Shared};
 use crate::compressing::{add_vary_accept_encoding, weaken_etag};
 use crate::context::{Conn, Outgoing};
 use crate::context::{RequestContext, Waits};
@@ -38,6 +37,7 @@ use crate::stats::Stats;
 use crate::target::request_host;
 use crate::tiers::L2Lookup;
 use crate::upstream::Refusal;
+use perfgate_cache::coalesce::{Join, Shared};
 
 const HIT: HeaderValue = HeaderValue::from_static("perfgate; hit");
 const HIT_SWR: HeaderValue =

@@ -14,10 +14,10 @@ use perfgate_cache::redis::L2;
 use perfgate_config::{AuthorizedPolicy, Config};
 use perfgate_observe::Metrics;
 
-use crate::coalesce::{Flights, Shared};
 use crate::hot::Warmups;
 use crate::policy::Policy;
 use crate::stats::{CacheStats, Stats};
+use perfgate_cache::coalesce::{Flights, Shared};
 
 /// `Cache-Status` (RFC 9211).
 pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");

@@ -7,7 +7,6 @@ mod body;
 mod cached;
 mod clamp;
 mod client;
-mod coalesce;
 mod compressing;
 mod context;
 mod error;

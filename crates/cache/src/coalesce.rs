@@ -13,8 +13,9 @@ type FlightMap<T> = Arc<Mutex<HashMap<Arc<str>, watch::Receiver<Option<T>>>>>;
 /// What a fetch leaves for concurrent waiters: a stored entry they may be
 /// served from (after their own `Vary`/authorization check).
 #[derive(Clone)]
-pub(crate) struct Shared {
-    pub(crate) entry: std::sync::Arc<perfgate_cache::entry::Entry>,
+pub struct Shared {
+    /// The stored entry.
+    pub entry: Arc<crate::entry::Entry>,
 }
 
 /// The in-flight fetches, by cache key.
