@@ -1,6 +1,7 @@
 //! The hot path: the client-facing server, routing, guards, the upstream
 //! client, the cache path with coalescing, and compression of responses.
 //! ARCHITECTURE.md tells the life of a request through these modules.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod batch;
 mod body;
