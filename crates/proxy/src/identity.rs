@@ -28,7 +28,7 @@ use perfgate_config::{Config, JwtConfig, JwtMode};
 use perfgate_identity::{JwtError, JwtSettings, JwtValidator, bearer};
 
 use crate::body::Body;
-use crate::error::{ErrorKind, GatewayError};
+use crate::error::{Error, ErrorKind};
 use crate::gateway::{Conn, Gateway};
 use crate::policy::Policy;
 use crate::route::Route;
@@ -76,7 +76,7 @@ impl Refusal {
     }
 
     /// The 401 response.
-    pub(crate) fn into_error(self) -> GatewayError {
+    pub(crate) fn into_error(self) -> Error {
         let (message, challenge) = match self {
             Refusal::Missing => ("a bearer token is required".to_string(), CHALLENGE),
             Refusal::Ambiguous => {
@@ -89,7 +89,7 @@ impl Refusal {
                 (message, challenge)
             }
         };
-        GatewayError::new(ErrorKind::Unauthorized, message).with_header(WWW_AUTHENTICATE, challenge)
+        Error::new(ErrorKind::Unauthorized, message).with_header(WWW_AUTHENTICATE, challenge)
     }
 }
 
@@ -325,7 +325,7 @@ impl Gateway {
         route: &Route,
         req: &mut http::Request<Body>,
         conn: &mut Conn,
-    ) -> Result<(), GatewayError> {
+    ) -> Result<(), Error> {
         if route.jwt == JwtMode::Off {
             // The upstream may trust the forwarded-claim headers on every
             // route: a client never gets to set them, here either.
@@ -337,7 +337,7 @@ impl Gateway {
         let Some(identity) = &policy.identity else {
             // Not reachable: Identity::build returns Some whenever a route
             // validates tokens. Refuse rather than let the request through.
-            return Err(GatewayError::new(
+            return Err(Error::new(
                 ErrorKind::Internal,
                 "token validation is not configured",
             ));

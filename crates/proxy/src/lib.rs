@@ -32,7 +32,7 @@ mod upstream;
 mod warmup;
 
 pub use body::Body;
-pub use error::{ErrorKind, GatewayError};
+pub use error::{Error, ErrorKind, GatewayError, Side, envelope};
 pub use gateway::{CACHE_STATUS, Conn, Gateway};
 pub use invalidate::{InvalidateReport, InvalidateRequest, Targets};
 pub use jobs::Jobs;

@@ -29,7 +29,7 @@ use perfgate_config::{Config, IpNet};
 use perfgate_observe::LimitResult;
 use perfgate_traffic::gcra::{self, Decision, LocalLimiter, Quota};
 
-use crate::error::{ErrorKind, GatewayError};
+use crate::error::{Error, ErrorKind};
 use crate::gateway::{Conn, Cx, Gateway};
 use crate::policy::Policy;
 use crate::route::Route;
@@ -472,7 +472,7 @@ impl Gateway {
         conn: &Conn,
         body: Option<&[u8]>,
         cx: &mut Cx,
-    ) -> Result<(), GatewayError> {
+    ) -> Result<(), Error> {
         let limits = &policy.limits;
         // The fewest requests left among the rules that allowed this one.
         let mut tightest: Option<(&Rule, Decision)> = None;
@@ -499,7 +499,7 @@ impl Gateway {
             let decision = self.decide(limits, rule, &key).await;
             if !decision.allowed {
                 rule.limited.inc();
-                let mut err = GatewayError::new(
+                let mut err = Error::new(
                     ErrorKind::TooManyRequests,
                     format!("rate limit \"{}\" exceeded", rule.name),
                 )
