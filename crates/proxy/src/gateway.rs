@@ -193,7 +193,11 @@ pub struct Gateway {
 
 impl Gateway {
     /// Compiles a validated configuration.
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Self>, String> {
+    pub fn new(
+        config: &Config,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, perfgate_config::ConfigErrors> {
+        use crate::policy::at;
         let policy = Policy::build(config, &metrics, None)?;
         let cache = config
             .cache
@@ -201,12 +205,13 @@ impl Gateway {
             .then(|| MemoryCache::new(config.cache.max_bytes.get(), config.cache.keep_stale.get()));
         let via = |v: &str| {
             HeaderValue::from_str(&format!("{v} {}", config.server.via_name))
-                .map_err(|_| "server.via_name is not a valid header value".to_string())
+                .map_err(|_| "not a valid header value".to_string())
+                .map_err(at("server.via_name"))
         };
         // Started whenever Redis is configured: shared rate limits use it
         // even when the response cache is off.
         let l2 = if config.redis.enabled() {
-            Some(L2::start(&config.redis).map_err(|e| format!("redis: {e}"))?)
+            Some(L2::start(&config.redis).map_err(at("redis"))?)
         } else {
             None
         };
@@ -216,7 +221,7 @@ impl Gateway {
             );
         }
         let jobs = std::sync::OnceLock::new();
-        if let Some(j) = crate::jobs::Jobs::open(config, l2.as_ref())? {
+        if let Some(j) = crate::jobs::Jobs::open(config, l2.as_ref()).map_err(at("jobs"))? {
             let _ = jobs.set(j);
         }
         Ok(Arc::new(Self {

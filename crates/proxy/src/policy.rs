@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use perfgate_config::Config;
+use perfgate_config::{Config, ConfigErrors, Problem};
 use perfgate_observe::Metrics;
 
 use crate::identity::Identity;
@@ -49,10 +49,11 @@ impl Policy {
         config: &Config,
         metrics: &Arc<Metrics>,
         previous: Option<&Policy>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ConfigErrors> {
         let s = &config.server;
-        let pools = Pools::build(config, metrics, previous.map(|p| &p.pools))?;
-        let routes = Routes::build(config, metrics, &pools)?;
+        let pools =
+            Pools::build(config, metrics, previous.map(|p| &p.pools)).map_err(at("pools"))?;
+        let routes = Routes::build(config, metrics, &pools).map_err(at("routes"))?;
         let job_status_paths = routes
             .iter()
             .filter_map(|r| r.job_status_path.clone())
@@ -61,8 +62,9 @@ impl Policy {
             routes,
             job_status_paths,
             pools,
-            identity: Identity::build(config)?,
-            limits: Limits::build(config, metrics, previous.map(|p| &p.limits))?,
+            identity: Identity::build(config).map_err(at("jwt"))?,
+            limits: Limits::build(config, metrics, previous.map(|p| &p.limits))
+                .map_err(at("rate_limits"))?,
             guards: Guards {
                 max_body_bytes: s.max_body_bytes.get(),
                 max_header_count: s.max_header_count,
@@ -87,6 +89,15 @@ impl Policy {
     }
 }
 
+/// Turns a compiler's reason into the one problem of the section at `path`
+/// (the reason names the item, e.g. `route api: …`), reported like the
+/// problems validation finds.
+pub(crate) fn at(path: &'static str) -> impl Fn(String) -> ConfigErrors {
+    move |reason| ConfigErrors {
+        problems: vec![Problem::new(path, reason)],
+    }
+}
+
 impl crate::Gateway {
     /// The state of every upstream pool (health endpoints), sorted by name.
     pub fn upstream_health(&self) -> Vec<crate::pool::PoolReport> {
@@ -96,12 +107,14 @@ impl crate::Gateway {
     /// Replaces the reloadable configuration (routes, pools, guards, limits,
     /// JWT) with one compiled from `config`, which must be validated. In
     /// flight requests finish with the generation they started with; the
-    /// cache and the statistics are kept. Err leaves the running one.
-    pub fn reload(self: &Arc<Self>, config: &Config) -> Result<(), String> {
+    /// cache and the statistics are kept. Err (every problem, with its
+    /// path) leaves the running one.
+    pub fn reload(self: &Arc<Self>, config: &Config) -> Result<(), ConfigErrors> {
         let old = self.policy();
         let new = Policy::build(config, self.metrics(), Some(&old))?;
         if self.jobs.get().is_none()
-            && let Some(j) = crate::jobs::Jobs::open(config, self.l2.as_ref())?
+            && let Some(j) =
+                crate::jobs::Jobs::open(config, self.l2.as_ref()).map_err(at("jobs"))?
         {
             // The first async route arrived with this reload.
             let _ = self.jobs.set(j);
