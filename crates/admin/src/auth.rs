@@ -23,12 +23,14 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::{
     AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN, WWW_AUTHENTICATE,
 };
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
 use crate::AdminState;
+use perfgate_proxy::ErrorKind;
+
 use crate::envelope::ApiError;
 
 /// Refuses requests whose `Host` is not one the admin API answers to.
@@ -37,8 +39,7 @@ pub async fn host(State(state): State<AdminState>, req: Request, next: Next) -> 
         return next.run(req).await;
     }
     error(
-        StatusCode::MISDIRECTED_REQUEST,
-        "unknown_host",
+        ErrorKind::UnknownHost,
         "this Host is not one the admin API answers to: use its IP address, localhost, or a name listed in admin.allowed_hosts",
     )
 }
@@ -61,11 +62,7 @@ pub async fn require(
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .map(str::trim);
             if !given.is_some_and(|g| token_matches(g, token)) {
-                let mut rsp = error(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "a valid bearer token is required",
-                );
+                let mut rsp = error(ErrorKind::Unauthorized, "a valid bearer token is required");
                 rsp.headers_mut().insert(
                     WWW_AUTHENTICATE,
                     axum::http::HeaderValue::from_static("Bearer realm=\"perfgate-admin\""),
@@ -75,15 +72,13 @@ pub async fn require(
         }
         None if !peer.ip().is_loopback() => {
             return error(
-                StatusCode::FORBIDDEN,
-                "forbidden",
+                ErrorKind::Forbidden,
                 "no admin token is configured: the admin API answers only loopback clients",
             );
         }
         None if mutating && !state.allow_unauthenticated => {
             return error(
-                StatusCode::FORBIDDEN,
-                "forbidden",
+                ErrorKind::Forbidden,
                 "no admin token is configured, so the admin API is read-only: set one \
                  (PERFGATE_ADMIN_TOKEN or admin.token_file), or admin.allow_unauthenticated = true",
             );
@@ -96,8 +91,7 @@ pub async fn require(
         }
         if !same_origin(req.headers()) {
             return error(
-                StatusCode::FORBIDDEN,
-                "forbidden",
+                ErrorKind::Forbidden,
                 "cross-origin requests cannot change the admin API",
             );
         }
@@ -123,8 +117,7 @@ fn check_body_type(headers: &HeaderMap) -> Option<Response> {
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
     (!json).then(|| {
         error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorKind::UnsupportedMediaType,
             "send the request body as Content-Type: application/json",
         )
     })
@@ -196,15 +189,8 @@ fn secret() -> &'static [u8] {
     })
 }
 
-fn error(status: StatusCode, code: &'static str, message: &str) -> Response {
-    ApiError {
-        status,
-        code,
-        message: message.into(),
-        field: None,
-        details: None,
-    }
-    .into_response()
+fn error(kind: ErrorKind, message: &str) -> Response {
+    ApiError::new(kind, message).into_response()
 }
 
 #[cfg(test)]

@@ -8,13 +8,14 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::Serialize;
 use serde_json::json;
 
 use crate::AdminState;
+use perfgate_proxy::ErrorKind;
+
 use crate::envelope::{ApiError, ok};
 
 /// What a successful reload changed.
@@ -50,36 +51,21 @@ async fn reload(State(state): State<AdminState>) -> Response {
     // Reading files and compiling keys is blocking work.
     match tokio::task::spawn_blocking(move || reloader()).await {
         Ok(Ok(report)) => ok(report),
-        Ok(Err(ReloadError::Invalid(problems))) => ApiError {
-            status: StatusCode::BAD_REQUEST,
-            code: "invalid_config",
-            message: format!(
+        Ok(Err(ReloadError::Invalid(problems))) => ApiError::new(
+            ErrorKind::InvalidConfig,
+            format!(
                 "the new configuration has {} problem(s); the running configuration is unchanged",
                 problems.len()
             ),
-            field: Some("config".into()),
-            details: Some(json!({ "problems": problems })),
-        }
+        )
+        .field("config")
+        .details(json!({ "problems": problems }))
         .into_response(),
         Ok(Err(ReloadError::Unavailable(why))) => unavailable(why),
-        Err(e) => ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: "internal_error",
-            message: format!("reload failed: {e}"),
-            field: None,
-            details: None,
-        }
-        .into_response(),
+        Err(e) => ApiError::new(ErrorKind::Internal, format!("reload failed: {e}")).into_response(),
     }
 }
 
 fn unavailable(message: String) -> Response {
-    ApiError {
-        status: StatusCode::CONFLICT,
-        code: "reload_unavailable",
-        message,
-        field: None,
-        details: None,
-    }
-    .into_response()
+    ApiError::new(ErrorKind::ReloadUnavailable, message).into_response()
 }

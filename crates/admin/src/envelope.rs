@@ -1,10 +1,13 @@
 //! The JSON envelope every admin endpoint answers with:
 //! `{"success": true, "data": …}` or
 //! `{"success": false, "error": {"code": …, "message": …, "field": …}}`.
+//! Failures are the proxy's [`Error`]: its [`ErrorKind`] fixes the status
+//! and the code, and [`perfgate_proxy::envelope`] builds the body, so the
+//! admin API and the gateway cannot drift apart.
 
 use axum::Json;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use perfgate_proxy::{Error, ErrorKind};
 use serde::Serialize;
 use serde_json::json;
 
@@ -16,12 +19,9 @@ pub fn ok<T: Serialize>(data: T) -> Response {
 /// A failed admin request.
 #[derive(Debug)]
 pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// Machine-readable code.
-    pub code: &'static str,
-    /// Human-readable message.
-    pub message: String,
+    /// The failure: kind (status and code), side at fault, message (boxed:
+    /// handlers return `Result<_, ApiError>` and the `Err` stays small).
+    pub error: Box<Error>,
     /// The request field at fault, for 400s.
     pub field: Option<String>,
     /// More about the failure (e.g. every problem of a rejected config).
@@ -29,23 +29,40 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// A failure of `kind` with a message for the caller.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error::new(kind, message).into()
+    }
+
     /// 400 naming the field at fault.
     pub fn bad_request(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            code: "bad_request",
-            message: message.into(),
-            field: Some(field.into()),
-            details: None,
-        }
+        Self::new(ErrorKind::BadRequest, message).field(field)
     }
 
     /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, message)
+    }
+
+    /// Names the request field at fault.
+    pub fn field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    /// Adds details.
+    pub fn details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+}
+
+impl From<Error> for ApiError {
+    /// The same failure as the proxy reports it. Its `Retry-After` and extra
+    /// headers are not sent: admin clients get the status and the envelope.
+    fn from(error: Error) -> Self {
         Self {
-            status: StatusCode::NOT_FOUND,
-            code: "not_found",
-            message: message.into(),
+            error: Box::new(error),
             field: None,
             details: None,
         }
@@ -54,18 +71,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({ "code": self.code, "message": self.message });
-        if let Some(f) = self.field {
-            error["field"] = json!(f);
-        }
-        if let Some(d) = self.details {
-            error["details"] = d;
-        }
-        (
-            self.status,
-            Json(json!({ "success": false, "error": error })),
-        )
-            .into_response()
+        let body = perfgate_proxy::envelope(
+            self.error.kind,
+            &self.error.message,
+            self.field.as_deref(),
+            self.details,
+        );
+        (self.error.kind.status(), Json(body)).into_response()
     }
 }
 

@@ -12,7 +12,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use perfgate_proxy::{GatewayError, JobState, Jobs, is_valid_task_id};
+use perfgate_proxy::{Error, JobState, Jobs, is_valid_task_id};
 
 use crate::AdminState;
 use crate::envelope::{ApiError, ok};
@@ -36,14 +36,8 @@ fn queue(state: &AdminState) -> Result<Arc<Jobs>, ApiError> {
         .ok_or_else(|| ApiError::not_found("no async routes are configured: there is no job queue"))
 }
 
-fn from_gateway(e: GatewayError) -> ApiError {
-    ApiError {
-        status: e.kind.status(),
-        code: e.kind.code(),
-        message: e.message,
-        field: None,
-        details: None,
-    }
+fn from_gateway(e: Error) -> ApiError {
+    e.into()
 }
 
 fn id_of(id: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {

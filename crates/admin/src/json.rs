@@ -3,9 +3,11 @@
 //! `Json` rejection only says that deserialization failed somewhere.
 
 use axum::body::Body;
+use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value};
+
+use perfgate_proxy::ErrorKind;
 
 use crate::envelope::ApiError;
 
@@ -58,14 +60,12 @@ pub async fn read_object(
     }
     let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
-        .map_err(|_| ApiError {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            code: "payload_too_large",
-            message: format!(
-                "the body is larger than {MAX_BODY_BYTES} bytes (or could not be read)"
-            ),
-            field: Some("body".into()),
-            details: None,
+        .map_err(|_| {
+            ApiError::new(
+                ErrorKind::PayloadTooLarge,
+                format!("the body is larger than {MAX_BODY_BYTES} bytes (or could not be read)"),
+            )
+            .field("body")
         })?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request(

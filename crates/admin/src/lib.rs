@@ -2,6 +2,7 @@
 //! invalidation, warm-up), each resource in its own module, all but
 //! `/health` and `/health/dependencies` behind one auth layer (auth.rs). It uses only the public
 //! handles of the proxy crate.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod auth;
 mod cache;

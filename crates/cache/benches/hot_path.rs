@@ -2,6 +2,7 @@
 //!
 //! Run with `cargo bench -p perfgate-cache --bench hot_path` (add `-- --quick`
 //! for a short run). Results are recorded in docs/benchmarks.md.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime};

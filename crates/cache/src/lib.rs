@@ -5,6 +5,7 @@
 //! `cache_control`, `key`, `policy`, `conditional` and `vary` are free of I/O
 //! and async so that the hot path can call them directly and tests can cover
 //! them exhaustively.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod cache_control;
 pub mod coalesce;

@@ -1,5 +1,6 @@
 //! The Redis L2 against real `redis-server` processes (skipped, with a
 //! message, when Redis is not installed outside CI).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

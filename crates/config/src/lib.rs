@@ -1,6 +1,7 @@
 //! perfgate's configuration: one TOML file, every value overridable by
 //! `PERFGATE_…` environment variables, validated with every problem reported
 //! with its path.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod ipnet;
 mod load;

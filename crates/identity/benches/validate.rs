@@ -4,6 +4,7 @@
 //!
 //! Run with `cargo bench -p perfgate-identity --bench validate` (add
 //! `-- --quick` for a short run).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -10,6 +10,7 @@
 //!
 //! The HTTP side (routes, workers calling the upstream, status pages) is in
 //! `perfgate_proxy::jobs`; this crate does no HTTP.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod dedup;
 pub mod embedded;

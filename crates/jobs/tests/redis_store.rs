@@ -1,5 +1,6 @@
 //! The Redis Streams job store against a real `redis-server` (skipped, with
 //! a message, when Redis is not installed outside CI).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

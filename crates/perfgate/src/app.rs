@@ -133,7 +133,7 @@ pub async fn start_on(
     // real one, when the listener was bound to port 0.
     config.server.listen = proxy_listener.local_addr()?.to_string();
     let metrics = Arc::new(Metrics::new());
-    let gateway = Gateway::new(&config, metrics).map_err(anyhow::Error::msg)?;
+    let gateway = Gateway::new(&config, metrics).map_err(anyhow::Error::new)?;
     let tls = match &config.server.tls {
         Some(t) => Some(
             perfgate_proxy::load_tls(&t.cert_file, &t.key_file, config.server.http2)
@@ -286,8 +286,9 @@ impl Reload {
         }
         if let Err(e) = self.gateway.reload(&config) {
             self.gateway.metrics().traffic.reload(false);
-            tracing::error!(error = %e, "configuration reload rejected; the running configuration is unchanged");
-            return Err(ReloadError::Invalid(vec![e]));
+            let problems: Vec<String> = e.problems.iter().map(ToString::to_string).collect();
+            tracing::error!(problems = ?problems, "configuration reload rejected; the running configuration is unchanged");
+            return Err(ReloadError::Invalid(problems));
         }
         let mut restart_required = restart_required(&current, &config);
         if wanted_listen != current.server.listen

@@ -1,5 +1,6 @@
 //! The `perfgate` command: parse the command line, load the configuration,
 //! run, drain. Everything else lives in the library crates.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod cli;
 

@@ -21,7 +21,7 @@ use serde_json::{Map, Value, json};
 
 use crate::body::Body;
 use crate::context::Conn;
-use crate::error::{ErrorKind, GatewayError};
+use crate::error::{Error, ErrorKind};
 use crate::gateway::Gateway;
 use crate::policy::Policy;
 
@@ -38,7 +38,7 @@ struct Item {
 
 type Answer = Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
 
-type Answered = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;
+type Answered = Pin<Box<dyn Future<Output = Result<Response<Body>, Error>> + Send>>;
 
 impl Gateway {
     /// Answers a batch request. Boxed: its sub-requests go through
@@ -57,14 +57,14 @@ impl Gateway {
         policy: Arc<Policy>,
         req: Request<Body>,
         conn: Conn,
-    ) -> Result<Response<Body>, GatewayError> {
+    ) -> Result<Response<Body>, Error> {
         let policy = &policy;
         let conn = &conn;
         let (parts, body) = req.into_parts();
         let max = MAX_REQUEST_BYTES as u64;
         let bytes = crate::body::read_bounded(body, &parts.headers, max, self.body_timeout)
             .await
-            .map_err(|e| GatewayError::body_read(e, max))?;
+            .map_err(|e| Error::body_read(e, max))?;
         let budget = Arc::new(Budget::new(policy.batch.max_response_bytes.get()));
         let items = parse(&bytes, policy.batch.max_requests)?;
         let mut shared = HeaderMap::new();
@@ -125,12 +125,12 @@ impl Gateway {
     }
 }
 
-fn bad(message: String) -> GatewayError {
-    GatewayError::new(ErrorKind::BadRequest, message)
+fn bad(message: String) -> Error {
+    Error::new(ErrorKind::BadRequest, message)
 }
 
 /// Parses and checks the list; the error names the entry at fault.
-fn parse(bytes: &Bytes, max: usize) -> Result<Vec<Item>, GatewayError> {
+fn parse(bytes: &Bytes, max: usize) -> Result<Vec<Item>, Error> {
     let v: Value = serde_json::from_slice(bytes)
         .map_err(|e| bad(format!("the batch body is not JSON: {e}")))?;
     let Value::Array(list) = v else {
@@ -238,14 +238,14 @@ impl Budget {
 
 /// An item whose answer did not fit in the batch's budget.
 fn over_budget() -> Vec<u8> {
-    let e = GatewayError::new(
+    let e = Error::new(
         ErrorKind::BatchTooLarge,
         "the batch's answers exceed batch.max_response_bytes; request this item on its own",
     );
     json!({
         "status": e.kind.status().as_u16(),
         "headers": {},
-        "body": { "success": false, "error": { "code": e.kind.code(), "message": e.message } },
+        "body": e.envelope(),
     })
     .to_string()
     .into_bytes()
@@ -297,10 +297,14 @@ async fn render(rsp: Response<Body>, budget: &Budget) -> Vec<u8> {
         Ok(b) => b,
         Err(true) => return over_budget(),
         Err(false) => {
+            let e = Error::new(
+                ErrorKind::BatchItemFailed,
+                "the response body could not be read (or exceeds 8 MiB)",
+            );
             return json!({
-                "status": 502,
+                "status": e.kind.status().as_u16(),
                 "headers": {},
-                "body": { "success": false, "error": { "code": "batch_item_failed", "message": "the response body could not be read (or exceeds 8 MiB)" } },
+                "body": e.envelope(),
             })
             .to_string()
             .into_bytes();

@@ -8,10 +8,10 @@ use http::{Request, Uri};
 use perfgate_cache::key::percent_decode;
 use perfgate_config::QueryClamp;
 
-use crate::error::{ErrorKind, GatewayError};
+use crate::error::{Error, ErrorKind};
 
 /// The clamp phase: the request with its query clamped.
-pub(crate) fn clamp<B>(clamps: &[QueryClamp], req: &mut Request<B>) -> Result<(), GatewayError> {
+pub(crate) fn clamp<B>(clamps: &[QueryClamp], req: &mut Request<B>) -> Result<(), Error> {
     if let Some(uri) = apply(clamps, req.uri())? {
         *req.uri_mut() = uri;
     }
@@ -19,7 +19,7 @@ pub(crate) fn clamp<B>(clamps: &[QueryClamp], req: &mut Request<B>) -> Result<()
 }
 
 /// The target with its clamped parameters, or `None` when nothing changed.
-pub(crate) fn apply(clamps: &[QueryClamp], uri: &Uri) -> Result<Option<Uri>, GatewayError> {
+pub(crate) fn apply(clamps: &[QueryClamp], uri: &Uri) -> Result<Option<Uri>, Error> {
     if clamps.is_empty() {
         return Ok(None);
     }
@@ -48,7 +48,7 @@ pub(crate) fn apply(clamps: &[QueryClamp], uri: &Uri) -> Result<Option<Uri>, Gat
             .ok()
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| {
-                GatewayError::new(
+                Error::new(
                     ErrorKind::BadRequest,
                     format!(
                         "query parameter {}: {:?} is not a non-negative integer",
@@ -81,11 +81,11 @@ pub(crate) fn apply(clamps: &[QueryClamp], uri: &Uri) -> Result<Option<Uri>, Gat
     let mut parts = uri.clone().into_parts();
     parts.path_and_query = Some(
         PathAndQuery::try_from(pq)
-            .map_err(|_| GatewayError::new(ErrorKind::BadRequest, "invalid request target"))?,
+            .map_err(|_| Error::new(ErrorKind::BadRequest, "invalid request target"))?,
     );
     Uri::from_parts(parts)
         .map(Some)
-        .map_err(|_| GatewayError::new(ErrorKind::BadRequest, "invalid request target"))
+        .map_err(|_| Error::new(ErrorKind::BadRequest, "invalid request target"))
 }
 
 #[cfg(test)]
@@ -101,7 +101,7 @@ mod tests {
         }]
     }
 
-    fn run(target: &str) -> Result<Option<String>, GatewayError> {
+    fn run(target: &str) -> Result<Option<String>, Error> {
         let uri: Uri = target.parse().unwrap();
         apply(&page_size(), &uri).map(|u| u.map(|u| u.to_string()))
     }

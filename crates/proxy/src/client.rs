@@ -130,13 +130,14 @@ impl Idles {
     }
 
     fn entry(&mut self, host: Authority) -> &mut VecDeque<Idle> {
-        match self.by_host.iter().position(|(h, _)| *h == host) {
-            Some(i) => &mut self.by_host[i].1,
+        let i = match self.by_host.iter().position(|(h, _)| *h == host) {
+            Some(i) => i,
             None => {
                 self.by_host.push((host, VecDeque::new()));
-                &mut self.by_host.last_mut().expect("just pushed").1
+                self.by_host.len() - 1
             }
-        }
+        };
+        &mut self.by_host[i].1
     }
 }
 

@@ -1,5 +1,8 @@
-//! Gateway-generated failures and the one place that turns them into HTTP
-//! statuses and the JSON envelope (`{"success":false,"error":{...}}`).
+//! The failure model: every failure perfgate answers itself is an [`Error`]
+//! with its kind, the side at fault and a retry hint. This is the one place
+//! that turns failures into HTTP statuses ([`ErrorKind::status`]) and builds
+//! the JSON envelope ([`envelope`], `{"success":false,"error":{...}}`) that
+//! both the proxy and the admin API send.
 
 use std::time::Duration;
 
@@ -7,6 +10,37 @@ use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 
 use crate::body::Body;
+
+/// Who is at fault for a failure: what an access log or an alert needs to
+/// tell a misbehaving client from a broken upstream or a gateway problem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The request was malformed, too large, unauthorized, over a limit, or
+    /// asked for something that does not exist.
+    Client,
+    /// perfgate itself: overloaded, its job store or reload unavailable, a bug.
+    Gateway,
+    /// The upstream: unreachable, too slow, broke the exchange, or paused by
+    /// its breaker or health checks.
+    Upstream,
+}
+
+impl Side {
+    /// A stable lower-case label (for logs and metrics).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Gateway => "gateway",
+            Side::Upstream => "upstream",
+        }
+    }
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// What went wrong, and therefore which status the client gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,13 +89,27 @@ pub enum ErrorKind {
     StoreUnavailable,
     /// A bug or an unexpected failure inside perfgate → 500.
     Internal,
+    /// A batch item's response body could not be read (or exceeds the
+    /// per-item limit; reported inside the batch answer) → 502.
+    BatchItemFailed,
+    /// Admin API: the caller may not do this (no token configured and not
+    /// loopback, read-only, cross-origin) → 403.
+    Forbidden,
+    /// Admin API: the `Host` is not one the admin API answers to → 421.
+    UnknownHost,
+    /// Admin API: a mutating request whose body is not JSON → 415.
+    UnsupportedMediaType,
+    /// Admin API: a reload found problems in the new configuration → 400.
+    InvalidConfig,
+    /// Admin API: this process cannot reload its configuration → 409.
+    ReloadUnavailable,
 }
 
 impl ErrorKind {
     /// The status this kind maps to.
     pub fn status(self) -> StatusCode {
         match self {
-            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::BadRequest | ErrorKind::InvalidConfig => StatusCode::BAD_REQUEST,
             ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::PayloadTooLarge | ErrorKind::BatchTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -78,6 +126,55 @@ impl ErrorKind {
             ErrorKind::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             ErrorKind::UpstreamTimeout | ErrorKind::NotCached => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::BatchItemFailed => StatusCode::BAD_GATEWAY,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::UnknownHost => StatusCode::MISDIRECTED_REQUEST,
+            ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorKind::ReloadUnavailable => StatusCode::CONFLICT,
+        }
+    }
+
+    /// Who is at fault, unless the raiser knows better ([`Error::on_side`]).
+    pub fn side(self) -> Side {
+        match self {
+            ErrorKind::BadRequest
+            | ErrorKind::Unauthorized
+            | ErrorKind::MethodNotAllowed
+            | ErrorKind::PayloadTooLarge
+            | ErrorKind::RequestTimeout
+            | ErrorKind::BatchTooLarge
+            | ErrorKind::UriTooLong
+            | ErrorKind::TooManyRequests
+            | ErrorKind::HeadersTooLarge
+            | ErrorKind::NoRoute
+            | ErrorKind::NotFound
+            // The client asked for a stored answer only (`only-if-cached`).
+            | ErrorKind::NotCached
+            | ErrorKind::Forbidden
+            | ErrorKind::UnknownHost
+            | ErrorKind::UnsupportedMediaType
+            | ErrorKind::InvalidConfig => Side::Client,
+            ErrorKind::Overloaded
+            | ErrorKind::QueueFull
+            | ErrorKind::StoreUnavailable
+            | ErrorKind::Internal
+            | ErrorKind::ReloadUnavailable => Side::Gateway,
+            ErrorKind::UpstreamUnavailable
+            | ErrorKind::UpstreamTimeout
+            | ErrorKind::CircuitOpen
+            | ErrorKind::NoHealthyUpstream
+            | ErrorKind::BatchItemFailed => Side::Upstream,
+        }
+    }
+
+    /// The `Retry-After` a failure of this kind carries unless its raiser
+    /// sets one: only kinds whose wait does not depend on the occasion
+    /// (a rate limit or an open breaker knows its own).
+    pub fn retry(self) -> Option<Duration> {
+        match self {
+            ErrorKind::Overloaded | ErrorKind::NoHealthyUpstream => Some(Duration::from_secs(1)),
+            ErrorKind::QueueFull => Some(Duration::from_secs(5)),
+            _ => None,
         }
     }
 
@@ -117,24 +214,56 @@ impl ErrorKind {
             ErrorKind::QueueFull => "queue_full",
             ErrorKind::StoreUnavailable => "job_store_unavailable",
             ErrorKind::Internal => "internal_error",
+            ErrorKind::BatchItemFailed => "batch_item_failed",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::UnknownHost => "unknown_host",
+            ErrorKind::UnsupportedMediaType => "unsupported_media_type",
+            ErrorKind::InvalidConfig => "invalid_config",
+            ErrorKind::ReloadUnavailable => "reload_unavailable",
         }
     }
 }
 
-/// A failure the gateway answers itself.
+/// The JSON error envelope, `{"success": false, "error": {"code": …,
+/// "message": …}}` plus the request `field` at fault (400s) and `details`
+/// when given: the one builder, for the proxy's own answers, batch items and
+/// the admin API.
+pub fn envelope(
+    kind: ErrorKind,
+    message: &str,
+    field: Option<&str>,
+    details: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let mut error = serde_json::json!({ "code": kind.code(), "message": message });
+    if let Some(f) = field {
+        error["field"] = serde_json::json!(f);
+    }
+    if let Some(d) = details {
+        error["details"] = d;
+    }
+    serde_json::json!({ "success": false, "error": error })
+}
+
+/// A failure perfgate answers itself (proxy and admin API alike).
 #[derive(Debug, Clone)]
-pub struct GatewayError {
+pub struct Error {
     /// The kind, which fixes the status.
     pub kind: ErrorKind,
+    /// Who is at fault; [`ErrorKind::side`] unless the raiser knows better.
+    pub side: Side,
+    /// Sent as `Retry-After` when set; [`ErrorKind::retry`] unless the
+    /// raiser knows better.
+    pub retry: Option<Duration>,
     /// A message safe to show to the client (no internal details).
     pub message: String,
-    /// Sent as `Retry-After` when set.
-    pub retry_after: Option<Duration>,
     /// Extra response headers.
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
-impl GatewayError {
+/// The name [`Error`] had before admin and upstream failures joined it.
+pub type GatewayError = Error;
+
+impl Error {
     /// Why a request body read whole ([`crate::body::read_bounded`]) gave
     /// nothing: 413 over `max`, 400 when it broke off, 408 past its deadline.
     pub(crate) fn body_read(e: crate::body::ReadError, max: u64) -> Self {
@@ -156,16 +285,29 @@ impl GatewayError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
             kind,
+            side: kind.side(),
+            retry: kind.retry(),
             message: message.into(),
-            retry_after: None,
             headers: Vec::new(),
         }
     }
 
-    /// Adds `Retry-After` (whole seconds, at least 1).
+    /// Sets `Retry-After` (whole seconds, at least 1).
     pub fn retry_after(mut self, d: Duration) -> Self {
-        self.retry_after = Some(d);
+        self.retry = Some(d);
         self
+    }
+
+    /// Puts the fault on `side` where the kind alone says otherwise (a
+    /// pool out of connections is the upstream's limit, not the gateway's).
+    pub fn on_side(mut self, side: Side) -> Self {
+        self.side = side;
+        self
+    }
+
+    /// The JSON envelope of this error, with no field or details.
+    pub fn envelope(&self) -> serde_json::Value {
+        envelope(self.kind, &self.message, None, None)
     }
 
     /// Adds a header to the error response (e.g. `RateLimit`, `WWW-Authenticate`).
@@ -176,10 +318,7 @@ impl GatewayError {
 
     /// The response: status, envelope, never cached.
     pub fn into_response(self) -> Response<Body> {
-        let body = serde_json::json!({
-            "success": false,
-            "error": { "code": self.kind.code(), "message": self.message },
-        });
+        let body = self.envelope();
         let mut rsp = Response::new(Body::full(body.to_string()));
         *rsp.status_mut() = self.kind.status();
         let h = rsp.headers_mut();
@@ -190,7 +329,7 @@ impl GatewayError {
             // this connection can be either (ignored on HTTP/2).
             h.insert(CONNECTION, HeaderValue::from_static("close"));
         }
-        if let Some(d) = self.retry_after {
+        if let Some(d) = self.retry {
             // Rounded up: a client retrying at the given second must not be early.
             let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
             h.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
@@ -202,10 +341,43 @@ impl GatewayError {
     }
 }
 
-impl std::fmt::Display for GatewayError {
+impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.kind.code(), self.message)
     }
 }
 
-impl std::error::Error for GatewayError {}
+impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn side_and_retry_come_from_the_kind_unless_the_raiser_knows_better() {
+        let e = Error::new(ErrorKind::Overloaded, "busy");
+        assert_eq!(
+            (e.side, e.retry),
+            (Side::Gateway, Some(Duration::from_secs(1)))
+        );
+        let e = e
+            .on_side(Side::Upstream)
+            .retry_after(Duration::from_secs(3));
+        assert_eq!(
+            (e.side, e.retry),
+            (Side::Upstream, Some(Duration::from_secs(3)))
+        );
+        let e = Error::new(ErrorKind::BadRequest, "no");
+        assert_eq!((e.side, e.retry), (Side::Client, None));
+    }
+
+    #[test]
+    fn the_envelope_names_the_field_only_when_given() {
+        let v = envelope(ErrorKind::BadRequest, "bad", Some("paths"), None);
+        assert_eq!(v["success"], false);
+        assert_eq!(v["error"]["code"], "bad_request");
+        assert_eq!(v["error"]["field"], "paths");
+        let v = Error::new(ErrorKind::NoRoute, "none").envelope();
+        assert!(v["error"].get("field").is_none());
+    }
+}

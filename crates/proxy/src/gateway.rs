@@ -70,7 +70,11 @@ pub struct Gateway {
 
 impl Gateway {
     /// Compiles a validated configuration.
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Self>, String> {
+    pub fn new(
+        config: &Config,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, perfgate_config::ConfigErrors> {
+        use crate::policy::at;
         let tasks = perfgate_runtime::Supervisor::new();
         let policy = Policy::build(config, &metrics, None, &tasks)?;
         let cache = config
@@ -79,12 +83,13 @@ impl Gateway {
             .then(|| MemoryCache::new(config.cache.max_bytes.get(), config.cache.keep_stale.get()));
         let via = |v: &str| {
             HeaderValue::from_str(&format!("{v} {}", config.server.via_name))
-                .map_err(|_| "server.via_name is not a valid header value".to_string())
+                .map_err(|_| "not a valid header value".to_string())
+                .map_err(at("server.via_name"))
         };
         // Started whenever Redis is configured: shared rate limits use it
         // even when the response cache is off.
         let l2 = if config.redis.enabled() {
-            Some(L2::start(&config.redis).map_err(|e| format!("redis: {e}"))?)
+            Some(L2::start(&config.redis).map_err(at("redis"))?)
         } else {
             None
         };
@@ -94,7 +99,7 @@ impl Gateway {
             );
         }
         let jobs = std::sync::OnceLock::new();
-        if let Some(j) = crate::jobs::Jobs::open(config, l2.as_ref())? {
+        if let Some(j) = crate::jobs::Jobs::open(config, l2.as_ref()).map_err(at("jobs"))? {
             let _ = jobs.set(j);
         }
         Ok(Arc::new(Self {
@@ -277,12 +282,14 @@ impl Gateway {
     /// Replaces the reloadable configuration (routes, pools, guards, limits,
     /// JWT) with one compiled from `config`, which must be validated. In
     /// flight requests finish with the generation they started with; the
-    /// cache and the statistics are kept. Err leaves the running one.
-    pub fn reload(self: &Arc<Self>, config: &Config) -> Result<(), String> {
+    /// cache and the statistics are kept. Err (every problem, with its
+    /// path) leaves the running one.
+    pub fn reload(self: &Arc<Self>, config: &Config) -> Result<(), perfgate_config::ConfigErrors> {
         let old = self.policy();
         let new = Policy::build(config, self.metrics(), Some(&old), &self.tasks)?;
         if self.jobs.get().is_none()
-            && let Some(j) = crate::jobs::Jobs::open(config, self.l2.as_ref())?
+            && let Some(j) = crate::jobs::Jobs::open(config, self.l2.as_ref())
+                .map_err(crate::policy::at("jobs"))?
         {
             // The first async route arrived with this reload.
             let _ = self.jobs.set(j);

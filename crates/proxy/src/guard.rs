@@ -6,7 +6,7 @@
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderValue, Method, Request, Version};
 
-use crate::error::{ErrorKind, GatewayError};
+use crate::error::{Error, ErrorKind};
 use crate::framing::{CONFLICT_HEADER, conflict_marker};
 use crate::policy::Guards;
 
@@ -21,7 +21,7 @@ pub(crate) fn admit<B>(
     req: &mut Request<B>,
     guards: &Guards,
     keys: &perfgate_cache::key::KeyNormalizer,
-) -> Result<(), GatewayError> {
+) -> Result<(), Error> {
     check(req, guards)?;
     // Hop-by-hop fields go first, before perfgate adds its own (claims,
     // forwarding fields, Via): a client naming those in `Connection`
@@ -32,12 +32,12 @@ pub(crate) fn admit<B>(
 }
 
 /// Checks a request head; the error says what the client got wrong.
-pub(crate) fn check<B>(req: &Request<B>, guards: &Guards) -> Result<(), GatewayError> {
+pub(crate) fn check<B>(req: &Request<B>, guards: &Guards) -> Result<(), Error> {
     let max_body = guards.max_body_bytes;
     // A reverse proxy has no use for tunnels (CONNECT) and must not echo
     // a request with its credentials back (TRACE, RFC 9110 §9.3.8).
     if req.method() == Method::CONNECT || req.method() == Method::TRACE {
-        return Err(GatewayError::new(
+        return Err(Error::new(
             ErrorKind::MethodNotAllowed,
             format!("{} is not allowed", req.method()),
         )
@@ -50,14 +50,14 @@ pub(crate) fn check<B>(req: &Request<B>, guards: &Guards) -> Result<(), GatewayE
     let origin_or_absolute =
         uri.path().starts_with('/') && (uri.scheme().is_some() || uri.authority().is_none());
     if !origin_or_absolute {
-        return Err(GatewayError::new(
+        return Err(Error::new(
             ErrorKind::BadRequest,
             "the request target is not in origin or absolute form",
         ));
     }
     let h = req.headers();
     if h.len() > guards.max_header_count {
-        return Err(GatewayError::new(
+        return Err(Error::new(
             ErrorKind::HeadersTooLarge,
             format!(
                 "{} header fields exceed the limit of {}",
@@ -68,7 +68,7 @@ pub(crate) fn check<B>(req: &Request<B>, guards: &Guards) -> Result<(), GatewayE
     }
     let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if target > guards.max_uri_bytes {
-        return Err(GatewayError::new(
+        return Err(Error::new(
             ErrorKind::UriTooLong,
             format!(
                 "the request target of {target} bytes exceeds the limit of {} bytes",
@@ -79,7 +79,7 @@ pub(crate) fn check<B>(req: &Request<B>, guards: &Guards) -> Result<(), GatewayE
     // The framing check below hyper replaced a head that had both
     // Content-Length and Transfer-Encoding (see `framing.rs`).
     if h.get(CONFLICT_HEADER) == Some(conflict_marker()) {
-        return Err(GatewayError::new(
+        return Err(Error::new(
             ErrorKind::BadRequest,
             "both Content-Length and Transfer-Encoding are present",
         ));
@@ -88,13 +88,10 @@ pub(crate) fn check<B>(req: &Request<B>, guards: &Guards) -> Result<(), GatewayE
     // gets a 400 (two Hosts let a cache and an origin disagree on the target).
     let mut hosts = h.get_all(HOST).iter();
     if req.version() == Version::HTTP_11 && hosts.next().is_none() {
-        return Err(GatewayError::new(
-            ErrorKind::BadRequest,
-            "missing Host header",
-        ));
+        return Err(Error::new(ErrorKind::BadRequest, "missing Host header"));
     }
     if hosts.next().is_some() {
-        return Err(GatewayError::new(
+        return Err(Error::new(
             ErrorKind::BadRequest,
             "more than one Host header",
         ));
@@ -115,7 +112,7 @@ pub(crate) fn check<B>(req: &Request<B>, guards: &Guards) -> Result<(), GatewayE
             .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
             && codings.next().is_none();
         if req.version() == Version::HTTP_10 || !only_chunked {
-            return Err(GatewayError::new(
+            return Err(Error::new(
                 ErrorKind::BadRequest,
                 "unsupported Transfer-Encoding",
             ));
@@ -126,9 +123,9 @@ pub(crate) fn check<B>(req: &Request<B>, guards: &Guards) -> Result<(), GatewayE
             .to_str()
             .ok()
             .and_then(|s| s.trim().parse().ok())
-            .ok_or_else(|| GatewayError::new(ErrorKind::BadRequest, "invalid Content-Length"))?;
+            .ok_or_else(|| Error::new(ErrorKind::BadRequest, "invalid Content-Length"))?;
         if len > max_body {
-            return Err(GatewayError::new(
+            return Err(Error::new(
                 ErrorKind::PayloadTooLarge,
                 format!("request body of {len} bytes exceeds the limit of {max_body} bytes"),
             ));

@@ -29,7 +29,7 @@ use perfgate_identity::{JwtError, JwtSettings, JwtValidator, bearer};
 
 use crate::body::Body;
 use crate::context::Conn;
-use crate::error::{ErrorKind, GatewayError};
+use crate::error::{Error, ErrorKind};
 use crate::route::Route;
 
 #[cfg(test)]
@@ -75,7 +75,7 @@ impl Refusal {
     }
 
     /// The 401 response.
-    pub(crate) fn into_error(self) -> GatewayError {
+    pub(crate) fn into_error(self) -> Error {
         let (message, challenge) = match self {
             Refusal::Missing => ("a bearer token is required".to_string(), CHALLENGE),
             Refusal::Ambiguous => {
@@ -88,7 +88,7 @@ impl Refusal {
                 (message, challenge)
             }
         };
-        GatewayError::new(ErrorKind::Unauthorized, message).with_header(WWW_AUTHENTICATE, challenge)
+        Error::new(ErrorKind::Unauthorized, message).with_header(WWW_AUTHENTICATE, challenge)
     }
 }
 
@@ -324,7 +324,7 @@ pub(crate) fn identify(
     req: &mut http::Request<Body>,
     conn: &mut Conn,
     metrics: &perfgate_observe::Metrics,
-) -> Result<(), GatewayError> {
+) -> Result<(), Error> {
     {
         if route.jwt == JwtMode::Off {
             // The upstream may trust the forwarded-claim headers on every
@@ -337,7 +337,7 @@ pub(crate) fn identify(
         let Some(identity) = identity else {
             // Not reachable: Identity::build returns Some whenever a route
             // validates tokens. Refuse rather than let the request through.
-            return Err(GatewayError::new(
+            return Err(Error::new(
                 ErrorKind::Internal,
                 "token validation is not configured",
             ));

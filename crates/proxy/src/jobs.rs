@@ -113,13 +113,13 @@ impl RouteQueue {
     }
 
     pub(crate) fn record_wait(&self, ms: u64) {
-        self.with_stats(|s| s.wait.saturating_record(ms.max(1)));
+        self.with_stats(|s| s.wait.record(ms.max(1)));
     }
 
     pub(crate) fn record_done(&self, run_ms: u64) {
         self.with_stats(|s| {
             s.completed += 1;
-            s.run.saturating_record(run_ms.max(1));
+            s.run.record(run_ms.max(1));
         });
     }
 }
@@ -132,24 +132,42 @@ struct RouteJobStats {
     cost: f64,
     saved_cost: f64,
     /// Milliseconds from submission to the first attempt.
-    wait: Histogram<u64>,
+    wait: Millis,
     /// Milliseconds from the first attempt to the end (retries included).
-    run: Histogram<u64>,
+    run: Millis,
+}
+
+/// A histogram of milliseconds, from one millisecond to a day with two
+/// significant digits. Those bounds are constant and valid, so it is always
+/// there; the `Option` only spares a panic path for the impossible case.
+struct Millis(Option<Histogram<u64>>);
+
+impl Millis {
+    fn new() -> Self {
+        Self(Histogram::new_with_bounds(1, 24 * 3600 * 1000, 2).ok())
+    }
+
+    fn record(&mut self, ms: u64) {
+        if let Some(h) = &mut self.0 {
+            h.saturating_record(ms);
+        }
+    }
+
+    fn percentiles(&self) -> Value {
+        self.0.as_ref().map_or(json!({"count": 0}), percentiles)
+    }
 }
 
 impl Default for RouteJobStats {
     fn default() -> Self {
-        // One millisecond to a day, two significant digits: constant
-        // bounds that are always valid.
-        let h = || Histogram::new_with_bounds(1, 24 * 3600 * 1000, 2).expect("valid bounds");
         Self {
             calls: 0,
             saved: 0,
             completed: 0,
             cost: 0.0,
             saved_cost: 0.0,
-            wait: h(),
-            run: h(),
+            wait: Millis::new(),
+            run: Millis::new(),
         }
     }
 }
@@ -267,8 +285,8 @@ impl Jobs {
                     "cost_saved": s.map_or(0.0, |s| s.saved_cost),
                     "completed": get(|s| s.completed),
                     "completed_per_minute": get(|s| s.completed) as f64 / minutes,
-                    "wait_ms": s.map_or(json!({"count": 0}), |s| percentiles(&s.wait)),
-                    "run_ms": s.map_or(json!({"count": 0}), |s| percentiles(&s.run)),
+                    "wait_ms": s.map_or(json!({"count": 0}), |s| s.wait.percentiles()),
+                    "run_ms": s.map_or(json!({"count": 0}), |s| s.run.percentiles()),
                 }),
             );
         }

@@ -1,6 +1,7 @@
 //! The hot path: the client-facing server, routing, guards, the upstream
 //! client, the cache path with coalescing, and compression of responses.
 //! ARCHITECTURE.md tells the life of a request through these modules.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod batch;
 mod body;
@@ -37,7 +38,7 @@ mod warmup;
 
 pub use body::Body;
 pub use context::Conn;
-pub use error::{ErrorKind, GatewayError};
+pub use error::{Error, ErrorKind, GatewayError, Side, envelope};
 pub use gateway::{CACHE_STATUS, Gateway};
 pub use hot::{WarmupFailure, WarmupRequest, WarmupStatus};
 pub use invalidate::{InvalidateReport, InvalidateRequest, Targets};

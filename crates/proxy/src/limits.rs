@@ -32,7 +32,7 @@ use perfgate_traffic::gcra::{self, Decision, LocalLimiter, Quota};
 use crate::body::Body;
 use crate::context::Conn;
 use crate::context::RequestContext;
-use crate::error::{ErrorKind, GatewayError};
+use crate::error::{Error, ErrorKind};
 use crate::route::Route;
 
 #[cfg(test)]
@@ -477,7 +477,7 @@ impl Limits {
         req: &mut Request<Body>,
         conn: &Conn,
         cx: &mut RequestContext,
-    ) -> Result<(), GatewayError> {
+    ) -> Result<(), Error> {
         if self.rules.is_empty() {
             return Ok(());
         }
@@ -486,7 +486,7 @@ impl Limits {
             let max = BODY_KEY_MAX;
             let bytes = crate::body::read_bounded(body, req.headers(), max, env.body_timeout)
                 .await
-                .map_err(|e| GatewayError::body_read(e, max))?;
+                .map_err(|e| Error::body_read(e, max))?;
             *req.body_mut() = Body::full(bytes.clone());
             Some(bytes)
         } else {
@@ -520,7 +520,7 @@ impl Limits {
         conn: &Conn,
         body: Option<&[u8]>,
         cx: &mut RequestContext,
-    ) -> Result<(), GatewayError> {
+    ) -> Result<(), Error> {
         let limits = self;
         // The fewest requests left among the rules that allowed this one.
         let mut tightest: Option<(&Rule, Decision)> = None;
@@ -547,7 +547,7 @@ impl Limits {
             let decision = limits.decide(env, rule, &key).await;
             if !decision.allowed {
                 rule.limited.inc();
-                let mut err = GatewayError::new(
+                let mut err = Error::new(
                     ErrorKind::TooManyRequests,
                     format!("rate limit \"{}\" exceeded", rule.name),
                 )

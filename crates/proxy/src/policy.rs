@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use perfgate_config::Config;
+use perfgate_config::{Config, ConfigErrors, Problem};
 use perfgate_observe::Metrics;
 
 use crate::identity::Identity;
@@ -50,10 +50,11 @@ impl Policy {
         metrics: &Arc<Metrics>,
         previous: Option<&Policy>,
         tasks: &perfgate_runtime::Supervisor,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ConfigErrors> {
         let s = &config.server;
-        let pools = Pools::build(config, metrics, previous.map(|p| &p.pools), tasks)?;
-        let routes = Routes::build(config, metrics, &pools)?;
+        let pools = Pools::build(config, metrics, previous.map(|p| &p.pools), tasks)
+            .map_err(at("pools"))?;
+        let routes = Routes::build(config, metrics, &pools).map_err(at("routes"))?;
         let job_status_paths = routes
             .iter()
             .filter_map(|r| r.job_status_path.clone())
@@ -62,8 +63,9 @@ impl Policy {
             routes,
             job_status_paths,
             pools,
-            identity: Identity::build(config)?,
-            limits: Limits::build(config, metrics, previous.map(|p| &p.limits))?,
+            identity: Identity::build(config).map_err(at("jwt"))?,
+            limits: Limits::build(config, metrics, previous.map(|p| &p.limits))
+                .map_err(at("rate_limits"))?,
             guards: Guards {
                 max_body_bytes: s.max_body_bytes.get(),
                 max_header_count: s.max_header_count,
@@ -85,5 +87,14 @@ impl Policy {
             pool.retain_breakers(&used);
         }
         Ok(policy)
+    }
+}
+
+/// Turns a compiler's reason into the one problem of the section at `path`
+/// (the reason names the item, e.g. `route api: …`), reported like the
+/// problems validation finds.
+pub(crate) fn at(path: &'static str) -> impl Fn(String) -> ConfigErrors {
+    move |reason| ConfigErrors {
+        problems: vec![Problem::new(path, reason)],
     }
 }

@@ -9,7 +9,7 @@ use perfgate_cache::policy::RoutePolicy;
 use perfgate_config::{Config, IpNet, JwtMode, QueryClamp, RouteConfig};
 use perfgate_observe::{Metrics, RouteMetrics};
 
-use crate::error::{ErrorKind, GatewayError};
+use crate::error::{Error, ErrorKind};
 use crate::pool::{Pool, Pools};
 use crate::stats::Stats;
 use crate::upstream::Upstream;
@@ -232,7 +232,7 @@ impl Routes {
     /// a less specific route or the default upstream, which would skip the
     /// route's JWT, limits and cache policy). No path match: the default
     /// upstream, else 404.
-    pub(crate) fn select(&self, method: &Method, path: &str) -> Result<&Arc<Route>, GatewayError> {
+    pub(crate) fn select(&self, method: &Method, path: &str) -> Result<&Arc<Route>, Error> {
         let mut decided: Option<usize> = None;
         for r in &self.routes {
             if !r.matcher.matches(path) {
@@ -252,12 +252,12 @@ impl Routes {
             None => self
                 .fallback
                 .as_ref()
-                .ok_or_else(|| GatewayError::new(ErrorKind::NoRoute, "no route for this path")),
+                .ok_or_else(|| Error::new(ErrorKind::NoRoute, "no route for this path")),
         }
     }
 
     /// 405 naming the methods of the routes of specificity `s` for `path`.
-    fn method_not_allowed(&self, path: &str, s: usize) -> GatewayError {
+    fn method_not_allowed(&self, path: &str, s: usize) -> Error {
         let mut allow: Vec<&str> = Vec::new();
         for r in self
             .routes
@@ -274,7 +274,7 @@ impl Routes {
         allow.sort_unstable();
         allow.dedup();
         let allow = allow.join(", ");
-        let mut err = GatewayError::new(
+        let mut err = Error::new(
             ErrorKind::MethodNotAllowed,
             format!("this path accepts {allow}"),
         );

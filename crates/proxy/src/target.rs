@@ -10,17 +10,17 @@ use http::Uri;
 use http::uri::PathAndQuery;
 use perfgate_cache::key::KeyNormalizer;
 
-use crate::error::{ErrorKind, GatewayError};
+use crate::error::{Error, ErrorKind};
 
 /// Rewrites `uri` into its normalized form; 400 for a path that servers
 /// read differently (see `KeyNormalizer::normalize_path`). The query is
 /// left as the client sent it. No allocation when the path is already
 /// normalized.
-pub(crate) fn normalize(keys: &KeyNormalizer, uri: &mut Uri) -> Result<(), GatewayError> {
+pub(crate) fn normalize(keys: &KeyNormalizer, uri: &mut Uri) -> Result<(), Error> {
     let path = uri.path();
     let normalized = keys
         .normalize_path(path)
-        .map_err(|e| GatewayError::new(ErrorKind::BadRequest, e.to_string()))?;
+        .map_err(|e| Error::new(ErrorKind::BadRequest, e.to_string()))?;
     if *normalized == *path {
         return Ok(());
     }
@@ -31,10 +31,10 @@ pub(crate) fn normalize(keys: &KeyNormalizer, uri: &mut Uri) -> Result<(), Gatew
     let mut parts = std::mem::take(uri).into_parts();
     parts.path_and_query = Some(
         PathAndQuery::try_from(pq)
-            .map_err(|_| GatewayError::new(ErrorKind::BadRequest, "invalid request target"))?,
+            .map_err(|_| Error::new(ErrorKind::BadRequest, "invalid request target"))?,
     );
     *uri = Uri::from_parts(parts)
-        .map_err(|_| GatewayError::new(ErrorKind::BadRequest, "invalid request target"))?;
+        .map_err(|_| Error::new(ErrorKind::BadRequest, "invalid request target"))?;
     Ok(())
 }
 
@@ -54,7 +54,7 @@ mod tests {
 
     use super::*;
 
-    fn norm(rules: PathRules, target: &str) -> Result<String, GatewayError> {
+    fn norm(rules: PathRules, target: &str) -> Result<String, Error> {
         let keys = KeyNormalizer::new(&[]).with_path_rules(rules);
         let mut uri: Uri = target.parse().unwrap_or_else(|e| panic!("{target}: {e}"));
         normalize(&keys, &mut uri).map(|()| uri.to_string())

@@ -12,7 +12,7 @@ use perfgate_observe::UpstreamErrorKind;
 use crate::body::Body;
 pub use crate::client::Pooled as UpstreamBody;
 use crate::client::{Client, ClientError};
-use crate::error::{ErrorKind, GatewayError};
+use crate::error::{Error, ErrorKind, Side};
 
 /// A pooled upstream client (one per pool, and per route with its own
 /// connect timeout).
@@ -56,50 +56,58 @@ impl UpstreamError {
         }
     }
 
-    /// The client-facing error.
-    pub fn to_gateway(&self) -> GatewayError {
+    /// Who is at fault: the client for its own request body (too large,
+    /// broken off, too slow), otherwise the upstream (including the pool's
+    /// refusals on its behalf: breaker open, nothing healthy, no free
+    /// connection).
+    pub fn side(&self) -> Side {
+        if self.clients_fault() || matches!(self.refused, Some(Refusal::ClientBodyTimeout(_))) {
+            Side::Client
+        } else {
+            Side::Upstream
+        }
+    }
+
+    /// The client-facing error, on [`UpstreamError::side`].
+    pub fn to_gateway(&self) -> Error {
+        self.to_error().on_side(self.side())
+    }
+
+    fn to_error(&self) -> Error {
         if self.body_too_large {
-            return GatewayError::new(ErrorKind::PayloadTooLarge, "request body too large");
+            return Error::new(ErrorKind::PayloadTooLarge, "request body too large");
         }
         if self.body_broken && !matches!(self.refused, Some(Refusal::ClientBodyTimeout(_))) {
-            return GatewayError::new(ErrorKind::BadRequest, "the request body broke off");
+            return Error::new(ErrorKind::BadRequest, "the request body broke off");
         }
         match self.refused {
             Some(Refusal::CircuitOpen(after)) => {
-                return GatewayError::new(
+                return Error::new(
                     ErrorKind::CircuitOpen,
                     "the upstream is failing; requests are paused while it recovers",
                 )
                 .retry_after(after);
             }
             Some(Refusal::NoHealthy) => {
-                return GatewayError::new(
-                    ErrorKind::NoHealthyUpstream,
-                    "no healthy upstream server",
-                )
-                .retry_after(Duration::from_secs(1));
+                return Error::new(ErrorKind::NoHealthyUpstream, "no healthy upstream server");
             }
             Some(Refusal::ClientBodyTimeout(d)) => {
-                return GatewayError::new(
+                return Error::new(
                     ErrorKind::RequestTimeout,
                     format!("the request body did not arrive within {d:?}"),
                 );
             }
             Some(Refusal::Busy) => {
-                return GatewayError::new(
-                    ErrorKind::Overloaded,
-                    "the upstream has no free connection",
-                )
-                .retry_after(Duration::from_secs(1));
+                return Error::new(ErrorKind::Overloaded, "the upstream has no free connection");
             }
             None => {}
         }
         match self.kind {
-            UpstreamErrorKind::timeout => GatewayError::new(
+            UpstreamErrorKind::timeout => Error::new(
                 ErrorKind::UpstreamTimeout,
                 "the upstream did not answer in time",
             ),
-            _ => GatewayError::new(
+            _ => Error::new(
                 ErrorKind::UpstreamUnavailable,
                 "the upstream is unavailable",
             ),
@@ -121,7 +129,7 @@ impl Upstream {
     }
 
     /// The upstream URI for a client path and query.
-    pub fn uri(target: &Target, path_and_query: &str) -> Result<Uri, GatewayError> {
+    pub fn uri(target: &Target, path_and_query: &str) -> Result<Uri, Error> {
         Self::uri_with(target, path_and_query, None)
     }
 
@@ -132,7 +140,7 @@ impl Upstream {
         target: &Target,
         path_and_query: &str,
         parsed: Option<&http::uri::PathAndQuery>,
-    ) -> Result<Uri, GatewayError> {
+    ) -> Result<Uri, Error> {
         if target.prefix.is_empty()
             && let Some(pq) = parsed
         {
@@ -141,7 +149,7 @@ impl Upstream {
             parts.authority = Some(target.authority.clone());
             parts.path_and_query = Some(pq.clone());
             return Uri::from_parts(parts)
-                .map_err(|_| GatewayError::new(ErrorKind::BadRequest, "invalid request target"));
+                .map_err(|_| Error::new(ErrorKind::BadRequest, "invalid request target"));
         }
         let pq = if target.prefix.is_empty() {
             path_and_query.to_string()
@@ -153,7 +161,7 @@ impl Upstream {
             .authority(target.authority.clone())
             .path_and_query(pq)
             .build()
-            .map_err(|_| GatewayError::new(ErrorKind::BadRequest, "invalid request target"))
+            .map_err(|_| Error::new(ErrorKind::BadRequest, "invalid request target"))
     }
 
     /// Sends `req` and waits for the response head within `deadline`.

@@ -15,6 +15,7 @@
 //! assert_eq!(gw.get("/events").await.header("cache-status"), "perfgate; hit");
 //! assert_eq!(origin.hits("/events"), 1);
 //! ```
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod binary;
 mod client;

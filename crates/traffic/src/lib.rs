@@ -3,6 +3,7 @@
 //! balancing, active health and passive outlier detection, circuit
 //! breaking, retry budgets and backoff, and GCRA rate limiting. The proxy
 //! crate applies them to requests.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod balance;
 pub mod breaker;

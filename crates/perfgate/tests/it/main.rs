@@ -1,6 +1,7 @@
 //! Integration tests of issue #2's acceptance list: real origin, real
 //! gateway (in-process on port 0, or the real binary as a child process),
 //! real clients. One binary so linking happens once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
 mod auth;

@@ -345,7 +345,7 @@ async fn check(
     path: &str,
     pairs: &[(&str, &str)],
     conn: &Conn,
-) -> Result<Vec<(http::HeaderName, HeaderValue)>, crate::GatewayError> {
+) -> Result<Vec<(http::HeaderName, HeaderValue)>, crate::Error> {
     let policy = gw.policy();
     let route = policy.routes.select(&method, path).expect("route").clone();
     let uri: Uri = path.parse().expect("uri");
