@@ -11,8 +11,8 @@
 //! fewest requests left.
 //!
 //! A `shared` rule counts in Redis (one atomic script per request, on the
-//! Redis clock) when the L2 is configured; when Redis does not answer (its
-//! deadline, or the L2 breaker skipping calls after a failure) the rule
+//! Redis clock) when Redis is configured; when Redis does not answer (its
+//! deadline, or the connection's breaker skipping calls after a failure) the rule
 //! falls back to this instance's own count, so a Redis outage never blocks
 //! traffic: the limit briefly becomes per instance. Other rules count
 //! locally. Local counters survive a reload while the rule keeps its name,
@@ -340,7 +340,7 @@ pub(crate) struct Rule {
     routes: Vec<String>,
     /// Methods the rule applies to; empty = every method.
     methods: Vec<Method>,
-    /// Count in Redis when the L2 is there.
+    /// Count in Redis when Redis is configured.
     shared: bool,
     /// This instance's count: the rule's own, or the fallback of a shared one.
     local: Arc<LocalLimiter>,
@@ -526,13 +526,13 @@ impl Gateway {
     }
 
     /// One request against `rule` for `key`: in Redis for a shared rule
-    /// when the L2 is configured and answers, else locally.
+    /// when Redis is configured and answers, else locally.
     async fn decide(&self, limits: &Limits, rule: &Rule, key: &str) -> Decision {
         if rule.shared
-            && let Some(l2) = &self.l2
+            && let Some(redis) = &self.redis
         {
             let q = &rule.quota;
-            match l2.gcra(key, q.rate, q.period, q.burst).await {
+            match redis.gcra(key, q.rate, q.period, q.burst).await {
                 Ok(r) => {
                     return Decision {
                         allowed: r.allowed,
