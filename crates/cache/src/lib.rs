@@ -7,6 +7,7 @@
 //! them exhaustively.
 
 pub mod cache_control;
+pub mod coalesce;
 pub mod compress;
 pub mod conditional;
 pub mod entry;

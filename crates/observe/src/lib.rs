@@ -2,10 +2,15 @@
 //! and emitted through the small typed handles below, never through string
 //! literals scattered across the code.
 
+mod event;
 mod jobs;
 mod metrics;
 mod traffic;
 
+pub use event::{
+    CacheLayer, CacheOutcomes, EVENT_QUEUE, EventBus, EventSink, PhaseTimes, RequestEvent,
+    RequestKind,
+};
 pub use jobs::{CallResult, JobMetrics, Submission};
 pub use metrics::{CacheEvent, InvalidationSource, Metrics, RouteMetrics, UpstreamErrorKind};
 pub use traffic::{CircuitState, DecisionCounter, LimitResult, TrafficMetrics};

@@ -61,6 +61,18 @@ pub enum CacheEvent {
 /// Number of [`CacheEvent`] variants.
 const CACHE_EVENTS: usize = 6;
 
+impl CacheEvent {
+    /// Every variant, in declaration order.
+    pub const ALL: [CacheEvent; CACHE_EVENTS] = [
+        CacheEvent::hit,
+        CacheEvent::miss,
+        CacheEvent::stale,
+        CacheEvent::revalidated,
+        CacheEvent::coalesced,
+        CacheEvent::bypass,
+    ];
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CacheLabels {
     layer: &'static str,

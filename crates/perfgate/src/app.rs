@@ -14,7 +14,6 @@ use perfgate_observe::Metrics;
 use perfgate_proxy::{Gateway, ServerOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 /// A running instance.
 pub struct Running {
@@ -27,7 +26,7 @@ pub struct Running {
     reloader: Arc<Reload>,
     drain_timeout: std::time::Duration,
     stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    services: perfgate_runtime::Supervisor,
 }
 
 impl Running {
@@ -35,8 +34,14 @@ impl Running {
     /// timeout), and returns when both listeners are closed.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        for t in self.tasks {
-            let _ = t.await;
+        // The servers drain within their own drain timeout; the other
+        // services stop at once.
+        let late = self
+            .services
+            .shutdown(self.drain_timeout + std::time::Duration::from_secs(1))
+            .await;
+        if !late.is_empty() {
+            tracing::warn!(services = ?late, "services aborted at shutdown");
         }
         // Job workers stopped claiming with the signal; let them record the
         // jobs they hold.
@@ -166,15 +171,18 @@ pub async fn start_on(
     let (stop, stopped) = watch::channel(false);
     // The invalidation fan-out listener (when Redis is configured).
     gateway.run_background(stopped.clone());
-    let wait = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|v| *v).await;
-    };
-    let proxy_task = tokio::spawn(perfgate_proxy::serve(
-        gateway.clone(),
-        proxy_listener,
-        opts,
-        wait(stopped.clone()),
-    ));
+    // Every long-running task is a service of the gateway's supervisor:
+    // shutdown (and a reload retiring pools) stops them through one signal.
+    let services = gateway.supervisor().clone();
+    services.spawn("proxy server", {
+        let gateway = gateway.clone();
+        move |mut shutdown| async move {
+            perfgate_proxy::serve(gateway, proxy_listener, opts, async move {
+                shutdown.requested().await;
+            })
+            .await;
+        }
+    });
     let reloader = Arc::new(Reload {
         gateway: gateway.clone(),
         source: Mutex::new(None),
@@ -192,12 +200,10 @@ pub async fn start_on(
             Arc::new(move || r.reload())
         }),
     };
-    let admin_task = tokio::spawn({
-        let shutdown = wait(stopped);
-        async move {
-            if let Err(e) = perfgate_admin::serve(admin_listener, state, shutdown).await {
-                tracing::error!(error = %e, "admin listener failed");
-            }
+    services.spawn("admin server", move |mut shutdown| async move {
+        let stopping = async move { shutdown.requested().await };
+        if let Err(e) = perfgate_admin::serve(admin_listener, state, stopping).await {
+            tracing::error!(error = %e, "admin listener failed");
         }
     });
     tracing::info!(proxy = %proxy_addr, admin = %admin_addr, "perfgate listening");
@@ -208,7 +214,7 @@ pub async fn start_on(
         reloader,
         drain_timeout: config.server.drain_timeout.get(),
         stop,
-        tasks: vec![proxy_task, admin_task],
+        services,
     })
 }
 

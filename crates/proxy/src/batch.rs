@@ -20,8 +20,9 @@ use http_body_util::BodyExt;
 use serde_json::{Map, Value, json};
 
 use crate::body::Body;
+use crate::context::Conn;
 use crate::error::{ErrorKind, GatewayError};
-use crate::gateway::{Conn, Gateway};
+use crate::gateway::Gateway;
 use crate::policy::Policy;
 
 /// Largest batch request body.
@@ -91,7 +92,9 @@ impl Gateway {
                 *sub.headers_mut() = headers;
                 *sub.version_mut() = parts.version;
                 let fut: Answer = Box::pin(async move {
-                    let rsp = gw.handle_with(policy, sub, conn).await;
+                    let rsp = gw
+                        .handle_with(policy, sub, conn, perfgate_observe::RequestKind::BatchItem)
+                        .await;
                     render(rsp, &budget).await
                 });
                 fut

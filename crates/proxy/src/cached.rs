@@ -6,36 +6,38 @@ use std::time::{Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{
-    ACCEPT_ENCODING, AGE, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, COOKIE,
-    ETAG, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE,
-    SET_COOKIE,
+    ACCEPT_ENCODING, AGE, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG,
+    IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE, SET_COOKIE,
 };
-use http::{
-    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
-};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use perfgate_cache::cache_control::CacheControl;
 use perfgate_cache::compress::Encoding;
 use perfgate_cache::conditional::{
     has_conditionals, merge_304, not_modified, not_modified_headers, revalidation_headers,
 };
 use perfgate_cache::entry::{Entry, EntryParts};
+use perfgate_cache::key::url_hash;
 use perfgate_cache::memory::MemoryCache;
-use perfgate_cache::policy::{Reuse, RoutePolicy, Timing, Uncacheable, evaluate};
+use perfgate_cache::policy::{Reuse, Timing, Uncacheable, evaluate};
 use perfgate_cache::vary::{VaryKey, vary_fields};
-use perfgate_config::{AuthorizedPolicy, CookiePolicy};
-use perfgate_observe::CacheEvent;
+use perfgate_config::AuthorizedPolicy;
+use perfgate_observe::{CacheEvent, CacheLayer, RequestKind};
 
 use crate::body::{Body, Watched};
-use crate::coalesce::Join;
 use crate::compressing::{add_vary_accept_encoding, weaken_etag};
+use crate::context::{Conn, Outgoing};
+use crate::context::{RequestContext, Waits};
 use crate::error::{ErrorKind, GatewayError};
-use crate::gateway::{CACHE_STATUS, Conn, Cx, Gateway, Outgoing, Waits, request_host};
+use crate::gateway::{CACHE_STATUS, Gateway};
 use crate::headers::{append_via, strip_hop_by_hop, strip_tag_headers};
 use crate::invalidate::response_tags;
-use crate::pool::Refusal;
+use crate::lookup::{CacheReq, reusable};
 use crate::route::Route;
 use crate::stats::Stats;
+use crate::target::request_host;
 use crate::tiers::L2Lookup;
+use crate::upstream::Refusal;
+use perfgate_cache::coalesce::{Join, Shared};
 
 const HIT: HeaderValue = HeaderValue::from_static("perfgate; hit");
 const HIT_SWR: HeaderValue =
@@ -55,38 +57,45 @@ const REVALIDATED: HeaderValue =
 const REFETCHED: HeaderValue =
     HeaderValue::from_static("perfgate; fwd=stale; fwd-status=200; stored");
 
-/// Appended to the key of a request with `Authorization` on an
-/// `authorized = "shared"` route: authenticated clients share their entries
-/// with each other, never with anonymous ones.
-pub(crate) const AUTHENTICATED_SUFFIX: &str = "\nauth";
-
-/// Whether a stored entry may answer a request with these headers: its
-/// `Vary` values match, and a request with credentials (`Authorization`
-/// under `authorized = "rfc"`, `Cookie` under `cookies = "rfc"`) only takes
-/// entries the origin marked as shareable whoever asks (RFC 9111 §3.5).
-/// Every reader applies it: L1 lookups, coalesced waiters, L2 promotion.
-pub(crate) fn reusable(policy: &RoutePolicy, req: &HeaderMap, e: &Entry) -> bool {
-    e.vary.matches(req)
-        && (policy.authorized != AuthorizedPolicy::Rfc
-            || !req.contains_key(AUTHORIZATION)
-            || e.auth_reusable)
-        && (policy.cookies != CookiePolicy::Rfc || !req.contains_key(COOKIE) || e.explicitly_shared)
-}
-
-/// What a fetch leaves for concurrent waiters: a stored entry they may be
-/// served from (after their own `Vary`/authorization check).
-#[derive(Clone)]
-pub(crate) struct Shared {
-    entry: Arc<Entry>,
-}
-
-/// The request facts a fetch needs, owned so the fetch can outlive the
-/// client that started it.
-pub(crate) struct CacheReq {
-    pub(crate) uri: Uri,
-    pub(crate) headers: HeaderMap,
-    pub(crate) version: Version,
-    pub(crate) conn: Conn,
+/// Whether the cache may be used for this request; the `Cache-Status`
+/// to send when it may not.
+pub(crate) fn eligibility<B>(
+    cache_on: bool,
+    route: &Route,
+    req: &Request<B>,
+) -> Result<(), HeaderValue> {
+    if !cache_on || route.bypass {
+        return Err(HeaderValue::from_static("perfgate; fwd=bypass"));
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Err(HeaderValue::from_static("perfgate; fwd=method"));
+    }
+    if req.headers().contains_key(AUTHORIZATION)
+        && route.policy.authorized == AuthorizedPolicy::Bypass
+    {
+        return Err(HeaderValue::from_static(
+            "perfgate; fwd=request; detail=authorization",
+        ));
+    }
+    if req.headers().contains_key(http::header::COOKIE)
+        && route.policy.cookies == perfgate_config::CookiePolicy::Bypass
+    {
+        return Err(HeaderValue::from_static(
+            "perfgate; fwd=request; detail=cookie",
+        ));
+    }
+    if perfgate_cache::conditional::has_other_preconditions(req.headers()) {
+        // If-Match, If-Unmodified-Since and If-Range are the origin's to judge.
+        return Err(HeaderValue::from_static(
+            "perfgate; fwd=request; detail=precondition",
+        ));
+    }
+    if req.headers().contains_key(http::header::UPGRADE) {
+        return Err(HeaderValue::from_static(
+            "perfgate; fwd=request; detail=upgrade",
+        ));
+    }
+    Ok(())
 }
 
 /// The outcome of one upstream fetch for the cache.
@@ -119,37 +128,104 @@ impl Fetched {
 }
 
 impl Gateway {
+    /// The cache key of a request: normalized URL, plus the credential when
+    /// the route caches per user.
+    pub(crate) fn key_for(
+        &self,
+        route: &Route,
+        uri: &Uri,
+        headers: &HeaderMap,
+        conn: &Conn,
+    ) -> String {
+        self.key_with_host(route, request_host(uri, headers), uri, headers, conn)
+    }
+
+    /// [`key_for`](Self::key_for) with the request's host already read.
+    fn key_with_host(
+        &self,
+        route: &Route,
+        host: &str,
+        uri: &Uri,
+        headers: &HeaderMap,
+        conn: &Conn,
+    ) -> String {
+        let scheme = if conn.tls { "https" } else { "http" };
+        let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut key = self.keys.primary_key(scheme, host, pq);
+        if route.policy.authorized == AuthorizedPolicy::PerUser
+            && let Some(auth) = headers.get(AUTHORIZATION)
+        {
+            key.push_str("\nuser=");
+            key.push_str(&url_hash(&String::from_utf8_lossy(auth.as_bytes())));
+        }
+        // `shared`: what authenticated clients stored is for authenticated
+        // clients only. A key of its own keeps it out of anonymous lookups,
+        // coalesced flights and L2 reads alike.
+        if route.policy.authorized == AuthorizedPolicy::Shared
+            && headers.contains_key(AUTHORIZATION)
+        {
+            key.push_str(crate::lookup::AUTHENTICATED_SUFFIX);
+        }
+        // Forwarding fields a trusted proxy passes upstream can change the
+        // answer (links, redirects): they are part of the key.
+        if !route.trusted.is_empty()
+            && let Some(fwd) = crate::headers::forwarded_key(
+                headers,
+                route.trusted.iter().any(|n| n.contains(conn.peer.ip())),
+                &route.trusted_headers,
+            )
+        {
+            key.push_str("\nfwd=");
+            key.push_str(&url_hash(&fwd));
+        }
+        key
+    }
+
     /// Answers a cache-eligible GET or HEAD.
     pub(crate) async fn cached(
         self: &Arc<Self>,
         route: Arc<Route>,
         req: Request<Body>,
         conn: Conn,
-        cx: &mut Cx,
+        cx: &mut RequestContext,
     ) -> Result<Response<Body>, GatewayError> {
         let Some(cache) = &self.cache else {
             return Err(GatewayError::new(ErrorKind::Internal, "cache disabled"));
         };
-        let key = self.key_for(&route, req.uri(), req.headers(), &conn);
+        let host = request_host(req.uri(), req.headers());
+        let key = self.key_with_host(&route, host, req.uri(), req.headers(), &conn);
         let found = cache.lookup(&key, |e| reusable(&route.policy, req.headers(), e));
         let now = Instant::now();
-        self.warmups.record(
-            &key,
-            request_host(req.uri(), req.headers()),
-            req.uri().path_and_query().map_or("/", |p| p.as_str()),
-        );
+        cx.l1_end = Some(now);
+        // A warm-up does not count toward the hottest keys, and settles
+        // for nothing less than a fresh entry.
+        let warmup = cx.kind == RequestKind::Warmup;
+        if !warmup {
+            self.warmups.record(
+                &key,
+                host,
+                req.uri().path_and_query().map_or("/", |p| p.as_str()),
+            );
+        }
         if let Some(entry) = &found {
-            match entry.reuse(now) {
+            let reuse = match entry.reuse(now) {
+                Reuse::Fresh => Reuse::Fresh,
+                _ if warmup => Reuse::Revalidate,
+                other => other,
+            };
+            match reuse {
                 Reuse::Fresh | Reuse::Stale => {
-                    self.count(&route, CacheEvent::hit);
-                    self.saved_upstream_call(&route, entry);
+                    cx.timing.count(CacheEvent::hit);
+                    cx.timing.layer = Some(CacheLayer::L1);
+                    cx.timing.saved_call(entry.body.len());
                     return Ok(self
                         .respond(&key, entry, req.method(), req.headers(), HIT, &[])
                         .await);
                 }
                 Reuse::StaleWhileRevalidate => {
-                    self.count(&route, CacheEvent::stale);
-                    self.saved_upstream_call(&route, entry);
+                    cx.timing.count(CacheEvent::stale);
+                    cx.timing.layer = Some(CacheLayer::L1);
+                    cx.timing.saved_call(entry.body.len());
                     // A refresh counts toward `max_concurrent_requests`;
                     // with no room it is left for a later request.
                     if self.has_room() && entry.try_start_refresh() {
@@ -166,7 +242,7 @@ impl Gateway {
         if req.method() == Method::HEAD {
             // A HEAD miss is answered by the upstream and not stored: it has
             // no body to store.
-            self.count(&route, CacheEvent::miss);
+            cx.timing.count(CacheEvent::miss);
             let (parts, body) = req.into_parts();
             drop(body);
             let rsp = self
@@ -249,9 +325,11 @@ impl Gateway {
                     let _slot = slot;
                     let mut upstream = Waits::default();
                     // L2 first: another instance may have fetched it already.
-                    let found = match gw.l2_lookup(&route2, &key2, &creq2).await {
+                    let l2 = gw.l2_lookup(&route2, &key2, &creq2, &mut upstream).await;
+                    let found = match l2 {
                         L2Lookup::Fresh(entry) => {
-                            gw.saved_upstream_call(&route2, &entry);
+                            upstream.saved_call(entry.body.len());
+                            upstream.layer = Some(CacheLayer::L2);
                             let out = Ok(Fetched::Entry {
                                 entry,
                                 label: HIT_L2,
@@ -282,17 +360,18 @@ impl Gateway {
                 // (attempts, retries, body stalls) end it, and nothing else
                 // can (it runs in its own task). Giving up earlier only
                 // sends every waiter to a slow upstream at once.
+                let wait_start = Instant::now();
                 let waited = rx
                     .wait_for(Option::is_some)
                     .await
                     .ok()
                     .and_then(|v| v.clone().flatten());
+                upstream.coalesce_wait += wait_start.elapsed();
                 let usable = |e: &Entry| reusable(&route.policy, &creq.headers, e);
                 match waited {
                     Some(shared) if usable(&shared.entry) => {
-                        self.count(route, CacheEvent::coalesced);
-                        self.saved_upstream_call(route, &shared.entry);
-                        self.metrics.coalesced_waiter();
+                        upstream.count(CacheEvent::coalesced);
+                        upstream.saved_call(shared.entry.body.len());
                         Ok(Fetched::Entry {
                             entry: shared.entry,
                             label: MISS_COLLAPSED,
@@ -329,31 +408,6 @@ impl Gateway {
         }
     }
 
-    /// Counts one cache outcome: the metric, and the instance's and the
-    /// route's statistics.
-    pub(crate) fn count(&self, route: &Route, event: CacheEvent) {
-        self.metrics.cache_event("l1", event);
-        let field: fn(&Stats) -> &std::sync::atomic::AtomicU64 = match event {
-            CacheEvent::miss => |s| &s.misses,
-            CacheEvent::stale => |s| &s.stale,
-            CacheEvent::revalidated => |s| &s.revalidated,
-            CacheEvent::coalesced => |s| &s.coalesced,
-            CacheEvent::bypass => |s| &s.bypass,
-            CacheEvent::hit => return,
-        };
-        Stats::inc(field(&self.stats));
-        Stats::inc(field(&route.stats));
-    }
-
-    /// Accounts for a request answered from the cache without its own
-    /// upstream call (a hit, stale-while-revalidate, or a coalesced wait).
-    pub(crate) fn saved_upstream_call(&self, route: &Route, entry: &Entry) {
-        Stats::inc(&self.stats.hits);
-        Stats::inc(&route.stats.hits);
-        Stats::add(&self.stats.upstream_bytes_saved, entry.body.len() as u64);
-        Stats::add(&route.stats.upstream_bytes_saved, entry.body.len() as u64);
-    }
-
     fn cache_req<B>(&self, req: &Request<B>, conn: Conn) -> CacheReq {
         CacheReq {
             uri: req.uri().clone(),
@@ -376,11 +430,19 @@ impl Gateway {
         tokio::spawn(async move {
             let _slot = slot;
             if let Join::Leader(leader) = gw.flights.join(&key) {
-                let mut upstream = Waits::default();
+                let mut cx =
+                    RequestContext::new(RequestKind::Refresh, &Method::GET, &creq.uri, &creq.conn);
+                cx.route = Some(route.clone());
                 let out = gw
-                    .fetch(&route, &key, &creq, Some(entry), false, &mut upstream)
+                    .fetch(&route, &key, &creq, Some(entry), false, &mut cx.timing)
                     .await;
                 leader.complete(out.as_ref().ok().and_then(Fetched::shared));
+                let status = match &out {
+                    Ok(Fetched::Entry { entry, .. }) => entry.status.as_u16(),
+                    Ok(Fetched::Stream(rsp)) => rsp.status().as_u16(),
+                    Err(e) => e.kind.status().as_u16(),
+                };
+                gw.record(&cx, status, 0, cx.start.elapsed());
             }
         });
     }
@@ -404,7 +466,7 @@ impl Gateway {
             .as_ref()
             .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "cache disabled"))?;
         // A revalidation costs an upstream call too: it is a miss.
-        self.count(route, CacheEvent::miss);
+        upstream.count(CacheEvent::miss);
         let mut headers = cleaned_for_fetch(&creq.headers);
         if let Some(s) = &stale {
             headers.extend(revalidation_headers(
@@ -431,7 +493,7 @@ impl Gateway {
             .await;
         let rsp = match sent {
             Ok(rsp) => rsp,
-            Err(e) => return self.unanswered(route, stale, &e),
+            Err(e) => return self.unanswered(stale, &e, upstream),
         };
         let status = rsp.status();
         if status.is_server_error()
@@ -442,7 +504,7 @@ impl Gateway {
                 status.as_u16()
             );
             let label = HeaderValue::from_str(&label).unwrap_or(STALE_502);
-            return Ok(self.stale_if_error(route, entry, label));
+            return Ok(stale_if_error(entry, label, upstream));
         }
         let timing = Timing {
             request_time,
@@ -461,7 +523,7 @@ impl Gateway {
                 &timing,
                 &route.policy,
             );
-            return Ok(self.revalidated(cache, route, key, old, merged, evaluated));
+            return Ok(self.revalidated(cache, key, old, merged, evaluated, upstream));
         }
         let freshness = match storable(route, creq, &rsp, &timing) {
             Ok(f) => f,
@@ -515,17 +577,17 @@ impl Gateway {
     /// allows to be served stale does (not only within `stale-if-error`).
     fn unanswered(
         &self,
-        route: &Route,
         stale: Option<Arc<Entry>>,
         e: &crate::upstream::UpstreamError,
+        upstream: &mut Waits,
     ) -> Result<Fetched, GatewayError> {
         let open = matches!(e.refused, Some(Refusal::CircuitOpen(_)));
         match stale {
             Some(entry) if open && entry.usable_while_open() => {
-                Ok(self.stale_if_error(route, entry, STALE_OPEN))
+                Ok(stale_if_error(entry, STALE_OPEN, upstream))
             }
             Some(entry) if entry.usable_if_error(Instant::now()) => {
-                Ok(self.stale_if_error(route, entry, STALE_502))
+                Ok(stale_if_error(entry, STALE_502, upstream))
             }
             _ => Err(e.to_gateway()),
         }
@@ -538,11 +600,11 @@ impl Gateway {
     fn revalidated(
         &self,
         cache: &MemoryCache,
-        route: &Route,
         key: &str,
         old: &Arc<Entry>,
         merged: HeaderMap,
         evaluated: Result<perfgate_cache::policy::Freshness, Uncacheable>,
+        upstream: &mut Waits,
     ) -> Fetched {
         match evaluated {
             Ok(freshness) => {
@@ -550,7 +612,7 @@ impl Gateway {
                 cache.insert(key, entry.clone());
                 cache.unmark_unshareable(key);
                 self.l2_store(key, &entry);
-                self.count(route, CacheEvent::revalidated);
+                upstream.count(CacheEvent::revalidated);
                 Fetched::Entry {
                     entry,
                     label: REVALIDATED,
@@ -694,16 +756,6 @@ impl Gateway {
             Instant::now(),
         ));
         (entry, set_cookie)
-    }
-
-    fn stale_if_error(&self, route: &Route, entry: Arc<Entry>, label: HeaderValue) -> Fetched {
-        self.count(route, CacheEvent::stale);
-        Fetched::Entry {
-            entry,
-            label,
-            shareable: true,
-            set_cookie: Vec::new(),
-        }
     }
 
     /// Builds the response for a stored entry: a 304 when the client's
@@ -909,4 +961,15 @@ where
         .into_data_stream()
         .map(|r| r.map(http_body::Frame::data).map_err(Into::into));
     Body::stream(StreamBody::new(first.chain(rest)))
+}
+
+/// A stale entry standing in for an upstream that failed or gave no answer.
+fn stale_if_error(entry: Arc<Entry>, label: HeaderValue, upstream: &mut Waits) -> Fetched {
+    upstream.count(CacheEvent::stale);
+    Fetched::Entry {
+        entry,
+        label,
+        shareable: true,
+        set_cookie: Vec::new(),
+    }
 }

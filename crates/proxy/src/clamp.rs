@@ -3,12 +3,20 @@
 //! `?page_size=1000` and `?page_size=100` share one cache entry and the
 //! upstream never sees an out-of-range value.
 
-use http::Uri;
 use http::uri::PathAndQuery;
+use http::{Request, Uri};
 use perfgate_cache::key::percent_decode;
 use perfgate_config::QueryClamp;
 
 use crate::error::{ErrorKind, GatewayError};
+
+/// The clamp phase: the request with its query clamped.
+pub(crate) fn clamp<B>(clamps: &[QueryClamp], req: &mut Request<B>) -> Result<(), GatewayError> {
+    if let Some(uri) = apply(clamps, req.uri())? {
+        *req.uri_mut() = uri;
+    }
+    Ok(())
+}
 
 /// The target with its clamped parameters, or `None` when nothing changed.
 pub(crate) fn apply(clamps: &[QueryClamp], uri: &Uri) -> Result<Option<Uri>, GatewayError> {

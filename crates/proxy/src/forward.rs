@@ -30,11 +30,14 @@ use http::{HeaderValue, Method, Request, Response};
 use perfgate_observe::UpstreamErrorKind;
 
 use crate::body::{Body, ReadError};
-use crate::gateway::{Conn, Gateway, Outgoing, Waits};
+use crate::context::Waits;
+use crate::context::{Conn, Outgoing};
+use crate::gateway::Gateway;
 use crate::headers::{append_via, set_forwarded, strip_hop_by_hop};
-use crate::pool::{Pick, Refusal};
+use crate::pool::Pick;
 use crate::route::Route;
 use crate::stats::Stats;
+use crate::upstream::Refusal;
 use crate::upstream::{Upstream, UpstreamError};
 
 /// Request bodies up to this size, with a declared `Content-Length`, are
@@ -88,7 +91,7 @@ impl Gateway {
         strip_hop_by_hop(&mut headers);
         let proto = if conn.tls { "https" } else { "http" };
         let trusted = route.trusted.iter().any(|n| n.contains(conn.peer.ip()));
-        let client_ip = crate::headers::client_ip(&headers, conn, &route.trusted);
+        let client_ip = crate::headers::client_ip(&headers, conn.peer.ip(), &route.trusted);
         set_forwarded(
             &mut headers,
             &conn.peer_ip,
@@ -303,7 +306,7 @@ async fn replayable_body(
         Err(ReadError::Broken(e)) => Err(failed(format!("reading the client's body: {e}"), false)),
         // The client's fault, answered 408 (`server.request_body_timeout`).
         Err(ReadError::TimedOut(d)) => Err(UpstreamError {
-            refused: Some(crate::pool::Refusal::ClientBodyTimeout(d)),
+            refused: Some(crate::upstream::Refusal::ClientBodyTimeout(d)),
             ..failed(format!("the client's body stalled for {d:?}"), false)
         }),
     }

@@ -269,10 +269,9 @@ pub fn append_via(h: &mut HeaderMap, value: &HeaderValue) {
 /// proxy (entries to its left could be written by anyone).
 pub(crate) fn client_ip(
     h: &HeaderMap,
-    conn: &crate::Conn,
+    peer: std::net::IpAddr,
     trusted: &[perfgate_config::IpNet],
 ) -> std::net::IpAddr {
-    let peer = conn.peer.ip();
     if !trusted.iter().any(|n| n.contains(peer)) {
         return peer;
     }

@@ -28,9 +28,8 @@ use perfgate_config::{Config, JwtConfig, JwtMode};
 use perfgate_identity::{JwtError, JwtSettings, JwtValidator, bearer};
 
 use crate::body::Body;
+use crate::context::Conn;
 use crate::error::{ErrorKind, GatewayError};
-use crate::gateway::{Conn, Gateway};
-use crate::policy::Policy;
 use crate::route::Route;
 
 #[cfg(test)]
@@ -316,25 +315,26 @@ fn validator(settings: JwtSettings) -> Result<JwtValidator, String> {
     .map_err(|errors| errors.join("; "))
 }
 
-impl Gateway {
-    /// Validates the bearer token as the route's JWT mode asks; sets
-    /// `conn.user` and the forwarded claim headers. 401 on a bad token.
-    pub(crate) fn identify(
-        &self,
-        policy: &Policy,
-        route: &Route,
-        req: &mut http::Request<Body>,
-        conn: &mut Conn,
-    ) -> Result<(), GatewayError> {
+/// The identity phase: validates the bearer token as the route's JWT mode
+/// asks; sets `conn.user` and the forwarded claim headers. 401 on a bad
+/// token.
+pub(crate) fn identify(
+    identity: Option<&Identity>,
+    route: &Route,
+    req: &mut http::Request<Body>,
+    conn: &mut Conn,
+    metrics: &perfgate_observe::Metrics,
+) -> Result<(), GatewayError> {
+    {
         if route.jwt == JwtMode::Off {
             // The upstream may trust the forwarded-claim headers on every
             // route: a client never gets to set them, here either.
-            if let Some(identity) = &policy.identity {
+            if let Some(identity) = identity {
                 identity.strip_claim_headers(req.headers_mut());
             }
             return Ok(());
         }
-        let Some(identity) = &policy.identity else {
+        let Some(identity) = identity else {
             // Not reachable: Identity::build returns Some whenever a route
             // validates tokens. Refuse rather than let the request through.
             return Err(GatewayError::new(
@@ -348,7 +348,7 @@ impl Gateway {
                 Ok(())
             }
             Err(refusal) => {
-                self.metrics.traffic.jwt_failure(refusal.code());
+                metrics.traffic.jwt_failure(refusal.code());
                 Err(refusal.into_error())
             }
         }

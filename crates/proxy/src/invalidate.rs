@@ -11,8 +11,10 @@ use perfgate_cache::memory::Variants;
 use perfgate_observe::InvalidationSource;
 use serde::Serialize;
 
-use crate::gateway::{Conn, Gateway, request_host};
+use crate::context::Conn;
+use crate::gateway::Gateway;
 use crate::route::Route;
+use crate::target::request_host;
 
 /// What to purge. Strings starting with `GET ` are primary keys (one host);
 /// strings starting with `/` are normalized paths that match on every host.

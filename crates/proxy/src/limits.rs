@@ -24,14 +24,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
 use perfgate_config::{Config, IpNet};
 use perfgate_observe::LimitResult;
 use perfgate_traffic::gcra::{self, Decision, LocalLimiter, Quota};
 
+use crate::body::Body;
+use crate::context::Conn;
+use crate::context::RequestContext;
 use crate::error::{ErrorKind, GatewayError};
-use crate::gateway::{Conn, Cx, Gateway};
-use crate::policy::Policy;
 use crate::route::Route;
 
 #[cfg(test)]
@@ -110,7 +111,7 @@ impl KeyKind {
     ) -> bool {
         match self {
             KeyKind::Ip => {
-                let ip = crate::headers::client_ip(headers, conn, trusted);
+                let ip = crate::headers::client_ip(headers, conn.peer.ip(), trusted);
                 let _ = write!(out, "{ip}");
             }
             KeyKind::User => match &conn.user {
@@ -155,7 +156,7 @@ fn push_value_or_ip(
             push_bounded(out, &v);
         }
         None => {
-            let ip = crate::headers::client_ip(headers, conn, trusted);
+            let ip = crate::headers::client_ip(headers, conn.peer.ip(), trusted);
             let _ = write!(out, "@{ip}");
         }
     }
@@ -457,23 +458,70 @@ fn header_values(rule: &Rule, decision: &Decision) -> Option<(HeaderValue, Heade
     ))
 }
 
-impl Gateway {
+/// What the limit phase reads besides its rules.
+pub(crate) struct LimitEnv<'a> {
+    /// Where shared rules count (none: every rule counts locally).
+    pub(crate) redis: Option<&'a perfgate_redis::Redis>,
+    pub(crate) metrics: &'a perfgate_observe::Metrics,
+    /// The deadline of a body read for a `body:FIELD` key.
+    pub(crate) body_timeout: Duration,
+}
+
+impl Limits {
+    /// The limit phase. A rule keyed by a body field (a login's account)
+    /// needs the body first: it is read (bounded, 400/408/413) and put back.
+    pub(crate) async fn check_request(
+        &self,
+        env: &LimitEnv<'_>,
+        route: &Route,
+        req: &mut Request<Body>,
+        conn: &Conn,
+        cx: &mut RequestContext,
+    ) -> Result<(), GatewayError> {
+        if self.rules.is_empty() {
+            return Ok(());
+        }
+        let body_key = if self.needs_body(&route.name, req.method()) {
+            let body = std::mem::replace(req.body_mut(), Body::Empty);
+            let max = BODY_KEY_MAX;
+            let bytes = crate::body::read_bounded(body, req.headers(), max, env.body_timeout)
+                .await
+                .map_err(|e| GatewayError::body_read(e, max))?;
+            *req.body_mut() = Body::full(bytes.clone());
+            Some(bytes)
+        } else {
+            None
+        };
+        let (method, uri, headers) = (req.method(), req.uri(), req.headers());
+        self.check(
+            env,
+            route,
+            method,
+            uri,
+            headers,
+            conn,
+            body_key.as_deref(),
+            cx,
+        )
+        .await
+    }
+
     /// Applies the rules that match this request, in order; the first that
     /// refuses answers 429. Puts the `RateLimit-Policy`/`RateLimit` headers
     /// of the most restrictive matching rule in `cx.limit_headers`.
-    #[allow(clippy::too_many_arguments)] // the signature gateway.rs calls
-    pub(crate) async fn limit(
+    #[allow(clippy::too_many_arguments)] // what a rule's key may read
+    pub(crate) async fn check(
         &self,
-        policy: &Policy,
+        env: &LimitEnv<'_>,
         route: &Route,
         method: &http::Method,
         uri: &http::Uri,
         headers: &http::HeaderMap,
         conn: &Conn,
         body: Option<&[u8]>,
-        cx: &mut Cx,
+        cx: &mut RequestContext,
     ) -> Result<(), GatewayError> {
-        let limits = &policy.limits;
+        let limits = self;
         // The fewest requests left among the rules that allowed this one.
         let mut tightest: Option<(&Rule, Decision)> = None;
         let mut key = String::new();
@@ -496,7 +544,7 @@ impl Gateway {
             ) {
                 continue;
             }
-            let decision = self.decide(limits, rule, &key).await;
+            let decision = limits.decide(env, rule, &key).await;
             if !decision.allowed {
                 rule.limited.inc();
                 let mut err = GatewayError::new(
@@ -527,9 +575,10 @@ impl Gateway {
 
     /// One request against `rule` for `key`: in Redis for a shared rule
     /// when Redis is configured and answers, else locally.
-    async fn decide(&self, limits: &Limits, rule: &Rule, key: &str) -> Decision {
+    async fn decide(&self, env: &LimitEnv<'_>, rule: &Rule, key: &str) -> Decision {
+        let limits = self;
         if rule.shared
-            && let Some(redis) = &self.redis
+            && let Some(redis) = env.redis
         {
             let q = &rule.quota;
             match redis.gcra(key, q.rate, q.period, q.burst).await {
@@ -542,7 +591,7 @@ impl Gateway {
                     };
                 }
                 Err(e) => {
-                    self.metrics.traffic.rate_limit_fallback(&rule.name);
+                    env.metrics.traffic.rate_limit_fallback(&rule.name);
                     if limits.should_log_fallback() {
                         tracing::debug!(
                             rule = %rule.name,

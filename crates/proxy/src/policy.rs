@@ -49,9 +49,10 @@ impl Policy {
         config: &Config,
         metrics: &Arc<Metrics>,
         previous: Option<&Policy>,
+        tasks: &perfgate_runtime::Supervisor,
     ) -> Result<Self, String> {
         let s = &config.server;
-        let pools = Pools::build(config, metrics, previous.map(|p| &p.pools))?;
+        let pools = Pools::build(config, metrics, previous.map(|p| &p.pools), tasks)?;
         let routes = Routes::build(config, metrics, &pools)?;
         let job_status_paths = routes
             .iter()
@@ -84,31 +85,5 @@ impl Policy {
             pool.retain_breakers(&used);
         }
         Ok(policy)
-    }
-}
-
-impl crate::Gateway {
-    /// The state of every upstream pool (health endpoints), sorted by name.
-    pub fn upstream_health(&self) -> Vec<crate::pool::PoolReport> {
-        self.policy().pools.iter().map(|p| p.snapshot()).collect()
-    }
-
-    /// Replaces the reloadable configuration (routes, pools, guards, limits,
-    /// JWT) with one compiled from `config`, which must be validated. In
-    /// flight requests finish with the generation they started with; the
-    /// cache and the statistics are kept. Err leaves the running one.
-    pub fn reload(self: &Arc<Self>, config: &Config) -> Result<(), String> {
-        let old = self.policy();
-        let new = Policy::build(config, self.metrics(), Some(&old))?;
-        if self.jobs.get().is_none()
-            && let Some(j) = crate::jobs::Jobs::open(config, self.redis.as_ref())?
-        {
-            // The first async route arrived with this reload.
-            let _ = self.jobs.set(j);
-        }
-        let new = self.swap_policy(new);
-        new.pools.retire_replaced(&old.pools, self.metrics());
-        self.sync_job_workers();
-        Ok(())
     }
 }

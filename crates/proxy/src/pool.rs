@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, Request};
 use perfgate_config::{Balance, Config, PoolConfig, PoolServer, UpstreamConfig};
 use perfgate_observe::{CircuitState, Metrics};
+use perfgate_runtime::{Scope, Shutdown, Supervisor};
 use perfgate_traffic::balance::{Balancer, Strategy, hash_key};
 use perfgate_traffic::breaker::{Breaker, BreakerSettings, BreakerState, Permit};
 use perfgate_traffic::health::{OutlierSettings, PoolHealth, ProbeThresholds, Transition};
@@ -26,8 +27,7 @@ use perfgate_traffic::retry::RetryBudget;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::body::Body;
-use crate::route::Target;
-use crate::upstream::Upstream;
+use crate::upstream::{Refusal, Target, Upstream};
 
 /// One server of a pool.
 pub(crate) struct Server {
@@ -120,6 +120,9 @@ pub(crate) struct Pool {
     /// (its successor, or nobody, owns them now) while requests of the old
     /// generation finish on it.
     retired: AtomicBool,
+    /// The pool's background service (probes, re-admission, breaker
+    /// gauges): stopped when a reload retires the pool, or with the process.
+    services: Scope,
 }
 
 #[derive(Clone)]
@@ -173,22 +176,13 @@ impl FailureClass {
     }
 }
 
-/// Why a pool refused a request before sending it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Refusal {
-    /// The breaker is open; try again after this long.
-    CircuitOpen(Duration),
-    /// No server is healthy.
-    NoHealthy,
-    /// No connection slot within `queue_timeout`.
-    Busy,
-    /// The client's (replayable) body did not arrive within
-    /// `server.request_body_timeout`: nothing was sent.
-    ClientBodyTimeout(Duration),
-}
-
 impl Pool {
-    fn build(name: &str, spec: Spec, metrics: &Arc<Metrics>) -> Result<Arc<Self>, String> {
+    fn build(
+        name: &str,
+        spec: Spec,
+        metrics: &Arc<Metrics>,
+        tasks: &Supervisor,
+    ) -> Result<Arc<Self>, String> {
         let cfg = &spec.pool;
         let servers = cfg
             .servers
@@ -283,6 +277,7 @@ impl Pool {
             spec,
             metrics: metrics.clone(),
             retired: AtomicBool::new(false),
+            services: tasks.scope(),
         });
         for s in &pool.servers {
             metrics.traffic.set_server_up(&pool.name, &s.label, true);
@@ -290,7 +285,9 @@ impl Pool {
         metrics
             .traffic
             .set_circuit(&pool.name, CircuitState::Closed);
-        tokio::spawn(maintain(Arc::downgrade(&pool)));
+        let weak = Arc::downgrade(&pool);
+        pool.services
+            .spawn("pool health", move |shutdown| maintain(weak, shutdown));
         Ok(pool)
     }
 
@@ -660,7 +657,7 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// The pool's background work: probes, readmissions, gauges. Ends when the
 /// pool is dropped (a reload replaced it, or the gateway stopped).
-async fn maintain(pool: Weak<Pool>) {
+async fn maintain(pool: Weak<Pool>, mut shutdown: Shutdown) {
     const TICK: Duration = Duration::from_secs(1);
     let mut next_probe = tokio::time::Instant::now();
     loop {
@@ -687,7 +684,10 @@ async fn maintain(pool: Weak<Pool>) {
             None => TICK,
         };
         drop(p);
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.requested() => return,
+        }
     }
 }
 
@@ -705,6 +705,7 @@ impl Pools {
         config: &Config,
         metrics: &Arc<Metrics>,
         previous: Option<&Pools>,
+        tasks: &Supervisor,
     ) -> Result<Self, String> {
         let up = &config.upstream;
         let spec = |pool: PoolConfig| Spec {
@@ -747,7 +748,7 @@ impl Pools {
                 .cloned();
             let pool = match kept {
                 Some(p) => p,
-                None => Pool::build(&name, spec, metrics)?,
+                None => Pool::build(&name, spec, metrics, tasks)?,
             };
             by_name.insert(name, pool);
         }
@@ -765,6 +766,7 @@ impl Pools {
                 continue;
             }
             was.retired.store(true, Ordering::Relaxed);
+            was.services.stop();
             for s in &was.servers {
                 let kept = now.is_some_and(|p| p.servers.iter().any(|n| n.label == s.label));
                 if !kept {
@@ -826,5 +828,42 @@ mod tests {
         assert!(only_connect.error(K::connect));
         assert!(!only_connect.error(K::timeout));
         assert!(only_connect.status(StatusCode::INTERNAL_SERVER_ERROR));
+    }
+
+    /// A reload that replaces a pool stops its health service through the
+    /// same signal as shutdown; one that keeps the pool keeps the service.
+    #[tokio::test]
+    async fn a_reload_stops_the_services_of_the_pools_it_retires() {
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        let tasks = perfgate_runtime::Supervisor::new();
+        let metrics = Arc::new(perfgate_observe::Metrics::new());
+        let mut config = perfgate_config::Config::default();
+        config.upstream.url = "http://127.0.0.1:9".into();
+        let first = super::Pools::build(&config, &metrics, None, &tasks).expect("pools");
+        assert_eq!(tasks.running(), 1, "one pool, one health service");
+
+        let same = super::Pools::build(&config, &metrics, Some(&first), &tasks).expect("pools");
+        same.retire_replaced(&first, &metrics);
+        assert_eq!(
+            tasks.running(),
+            1,
+            "an unchanged pool is kept with its service"
+        );
+
+        config.upstream.url = "http://127.0.0.1:10".into();
+        let next = super::Pools::build(&config, &metrics, Some(&same), &tasks).expect("pools");
+        next.retire_replaced(&same, &metrics);
+        drop((first, same));
+        for _ in 0..200 {
+            if tasks.running() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(tasks.running(), 1, "the retired pool's service stopped");
+        assert!(tasks.shutdown(Duration::from_secs(5)).await.is_empty());
+        assert_eq!(tasks.running(), 0);
     }
 }

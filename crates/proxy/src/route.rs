@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Method};
 use perfgate_cache::policy::RoutePolicy;
 use perfgate_config::{Config, IpNet, JwtMode, QueryClamp, RouteConfig};
@@ -15,45 +14,6 @@ use crate::pool::{Pool, Pools};
 use crate::stats::Stats;
 use crate::upstream::Upstream;
 use perfgate_traffic::breaker::Breaker;
-
-/// Where a route's requests go.
-#[derive(Debug, Clone)]
-pub struct Target {
-    /// `http` (TLS upstreams are not supported yet).
-    pub scheme: Scheme,
-    /// `host:port` of the upstream.
-    pub authority: Authority,
-    /// Path prefix prepended to every forwarded path (no trailing `/`).
-    pub prefix: String,
-}
-
-impl Target {
-    /// Parses `http://host[:port][/prefix]`.
-    pub fn parse(url: &str) -> Result<Self, String> {
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|e| format!("invalid upstream URL {url:?}: {e}"))?;
-        let scheme = uri
-            .scheme()
-            .cloned()
-            .ok_or_else(|| format!("upstream URL {url:?} has no scheme"))?;
-        if scheme != Scheme::HTTP {
-            return Err(format!(
-                "upstream URL {url:?}: only http:// upstreams are supported"
-            ));
-        }
-        let authority = uri
-            .authority()
-            .cloned()
-            .ok_or_else(|| format!("upstream URL {url:?} has no host"))?;
-        let prefix = uri.path().trim_end_matches('/').to_string();
-        Ok(Self {
-            scheme,
-            authority,
-            prefix,
-        })
-    }
-}
 
 #[derive(Debug)]
 enum Matcher {
@@ -459,6 +419,7 @@ mod tests {
     use http::StatusCode;
 
     use super::*;
+    use crate::upstream::Target;
 
     #[test]
     fn prefix_matches_on_segment_boundaries() {
@@ -486,8 +447,13 @@ mod tests {
         config.upstream.url = "http://127.0.0.1:9".into();
         config.routes = routes;
         let metrics = Metrics::new();
-        let pools = Pools::build(&config, &Arc::new(Metrics::new()), None)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let pools = Pools::build(
+            &config,
+            &Arc::new(Metrics::new()),
+            None,
+            &perfgate_runtime::Supervisor::new(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         Routes::build(&config, &metrics, &pools).unwrap_or_else(|e| panic!("{e}"))
     }
 

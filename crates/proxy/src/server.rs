@@ -26,8 +26,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
+use crate::context::Conn;
 use crate::framing::Framed;
-use crate::gateway::{Conn, Gateway};
+use crate::gateway::Gateway;
 
 /// Protocol settings of the client-facing server.
 #[derive(Clone)]

@@ -38,6 +38,16 @@ pub(crate) fn normalize(keys: &KeyNormalizer, uri: &mut Uri) -> Result<(), Gatew
     Ok(())
 }
 
+/// The host a client asked for: `Host` (HTTP/1), else the URI's authority
+/// (HTTP/2 `:authority`), else empty.
+pub(crate) fn request_host<'a>(uri: &'a Uri, headers: &'a http::HeaderMap) -> &'a str {
+    headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+        .unwrap_or("")
+}
+
 #[cfg(test)]
 mod tests {
     use perfgate_cache::key::PathRules;

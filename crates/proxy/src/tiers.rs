@@ -11,11 +11,12 @@ use perfgate_cache::entry::Entry;
 use perfgate_cache::key::key_target;
 use perfgate_cache::policy::Reuse;
 use perfgate_cache::redis::{InvalidationMsg, L2Error, L2Event, L2Health};
-use perfgate_observe::{CacheEvent, InvalidationSource};
+use perfgate_observe::InvalidationSource;
 
-use crate::cached::CacheReq;
+use crate::context::{L2Outcome, Waits};
 use crate::gateway::Gateway;
 use crate::invalidate::{InvalidateReport, Targets};
+use crate::lookup::CacheReq;
 use crate::route::Route;
 use crate::stats::Stats;
 
@@ -37,40 +38,48 @@ impl Gateway {
 
     /// Looks `key` up in L2 (under its deadline); a fresh variant usable by
     /// this request is promoted to L1 with its remaining freshness.
-    pub(crate) async fn l2_lookup(&self, route: &Route, key: &str, creq: &CacheReq) -> L2Lookup {
+    /// The outcome goes into `upstream` (counted when the request is
+    /// recorded).
+    pub(crate) async fn l2_lookup(
+        &self,
+        route: &Route,
+        key: &str,
+        creq: &CacheReq,
+        upstream: &mut Waits,
+    ) -> L2Lookup {
         let Some(l2) = &self.l2 else {
             return L2Lookup::Nothing;
         };
-        let found = match l2.get(key, &creq.headers).await {
+        let started = Instant::now();
+        let found = l2.get(key, &creq.headers).await;
+        upstream.l2 += started.elapsed();
+        let found = match found {
             Ok(e) => e,
             Err(e) => {
-                self.l2_failed(&e);
+                if !matches!(e, L2Error::Skipped) {
+                    upstream.l2_outcome = Some(L2Outcome::Error);
+                    tracing::debug!(error = %e, "L2 call failed; going on without it");
+                }
                 return L2Lookup::Nothing;
             }
         };
         let now = Instant::now();
         // The digest chose the variant; the reader's own check confirms it.
-        let usable = found.filter(|e| crate::cached::reusable(&route.policy, &creq.headers, e));
+        let usable = found.filter(|e| crate::lookup::reusable(&route.policy, &creq.headers, e));
         let Some(entry) = usable.map(Arc::new) else {
-            self.l2_missed();
+            upstream.l2_outcome = Some(L2Outcome::Miss);
             return L2Lookup::Nothing;
         };
         if matches!(entry.reuse(now), Reuse::Fresh) {
             if let Some(cache) = &self.cache {
                 cache.insert(key, entry.clone());
             }
-            Stats::inc(&self.stats.l2_hits);
-            self.metrics.cache_event("l2", CacheEvent::hit);
+            upstream.l2_outcome = Some(L2Outcome::Hit);
             L2Lookup::Fresh(entry)
         } else {
-            self.l2_missed();
+            upstream.l2_outcome = Some(L2Outcome::Miss);
             L2Lookup::Stale(entry)
         }
-    }
-
-    fn l2_missed(&self) {
-        Stats::inc(&self.stats.l2_misses);
-        self.metrics.cache_event("l2", CacheEvent::miss);
     }
 
     fn l2_failed(&self, e: &L2Error) {
@@ -180,7 +189,7 @@ impl Gateway {
             t.keys.iter().partition(|k| !k.starts_with('/'));
         for k in exact {
             // The authenticated copy of a `shared` route lives beside it.
-            keys.push(format!("{k}{}", crate::cached::AUTHENTICATED_SUFFIX));
+            keys.push(format!("{k}{}", crate::lookup::AUTHENTICATED_SUFFIX));
             keys.push(k.clone());
         }
         let (key_prefixes, path_prefixes): (Vec<&String>, Vec<&String>) =
@@ -225,25 +234,26 @@ impl Gateway {
 
     /// Starts the fan-out listener (when Redis is configured). It stops when
     /// `stop` resolves.
-    pub fn run_background(self: &Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub fn run_background(self: &Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
         // The async job workers.
         let _ = self.jobs_stop.set(stop.clone());
         self.sync_job_workers();
         let Some(l2) = self.l2.clone() else { return };
         let gw = Arc::downgrade(self);
         let mut events = l2.subscribe();
-        tokio::spawn(async move {
-            loop {
-                let event = tokio::select! {
-                    e = events.recv() => e,
-                    _ = stop.wait_for(|v| *v) => None,
-                };
-                let (Some(event), Some(gw)) = (event, gw.upgrade()) else {
-                    break;
-                };
-                gw.on_fanout(event).await;
-            }
-        });
+        self.tasks
+            .spawn("invalidation fan-out", move |mut shutdown| async move {
+                loop {
+                    let event = tokio::select! {
+                        e = events.recv() => e,
+                        () = shutdown.requested() => None,
+                    };
+                    let (Some(event), Some(gw)) = (event, gw.upgrade()) else {
+                        break;
+                    };
+                    gw.on_fanout(event).await;
+                }
+            });
     }
 
     async fn on_fanout(&self, event: L2Event) {

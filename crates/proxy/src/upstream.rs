@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use perfgate_config::UpstreamConfig;
@@ -12,8 +13,6 @@ use crate::body::Body;
 pub use crate::client::Pooled as UpstreamBody;
 use crate::client::{Client, ClientError};
 use crate::error::{ErrorKind, GatewayError};
-use crate::pool::Refusal;
-use crate::route::Target;
 
 /// A pooled upstream client (one per pool, and per route with its own
 /// connect timeout).
@@ -210,4 +209,57 @@ fn classify(e: &ClientError) -> UpstreamError {
         body_broken: !body_too_large && matches!(e, ClientError::Http(h) if h.is_user()),
         refused: None,
     }
+}
+
+/// Where a route's requests go.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `http` (TLS upstreams are not supported yet).
+    pub scheme: Scheme,
+    /// `host:port` of the upstream.
+    pub authority: Authority,
+    /// Path prefix prepended to every forwarded path (no trailing `/`).
+    pub prefix: String,
+}
+
+impl Target {
+    /// Parses `http://host[:port][/prefix]`.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| format!("invalid upstream URL {url:?}: {e}"))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| format!("upstream URL {url:?} has no scheme"))?;
+        if scheme != Scheme::HTTP {
+            return Err(format!(
+                "upstream URL {url:?}: only http:// upstreams are supported"
+            ));
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("upstream URL {url:?} has no host"))?;
+        let prefix = uri.path().trim_end_matches('/').to_string();
+        Ok(Self {
+            scheme,
+            authority,
+            prefix,
+        })
+    }
+}
+
+/// Why a pool refused a request before sending it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Refusal {
+    /// The breaker is open; try again after this long.
+    CircuitOpen(Duration),
+    /// No server is healthy.
+    NoHealthy,
+    /// No connection slot within `queue_timeout`.
+    Busy,
+    /// The client's (replayable) body did not arrive within
+    /// `server.request_body_timeout`: nothing was sent.
+    ClientBodyTimeout(Duration),
 }

@@ -15,7 +15,8 @@ use perfgate_observe::Metrics;
 
 use super::{Identity, Refusal, challenge, is_bearer_scheme};
 use crate::body::Body;
-use crate::gateway::{Conn, Gateway};
+use crate::context::Conn;
+use crate::gateway::Gateway;
 
 const SECRET: &str = "unit-test-secret-0123456789abcdef";
 /// `{"sub":"alice","exp":4102444800,"role":"admin"}`.
@@ -360,8 +361,14 @@ async fn gateway_applies_the_route_mode() {
         &[("authorization", "Bearer junk"), ("x-user-id", "m")],
     );
     let mut c = conn();
-    gw.identify(&policy, &route("/other"), &mut req, &mut c)
-        .expect("off");
+    super::identify(
+        policy.identity.as_ref(),
+        &route("/other"),
+        &mut req,
+        &mut c,
+        gw.metrics(),
+    )
+    .expect("off");
     assert!(req.headers().get("x-user-id").is_none());
     assert_eq!(req.headers()["authorization"], "Bearer junk");
     assert_eq!(c.user, None);
@@ -369,16 +376,27 @@ async fn gateway_applies_the_route_mode() {
     // Required, valid.
     let mut req = request("/private", &[("authorization", &bearer(VALID))]);
     let mut c = conn();
-    gw.identify(&policy, &route("/private"), &mut req, &mut c)
-        .expect("valid");
+    super::identify(
+        policy.identity.as_ref(),
+        &route("/private"),
+        &mut req,
+        &mut c,
+        gw.metrics(),
+    )
+    .expect("valid");
     assert_eq!(c.user.as_deref(), Some("alice"));
     assert_eq!(req.headers()["x-user-id"], "alice");
 
     // Required, missing → 401 with the challenge, counted.
     let mut req = request("/private", &[]);
-    let err = gw
-        .identify(&policy, &route("/private"), &mut req, &mut conn())
-        .expect_err("missing");
+    let err = super::identify(
+        policy.identity.as_ref(),
+        &route("/private"),
+        &mut req,
+        &mut conn(),
+        gw.metrics(),
+    )
+    .expect_err("missing");
     assert_eq!(err.kind, crate::ErrorKind::Unauthorized);
     assert_eq!(err.headers[0].0, WWW_AUTHENTICATE);
 
@@ -386,8 +404,14 @@ async fn gateway_applies_the_route_mode() {
     let mut req = request("/public", &[("x-user-id", "mallory")]);
     let mut c = conn();
     c.user = Some(Arc::from("stale"));
-    gw.identify(&policy, &route("/public"), &mut req, &mut c)
-        .expect("optional");
+    super::identify(
+        policy.identity.as_ref(),
+        &route("/public"),
+        &mut req,
+        &mut c,
+        gw.metrics(),
+    )
+    .expect("optional");
     assert_eq!(c.user, None);
     assert!(!req.headers().contains_key("x-user-id"));
 

@@ -157,3 +157,21 @@ impl Jobs {
         Ok(rsp)
     }
 }
+
+impl crate::gateway::Gateway {
+    /// The job-status phase: a GET or HEAD of a status URL is answered here
+    /// (200/400/404), before routing; anything else goes on.
+    pub(crate) async fn job_status(
+        &self,
+        policy: &crate::policy::Policy,
+        method: &http::Method,
+        path: &str,
+    ) -> Option<Result<Response<Body>, GatewayError>> {
+        let jobs = self.jobs.get()?;
+        if method != http::Method::GET && method != http::Method::HEAD {
+            return None;
+        }
+        let (id, prefix, result) = jobs.status_target(path, &policy.job_status_paths)?;
+        Some(jobs.status(id, &prefix, result).await)
+    }
+}

@@ -29,7 +29,9 @@ use tokio::sync::watch;
 
 use super::{Jobs, head_fields, stored_fields};
 use crate::body::Body;
-use crate::gateway::{Conn, Gateway, Outgoing, Waits};
+use crate::context::Waits;
+use crate::context::{Conn, Outgoing};
+use crate::gateway::Gateway;
 use crate::route::Route;
 
 /// Idle workers look for due retries and other instances' jobs this often.

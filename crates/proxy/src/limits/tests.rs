@@ -10,7 +10,9 @@ use perfgate_observe::Metrics;
 use perfgate_traffic::gcra::Quota;
 
 use super::{KeyKind, Limits, RATELIMIT, RATELIMIT_POLICY, query_value};
-use crate::gateway::{Conn, Cx, Gateway};
+use crate::context::Conn;
+use crate::context::RequestContext;
+use crate::gateway::Gateway;
 
 fn conn(ip: [u8; 4]) -> Conn {
     Conn::new(SocketAddr::from((ip, 40000)), false)
@@ -347,18 +349,20 @@ async fn check(
     let policy = gw.policy();
     let route = policy.routes.select(&method, path).expect("route").clone();
     let uri: Uri = path.parse().expect("uri");
-    let mut cx = Cx::default();
-    gw.limit(
-        &policy,
-        &route,
-        &method,
-        &uri,
-        &headers(pairs),
-        conn,
-        None,
-        &mut cx,
-    )
-    .await?;
+    let mut cx = RequestContext::new(perfgate_observe::RequestKind::Client, &method, &uri, conn);
+    policy
+        .limits
+        .check(
+            &gw.limit_env(),
+            &route,
+            &method,
+            &uri,
+            &headers(pairs),
+            conn,
+            None,
+            &mut cx,
+        )
+        .await?;
     Ok(cx.limit_headers)
 }
 

@@ -10,6 +10,14 @@ use tokio::sync::watch;
 /// Receivers of the in-flight fetches' results, by cache key.
 type FlightMap<T> = Arc<Mutex<HashMap<Arc<str>, watch::Receiver<Option<T>>>>>;
 
+/// What a fetch leaves for concurrent waiters: a stored entry they may be
+/// served from (after their own `Vary`/authorization check).
+#[derive(Clone)]
+pub struct Shared {
+    /// The stored entry.
+    pub entry: Arc<crate::entry::Entry>,
+}
+
 /// The in-flight fetches, by cache key.
 pub struct Flights<T> {
     map: FlightMap<T>,

@@ -1,0 +1,223 @@
+//! One [`RequestEvent`] per finished request: the single source of every
+//! per-request outcome (admin statistics, Prometheus metrics, and the access
+//! log, traces and analytics that plug in as [`EventSink`]s).
+//!
+//! Building an event allocates nothing: names are shared `Arc<str>`s, the
+//! method is `http::Method` (standard methods are inline), times are
+//! `Duration`s and the cache outcome is a bit set.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::CacheEvent;
+
+/// Where a request came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestKind {
+    /// A client request on the proxy listener.
+    Client,
+    /// One item of a `POST /batch` call.
+    BatchItem,
+    /// A background refresh (stale-while-revalidate).
+    Refresh,
+    /// A warm-up fetch.
+    Warmup,
+}
+
+impl RequestKind {
+    /// The label used in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestKind::Client => "client",
+            RequestKind::BatchItem => "batch_item",
+            RequestKind::Refresh => "refresh",
+            RequestKind::Warmup => "warmup",
+        }
+    }
+}
+
+/// The cache layer that answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheLayer {
+    /// The in-process cache.
+    L1,
+    /// The shared Redis cache.
+    L2,
+}
+
+/// The cache outcomes one request went through, as a bit set: a
+/// revalidation is a `miss` and `revalidated`; stale-if-error is a `miss`
+/// and `stale`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheOutcomes(u8);
+
+impl CacheOutcomes {
+    fn bit(e: CacheEvent) -> u8 {
+        1 << (e as u8)
+    }
+
+    /// Adds `e`.
+    pub fn insert(&mut self, e: CacheEvent) {
+        self.0 |= Self::bit(e);
+    }
+
+    /// Whether `e` happened.
+    pub fn contains(self, e: CacheEvent) -> bool {
+        self.0 & Self::bit(e) != 0
+    }
+
+    /// True when the request never touched the cache.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Every outcome, in [`CacheEvent`] order.
+    pub fn iter(self) -> impl Iterator<Item = CacheEvent> {
+        CacheEvent::ALL
+            .into_iter()
+            .filter(move |e| self.contains(*e))
+    }
+
+    /// Both sets.
+    pub fn union(self, o: CacheOutcomes) -> CacheOutcomes {
+        CacheOutcomes(self.0 | o.0)
+    }
+
+    /// The most telling single outcome, for logs: what the client got.
+    pub fn primary(self) -> Option<CacheEvent> {
+        [
+            CacheEvent::coalesced,
+            CacheEvent::revalidated,
+            CacheEvent::stale,
+            CacheEvent::hit,
+            CacheEvent::miss,
+            CacheEvent::bypass,
+        ]
+        .into_iter()
+        .find(|e| self.contains(*e))
+    }
+}
+
+/// Time spent in each phase of a request. A phase the request did not go
+/// through stays zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PhaseTimes {
+    /// Guards, routing, identity (JWT) and clamps.
+    pub guard: Duration,
+    /// Rate limits (a shared limit waits for Redis).
+    pub limit: Duration,
+    /// The in-process cache lookup.
+    pub l1: Duration,
+    /// The Redis lookup.
+    pub l2: Duration,
+    /// Waiting for another request's fetch of the same key.
+    pub coalesce_wait: Duration,
+    /// Waiting for a connection slot of the upstream pool.
+    pub connect: Duration,
+    /// Upstream: from sending the request to the response head, every
+    /// attempt and backoff included.
+    pub ttfb: Duration,
+    /// Reading the upstream body (for the cache).
+    pub upstream_body: Duration,
+    /// Compressing the response (first use of an encoding).
+    pub encode: Duration,
+    /// The whole request, to the response head.
+    pub total: Duration,
+}
+
+/// One finished request.
+#[derive(Clone, Debug)]
+pub struct RequestEvent {
+    /// Where the request came from.
+    pub kind: RequestKind,
+    /// The route that took it (none for 404s and guard refusals).
+    pub route: Option<Arc<str>>,
+    /// The method.
+    pub method: http::Method,
+    /// The status sent.
+    pub status: u16,
+    /// Request body bytes (as declared; 0 without a body).
+    pub bytes_in: u64,
+    /// Response body bytes (known at the head: cached or declared length).
+    pub bytes_out: u64,
+    /// Time per phase.
+    pub phases: PhaseTimes,
+    /// The cache outcomes.
+    pub cache: CacheOutcomes,
+    /// The layer that answered, for hits.
+    pub layer: Option<CacheLayer>,
+    /// Body bytes an upstream call did not have to send (hits, coalescing).
+    pub upstream_bytes_saved: u64,
+    /// The upstream server that answered last.
+    pub upstream: Option<Arc<str>>,
+    /// Upstream attempts (retries included).
+    pub attempts: u32,
+    /// The authenticated user (JWT subject).
+    pub user: Option<Arc<str>>,
+    /// The client's address.
+    pub client: IpAddr,
+    /// The trace this request belongs to (filled by tracing).
+    pub trace_id: Option<u128>,
+    /// The error kind, when the gateway answered with an error.
+    pub error: Option<&'static str>,
+}
+
+/// A consumer of request events (access log, traces, analytics). Called
+/// off the request path, from one background task, in order.
+pub trait EventSink: Send + Sync + 'static {
+    /// Takes one event.
+    fn on_event(&self, event: &RequestEvent);
+}
+
+/// Events waiting for the sinks; past this many, new events are dropped
+/// (and counted) rather than slow the requests down or grow without bound.
+pub const EVENT_QUEUE: usize = 8192;
+
+/// Hands request events to the sinks, off the request path.
+#[derive(Default)]
+pub struct EventBus {
+    tx: OnceLock<mpsc::Sender<RequestEvent>>,
+    dropped: AtomicU64,
+}
+
+impl EventBus {
+    /// Starts the task that feeds `sinks`, in order, every event published
+    /// from now on. Only the first call takes effect (false after that).
+    pub fn subscribe(&self, sinks: Vec<Arc<dyn EventSink>>) -> bool {
+        let (tx, mut rx) = mpsc::channel::<RequestEvent>(EVENT_QUEUE);
+        if self.tx.set(tx).is_err() {
+            return false;
+        }
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                for s in &sinks {
+                    s.on_event(&ev);
+                }
+            }
+        });
+        true
+    }
+
+    /// Queues `ev` for the sinks (nothing to do without any).
+    pub fn publish(&self, ev: RequestEvent) {
+        if let Some(tx) = self.tx.get()
+            && tx.try_send(ev).is_err()
+        {
+            self.dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Events dropped because the sinks fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Relaxed)
+    }
+
+    /// Whether any sink listens.
+    pub fn active(&self) -> bool {
+        self.tx.get().is_some()
+    }
+}
