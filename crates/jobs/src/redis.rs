@@ -1,7 +1,8 @@
 //! The Redis Streams store, shared by every instance on one Redis
 //! (standalone or Cluster). It talks to Redis only through
-//! [`L2::command`] and [`L2::script`], so every call has a deadline and goes
-//! through the L2's breaker; a failed call is [`StoreError::Unavailable`].
+//! [`Redis::command`] and [`Redis::script`], so every call has a deadline and
+//! goes through the connection's breaker; a failed call is
+//! [`StoreError::Unavailable`].
 //!
 //! # Keys
 //!
@@ -77,7 +78,7 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ::redis::{Script, cmd};
-use perfgate_cache::redis::{L2, L2Error};
+use perfgate_redis::{Error as RedisError, Redis};
 
 use crate::error::StoreError;
 use crate::job::{Job, JobState, now_ms};
@@ -99,7 +100,7 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    l2: L2,
+    redis: Redis,
     lease_ms: u64,
     /// This store's consumer name in every group.
     consumer: String,
@@ -133,8 +134,8 @@ impl RouteKeys {
 /// KEYS[1..=12] of every route script: streams (bands 1–3), delayed,
 /// expiry, counts, cursors, then the state indexes in [`JobState::ALL`]
 /// order.
-fn route_keys(l2: &L2, route: &str) -> RouteKeys {
-    let base = format!("{{{}}}", l2.key(&format!("jobs:{route}")));
+fn route_keys(redis: &Redis, route: &str) -> RouteKeys {
+    let base = format!("{{{}}}", redis.key(&format!("jobs:{route}")));
     let mut keys: Vec<String> = ["stream:high", "stream:normal", "stream:low"]
         .into_iter()
         .chain(["delayed", "expiry", "counts", "cursors"])
@@ -157,7 +158,7 @@ fn band(priority: i32) -> u8 {
     }
 }
 
-fn unavailable(e: L2Error) -> StoreError {
+fn unavailable(e: RedisError) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
@@ -498,13 +499,13 @@ impl Found {
 }
 
 impl RedisStore {
-    /// A store on the L2 connection; a claimed job whose worker stops
+    /// A store on the shared Redis connection; a claimed job whose worker stops
     /// heartbeating for `lease` is given to another worker.
-    pub fn new(l2: L2, lease: Duration) -> RedisStore {
+    pub fn new(redis: Redis, lease: Duration) -> RedisStore {
         let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1);
         RedisStore {
             inner: Arc::new(Inner {
-                l2,
+                redis,
                 lease_ms,
                 consumer: format!("{}-{:016x}", std::process::id(), fastrand::u64(..)),
                 claims: AtomicU64::new(0),
@@ -520,19 +521,19 @@ impl RedisStore {
         let routes = self.register(&job.route).await?;
         let others: Vec<String> = routes.into_iter().filter(|r| *r != job.route).collect();
         let others_live: i64 = self
-            .per_route(&others, |l2, keys| async move {
+            .per_route(&others, |redis, keys| async move {
                 let c = cmd("HMGET")
                     .arg(&keys.keys[5])
                     .arg("queued")
                     .arg("running")
                     .clone();
-                l2.command::<(Option<i64>, Option<i64>)>(&c, HOT).await
+                redis.command::<(Option<i64>, Option<i64>)>(&c, HOT).await
             })
             .await?
             .into_iter()
             .map(|(_, (q, r))| q.unwrap_or(0) + r.unwrap_or(0))
             .sum();
-        let keys = route_keys(&self.inner.l2, &job.route);
+        let keys = route_keys(&self.inner.redis, &job.route);
         let args = vec![
             keys.base.clone().into_bytes(),
             job.encode(),
@@ -547,7 +548,7 @@ impl RedisStore {
         ];
         let reply: Vec<Vec<u8>> = self
             .inner
-            .l2
+            .redis
             .script(&SUBMIT, &keys.with_job(&job.id), &args, HOT)
             .await
             .map_err(unavailable)?;
@@ -578,7 +579,7 @@ impl RedisStore {
         } else {
             "123"
         };
-        let keys = route_keys(&self.inner.l2, route);
+        let keys = route_keys(&self.inner.redis, route);
         let now = now_ms();
         let args = vec![
             keys.base.clone().into_bytes(),
@@ -589,7 +590,7 @@ impl RedisStore {
         ];
         let reply: Vec<Vec<u8>> = self
             .inner
-            .l2
+            .redis
             .script(&CLAIM, &keys.keys, &args, HOT)
             .await
             .map_err(unavailable)?;
@@ -622,7 +623,7 @@ impl RedisStore {
             .arg(job.encode())
             .clone();
         self.inner
-            .l2
+            .redis
             .command::<i64>(&c, HOT)
             .await
             .map_err(unavailable)?;
@@ -633,7 +634,7 @@ impl RedisStore {
     /// its stream entry acknowledged), or queued again (at once, or after
     /// `next_attempt_ms`).
     pub async fn finish(&self, job: Job, result_ttl_ms: u64) -> Result<(), StoreError> {
-        let keys = route_keys(&self.inner.l2, &job.route);
+        let keys = route_keys(&self.inner.redis, &job.route);
         let now = now_ms();
         let args = vec![
             keys.base.clone().into_bytes(),
@@ -647,7 +648,7 @@ impl RedisStore {
         ];
         let found: i64 = self
             .inner
-            .l2
+            .redis
             .script(&FINISH, &keys.with_job(&job.id), &args, HOT)
             .await
             .map_err(unavailable)?;
@@ -662,11 +663,11 @@ impl RedisStore {
     /// another store has taken it over (`running`), [`StoreError::NotFound`]
     /// when it is gone: either way the worker has lost it.
     pub async fn heartbeat(&self, job: &Job) -> Result<(), StoreError> {
-        let keys = route_keys(&self.inner.l2, &job.route);
+        let keys = route_keys(&self.inner.redis, &job.route);
         let args = vec![keys.base.clone().into_bytes(), arg(&self.inner.consumer)];
         let reply: Vec<u8> = self
             .inner
-            .l2
+            .redis
             .script(&HEARTBEAT, &keys.with_job(&job.id), &args, HOT)
             .await
             .map_err(unavailable)?;
@@ -692,14 +693,15 @@ impl RedisStore {
         let routes = self.refresh_routes().await?;
         let now = now_ms();
         let per_route = self
-            .per_route(&routes, |l2, keys| async move {
+            .per_route(&routes, |redis, keys| async move {
                 let args = vec![
                     keys.base.into_bytes(),
                     arg(state.as_str()),
                     arg(limit),
                     arg(now),
                 ];
-                l2.script::<Vec<Vec<u8>>>(&LIST, &keys.keys, &args, ADMIN)
+                redis
+                    .script::<Vec<Vec<u8>>>(&LIST, &keys.keys, &args, ADMIN)
                     .await
             })
             .await?;
@@ -733,11 +735,11 @@ impl RedisStore {
         job.attempts = 0;
         job.next_attempt_ms = 0;
         job.finished_ms = None;
-        let keys = route_keys(&self.inner.l2, &found.route);
+        let keys = route_keys(&self.inner.redis, &found.route);
         let args = vec![keys.base.clone().into_bytes(), arg(id), job.encode()];
         let reply: Vec<u8> = self
             .inner
-            .l2
+            .redis
             .script(&REQUEUE, &keys.with_job(id), &args, ADMIN)
             .await
             .map_err(unavailable)?;
@@ -751,11 +753,11 @@ impl RedisStore {
     /// Deletes a job that is neither queued nor running.
     pub async fn discard(&self, id: &str) -> Result<(), StoreError> {
         let found = self.locate(id).await?.ok_or(StoreError::NotFound)?;
-        let keys = route_keys(&self.inner.l2, &found.route);
+        let keys = route_keys(&self.inner.redis, &found.route);
         let args = vec![keys.base.clone().into_bytes(), arg(id)];
         let reply: Vec<u8> = self
             .inner
-            .l2
+            .redis
             .script(&DISCARD, &keys.with_job(id), &args, ADMIN)
             .await
             .map_err(unavailable)?;
@@ -781,9 +783,10 @@ impl RedisStore {
         let routes = self.refresh_routes().await?;
         let now = now_ms();
         let per_route = self
-            .per_route(&routes, |l2, keys| async move {
+            .per_route(&routes, |redis, keys| async move {
                 let args = vec![keys.base.into_bytes(), arg(now)];
-                l2.script::<Vec<String>>(&COUNTS, &keys.keys, &args, ADMIN)
+                redis
+                    .script::<Vec<String>>(&COUNTS, &keys.keys, &args, ADMIN)
                     .await
             })
             .await?;
@@ -820,14 +823,15 @@ impl RedisStore {
     async fn find(&self, id: &str, routes: &[String]) -> Result<Option<Found>, StoreError> {
         let id = id.to_string();
         let found = self
-            .per_route(routes, |l2, keys| {
+            .per_route(routes, |redis, keys| {
                 let c = cmd("HMGET")
                     .arg(keys.job(&id))
                     .arg("data")
                     .arg("state")
                     .clone();
                 async move {
-                    l2.command::<(Option<Vec<u8>>, Option<String>)>(&c, ADMIN)
+                    redis
+                        .command::<(Option<Vec<u8>>, Option<String>)>(&c, ADMIN)
                         .await
                 }
             })
@@ -856,7 +860,7 @@ impl RedisStore {
         let c = cmd("SMEMBERS").arg(self.routes_key()).clone();
         let routes: Vec<String> = self
             .inner
-            .l2
+            .redis
             .command(&c, ADMIN)
             .await
             .map_err(unavailable)?;
@@ -875,7 +879,7 @@ impl RedisStore {
         }
         let routes: Vec<String> = self
             .inner
-            .l2
+            .redis
             .script(&ROUTES, &[self.routes_key()], &[arg(route)], HOT)
             .await
             .map_err(unavailable)?;
@@ -892,7 +896,7 @@ impl RedisStore {
     }
 
     fn routes_key(&self) -> String {
-        self.inner.l2.key("jobs:routes")
+        self.inner.redis.key("jobs:routes")
     }
 
     /// Runs `f` for every route at once (each route is its own slot, so
@@ -904,12 +908,15 @@ impl RedisStore {
     ) -> Result<Vec<(String, T)>, StoreError>
     where
         T: Send + 'static,
-        F: Fn(L2, RouteKeys) -> Fut,
-        Fut: Future<Output = Result<T, L2Error>> + Send + 'static,
+        F: Fn(Redis, RouteKeys) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>> + Send + 'static,
     {
         let mut set = tokio::task::JoinSet::new();
         for route in routes {
-            let fut = f(self.inner.l2.clone(), route_keys(&self.inner.l2, route));
+            let fut = f(
+                self.inner.redis.clone(),
+                route_keys(&self.inner.redis, route),
+            );
             let route = route.clone();
             set.spawn(async move { (route, fut.await) });
         }

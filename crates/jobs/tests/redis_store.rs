@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use perfgate_cache::redis::L2;
 use perfgate_config::RedisConfig;
 use perfgate_jobs::redis::RedisStore;
 use perfgate_jobs::{Job, JobRequest, JobResult, JobState, StoreError, Submitted};
+use perfgate_redis::Redis as L2;
 use perfgate_test_support::{PATIENCE, RedisCluster, RedisServer, eventually_async, unique_name};
 
 const ROUTE: &str = "analyze";

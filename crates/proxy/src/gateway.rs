@@ -44,6 +44,8 @@ pub struct Gateway {
     pub(crate) max_object_bytes: usize,
     pub(crate) expose_tag_headers: bool,
     pub(crate) warmups: Warmups,
+    /// The shared Redis connection (L2, shared rate limits, job queue).
+    pub(crate) redis: Option<perfgate_redis::Redis>,
     pub(crate) l2: Option<L2>,
     pub(crate) l2_max_object_bytes: u64,
     pub(crate) l2_writes: Arc<std::sync::atomic::AtomicU64>,
@@ -88,23 +90,25 @@ impl Gateway {
         };
         // Started whenever Redis is configured: shared rate limits use it
         // even when the response cache is off.
-        let l2 = if config.redis.enabled() {
-            Some(L2::start(&config.redis).map_err(at("redis"))?)
+        let redis = if config.redis.enabled() {
+            Some(perfgate_redis::Redis::start(&config.redis).map_err(at("redis"))?)
         } else {
             None
         };
+        let l2 = redis.clone().map(|r| L2::new(r, &config.redis));
         if config.cache.coalesce_timeout.is_some() {
             tracing::warn!(
                 "cache.coalesce_timeout is deprecated and ignored: waiters wait for the leader's fetch, which its own deadlines bound"
             );
         }
         let jobs = std::sync::OnceLock::new();
-        if let Some(j) = crate::jobs::Jobs::open(config, l2.as_ref()).map_err(at("jobs"))? {
+        if let Some(j) = crate::jobs::Jobs::open(config, redis.as_ref()).map_err(at("jobs"))? {
             let _ = jobs.set(j);
         }
         Ok(Arc::new(Self {
             jobs,
             jobs_stop: std::sync::OnceLock::new(),
+            redis,
             l2,
             l2_max_object_bytes: config.redis.max_object_bytes.get(),
             l2_writes: Arc::default(),
@@ -203,7 +207,7 @@ impl Gateway {
     /// What the limit phase reads besides its rules.
     pub(crate) fn limit_env(&self) -> crate::limits::LimitEnv<'_> {
         crate::limits::LimitEnv {
-            l2: self.l2.as_ref(),
+            redis: self.redis.as_ref(),
             metrics: &self.metrics,
             body_timeout: self.body_timeout,
         }
@@ -288,7 +292,7 @@ impl Gateway {
         let old = self.policy();
         let new = Policy::build(config, self.metrics(), Some(&old), &self.tasks)?;
         if self.jobs.get().is_none()
-            && let Some(j) = crate::jobs::Jobs::open(config, self.l2.as_ref())
+            && let Some(j) = crate::jobs::Jobs::open(config, self.redis.as_ref())
                 .map_err(crate::policy::at("jobs"))?
         {
             // The first async route arrived with this reload.

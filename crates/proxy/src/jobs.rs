@@ -187,10 +187,10 @@ fn percentiles(h: &Histogram<u64>) -> Value {
 
 impl Jobs {
     /// Opens the configured store when some route is async; `None`
-    /// otherwise. The Redis backend needs the L2 connection.
+    /// otherwise. The Redis backend needs the Redis connection.
     pub(crate) fn open(
         config: &Config,
-        l2: Option<&perfgate_cache::redis::L2>,
+        redis: Option<&perfgate_redis::Redis>,
     ) -> Result<Option<Arc<Jobs>>, String> {
         if !config.routes.iter().any(|r| r.async_job.is_some()) {
             return Ok(None);
@@ -207,8 +207,8 @@ impl Jobs {
                 })?)
             }
             JobBackend::Redis => {
-                let l2 = l2.ok_or("jobs.backend = \"redis\" needs [redis] url or cluster")?;
-                Store::Redis(RedisStore::new(l2.clone(), j.lease.get()))
+                let redis = redis.ok_or("jobs.backend = \"redis\" needs [redis] url or cluster")?;
+                Store::Redis(RedisStore::new(redis.clone(), j.lease.get()))
             }
         };
         tracing::info!(backend = store.kind(), "job queue ready");

@@ -11,8 +11,8 @@
 //! fewest requests left.
 //!
 //! A `shared` rule counts in Redis (one atomic script per request, on the
-//! Redis clock) when the L2 is configured; when Redis does not answer (its
-//! deadline, or the L2 breaker skipping calls after a failure) the rule
+//! Redis clock) when Redis is configured; when Redis does not answer (its
+//! deadline, or the connection's breaker skipping calls after a failure) the rule
 //! falls back to this instance's own count, so a Redis outage never blocks
 //! traffic: the limit briefly becomes per instance. Other rules count
 //! locally. Local counters survive a reload while the rule keeps its name,
@@ -341,7 +341,7 @@ pub(crate) struct Rule {
     routes: Vec<String>,
     /// Methods the rule applies to; empty = every method.
     methods: Vec<Method>,
-    /// Count in Redis when the L2 is there.
+    /// Count in Redis when Redis is configured.
     shared: bool,
     /// This instance's count: the rule's own, or the fallback of a shared one.
     local: Arc<LocalLimiter>,
@@ -461,7 +461,7 @@ fn header_values(rule: &Rule, decision: &Decision) -> Option<(HeaderValue, Heade
 /// What the limit phase reads besides its rules.
 pub(crate) struct LimitEnv<'a> {
     /// Where shared rules count (none: every rule counts locally).
-    pub(crate) l2: Option<&'a perfgate_cache::redis::L2>,
+    pub(crate) redis: Option<&'a perfgate_redis::Redis>,
     pub(crate) metrics: &'a perfgate_observe::Metrics,
     /// The deadline of a body read for a `body:FIELD` key.
     pub(crate) body_timeout: Duration,
@@ -574,14 +574,14 @@ impl Limits {
     }
 
     /// One request against `rule` for `key`: in Redis for a shared rule
-    /// when the L2 is configured and answers, else locally.
+    /// when Redis is configured and answers, else locally.
     async fn decide(&self, env: &LimitEnv<'_>, rule: &Rule, key: &str) -> Decision {
         let limits = self;
         if rule.shared
-            && let Some(l2) = env.l2
+            && let Some(redis) = env.redis
         {
             let q = &rule.quota;
-            match l2.gcra(key, q.rate, q.period, q.burst).await {
+            match redis.gcra(key, q.rate, q.period, q.burst).await {
                 Ok(r) => {
                     return Decision {
                         allowed: r.allowed,

@@ -1,6 +1,7 @@
 //! The shared tier: L2 lookups and promotion to L1, L2 writes off the hot
 //! path, invalidation across tiers and instances, and the fan-out listener.
-//! Only `perfgate_cache::redis` talks to Redis; this module decides when.
+//! Only `perfgate_redis` talks to Redis and `perfgate_cache::redis` owns the L2
+//! entries; this module decides when.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

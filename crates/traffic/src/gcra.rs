@@ -27,7 +27,7 @@
 //! that was never seen means, so a stored `0` and `None` are equivalent and a
 //! key may be forgotten once its TAT has passed (after at most `τ` idle).
 //!
-//! The shared limit on Redis (`perfgate_cache::redis::L2::gcra`) runs the
+//! The shared limit on Redis (`perfgate_redis::Redis::gcra`) runs the
 //! same arithmetic in a Lua script, in integer microseconds on the Redis
 //! server's clock, with `T` and `τ` computed and clamped the same way (see
 //! [`MAX_EMISSION_INTERVAL`], [`MAX_TOLERANCE`]); this module works in

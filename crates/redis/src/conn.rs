@@ -14,14 +14,14 @@ use ::redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisResult, Value};
 /// moves and reconnects nodes) for a cluster. Both are cheap handles to a
 /// multiplexed connection, so cloning per call is the intended use.
 #[derive(Clone)]
-pub(super) enum Conn {
+pub(crate) enum Conn {
     Standalone(ConnectionManager),
     Cluster(ClusterConnection),
 }
 
 impl Conn {
     /// Runs one command.
-    pub(super) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
+    pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
         match self.clone() {
             Conn::Standalone(mut c) => cmd.query_async(&mut c).await,
             Conn::Cluster(mut c) => cmd.query_async(&mut c).await,
@@ -32,7 +32,7 @@ impl Conn {
     /// replies per group. A standalone server gets them all in one pipeline
     /// (one round trip); a cluster gets one pipeline per group, sent
     /// concurrently, because a pipeline must stay within one hash slot.
-    pub(super) async fn groups(&self, groups: Vec<Vec<Cmd>>) -> RedisResult<Vec<Vec<Value>>> {
+    pub(crate) async fn groups(&self, groups: Vec<Vec<Cmd>>) -> RedisResult<Vec<Vec<Value>>> {
         match self {
             Conn::Standalone(c) => {
                 let mut pipe = Pipeline::new();
@@ -80,7 +80,7 @@ impl Conn {
 
 /// True for errors that mean Redis is unreachable or unhealthy (as opposed
 /// to a reply error about one key, such as `WRONGTYPE`).
-pub(super) fn is_outage(e: &RedisError) -> bool {
+pub(crate) fn is_outage(e: &RedisError) -> bool {
     e.is_io_error()
         || e.is_timeout()
         || e.is_connection_dropped()
@@ -92,7 +92,7 @@ pub(super) fn is_outage(e: &RedisError) -> bool {
 /// After a failure, calls are refused for `retry_after` so that requests do
 /// not each wait for the deadline while Redis is down; then one call is let
 /// through as a probe (half-open), and its success closes the breaker.
-pub(super) struct Breaker {
+pub(crate) struct Breaker {
     base: Instant,
     retry_after: Duration,
     /// Millis since `base` until which calls are skipped; 0 when closed.
@@ -102,7 +102,7 @@ pub(super) struct Breaker {
 }
 
 impl Breaker {
-    pub(super) fn new(retry_after: Duration) -> Self {
+    pub(crate) fn new(retry_after: Duration) -> Self {
         Self {
             base: Instant::now(),
             retry_after,
@@ -125,7 +125,7 @@ impl Breaker {
     }
 
     /// Ok when a call may go to Redis now.
-    pub(super) fn admit(&self) -> bool {
+    pub(crate) fn admit(&self) -> bool {
         let until = self.skip_until.load(Ordering::Acquire);
         if until == 0 {
             return true;
@@ -146,33 +146,33 @@ impl Breaker {
             .is_ok()
     }
 
-    pub(super) fn success(&self) {
+    pub(crate) fn success(&self) {
         if self.degraded.swap(false, Ordering::AcqRel) {
-            tracing::info!("redis L2 reachable again");
+            tracing::info!("redis reachable again");
         }
         self.skip_until.store(0, Ordering::Release);
     }
 
-    pub(super) fn failure(&self, error: String) {
+    pub(crate) fn failure(&self, error: String) {
         self.skip_until
             .store(self.reopen_at(self.now_ms()), Ordering::Release);
         if !self.degraded.swap(true, Ordering::AcqRel) {
-            tracing::warn!(%error, retry_after = ?self.retry_after, "redis L2 failed; skipping it for a while");
+            tracing::warn!(%error, retry_after = ?self.retry_after, "redis failed; skipping it for a while");
         }
         self.set_last_error(error);
     }
 
-    pub(super) fn set_last_error(&self, error: String) {
+    pub(crate) fn set_last_error(&self, error: String) {
         if let Ok(mut last) = self.last_error.lock() {
             *last = Some(error);
         }
     }
 
-    pub(super) fn degraded(&self) -> bool {
+    pub(crate) fn degraded(&self) -> bool {
         self.degraded.load(Ordering::Acquire)
     }
 
-    pub(super) fn last_error(&self) -> Option<String> {
+    pub(crate) fn last_error(&self) -> Option<String> {
         self.last_error.lock().ok().and_then(|l| l.clone())
     }
 }

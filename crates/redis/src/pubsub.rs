@@ -1,4 +1,4 @@
-//! The invalidation subscription: a dedicated connection with its own
+//! Subscriptions: a dedicated connection per channel with its own
 //! reconnect loop.
 //!
 //! It is a RESP3 multiplexed connection whose pushes (messages, and the
@@ -13,7 +13,16 @@ use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, Msg, PushInfo, PushKind, Value, cmd};
 use tokio::sync::mpsc;
 
-use super::{InvalidationMsg, L2Event, MAX_BACKOFF, MIN_BACKOFF};
+use crate::client::{MAX_BACKOFF, MIN_BACKOFF};
+
+/// What a subscription delivers to its `map` function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push<'a> {
+    /// The payload of one message on the channel.
+    Message(&'a [u8]),
+    /// (Re)subscribed after a gap: messages may have been missed.
+    Resynced,
+}
 
 /// Events buffered for a slow consumer; beyond it the reader waits.
 const CAPACITY: usize = 1024;
@@ -23,22 +32,30 @@ const CAPACITY: usize = 1024;
 const PING_EVERY: Duration = Duration::from_secs(2);
 
 /// Starts the subscription task and returns its events.
-pub(super) fn spawn(
+pub(crate) fn spawn<E, F>(
     targets: Vec<::redis::Client>,
     channel: String,
     deadline: Duration,
-) -> mpsc::Receiver<L2Event> {
+    map: F,
+) -> mpsc::Receiver<E>
+where
+    E: Send + 'static,
+    F: Fn(Push<'_>) -> Option<E> + Send + Sync + 'static,
+{
     let (tx, rx) = mpsc::channel(CAPACITY);
-    tokio::spawn(run(targets, channel, deadline, tx));
+    tokio::spawn(run(targets, channel, deadline, map, tx));
     rx
 }
 
-async fn run(
+async fn run<E, F>(
     targets: Vec<::redis::Client>,
     channel: String,
     deadline: Duration,
-    tx: mpsc::Sender<L2Event>,
-) {
+    map: F,
+    tx: mpsc::Sender<E>,
+) where
+    F: Fn(Push<'_>) -> Option<E>,
+{
     let mut subscribed_before = false;
     let mut backoff = MIN_BACKOFF;
     // In a cluster any reachable seed will do: PUBLISH reaches every node.
@@ -51,19 +68,22 @@ async fn run(
                 backoff = MIN_BACKOFF;
                 if subscribed_before {
                     tracing::info!(
-                        "invalidation channel re-subscribed; messages may have been missed"
+                        %channel,
+                        "redis channel re-subscribed; messages may have been missed"
                     );
-                    if tx.send(L2Event::Resynced).await.is_err() {
+                    if let Some(event) = map(Push::Resynced)
+                        && tx.send(event).await.is_err()
+                    {
                         return;
                     }
                 }
                 subscribed_before = true;
-                if !listen(conn, pushes, deadline, &tx).await {
+                if !listen(conn, pushes, deadline, &map, &tx).await {
                     return;
                 }
-                tracing::warn!("invalidation channel disconnected; reconnecting");
+                tracing::warn!(%channel, "redis channel disconnected; reconnecting");
             }
-            Err(e) => tracing::debug!(error = %e, "invalidation channel: subscribe failed"),
+            Err(e) => tracing::debug!(%channel, error = %e, "redis channel: subscribe failed"),
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
@@ -99,12 +119,16 @@ async fn subscribe(
 
 /// Forwards messages until the connection drops (false: the receiver is
 /// gone and the task should end).
-async fn listen(
+async fn listen<E, F>(
     mut conn: MultiplexedConnection,
     mut pushes: mpsc::UnboundedReceiver<PushInfo>,
     deadline: Duration,
-    tx: &mpsc::Sender<L2Event>,
-) -> bool {
+    map: &F,
+    tx: &mpsc::Sender<E>,
+) -> bool
+where
+    F: Fn(Push<'_>) -> Option<E>,
+{
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     loop {
@@ -114,7 +138,7 @@ async fn listen(
                 match push.kind {
                     PushKind::Disconnection => return true,
                     PushKind::Message => {
-                        if let Some(event) = Msg::from_push_info(push).and_then(|m| parse(m.get_payload_bytes()))
+                        if let Some(event) = Msg::from_push_info(push).and_then(|m| map(Push::Message(m.get_payload_bytes())))
                             && tx.send(event).await.is_err()
                         {
                             return false;
@@ -131,17 +155,6 @@ async fn listen(
                 }
             }
             _ = tx.closed() => return false,
-        }
-    }
-}
-
-/// A message as an event; malformed ones are logged and dropped.
-fn parse(payload: &[u8]) -> Option<L2Event> {
-    match serde_json::from_slice::<InvalidationMsg>(payload) {
-        Ok(msg) => Some(L2Event::Invalidate(msg)),
-        Err(e) => {
-            tracing::warn!(error = %e, "ignoring malformed invalidation message");
-            None
         }
     }
 }

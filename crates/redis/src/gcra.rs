@@ -32,8 +32,8 @@ use std::time::Duration;
 
 use ::redis::Script;
 
-use super::conn::Conn;
-use super::{L2, L2Error};
+use crate::conn::Conn;
+use crate::{Error, Redis};
 
 /// Reply of the shared GCRA script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +93,7 @@ fn intervals_us(rate: u32, period: Duration, burst: u32) -> (u64, u64) {
     (t, tau)
 }
 
-impl L2 {
+impl Redis {
     /// One GCRA step on `{prefix}:rl:{key}` in Redis, atomically (a
     /// single-key Lua script, so it is Redis-Cluster safe), using the Redis
     /// server's clock (`TIME`) so instances with skewed clocks agree: `rate`
@@ -112,7 +112,7 @@ impl L2 {
         rate: u32,
         period: Duration,
         burst: u32,
-    ) -> Result<RateReply, L2Error> {
+    ) -> Result<RateReply, Error> {
         let (t, tau) = intervals_us(rate, period, burst);
         if t == 0 {
             return Ok(RateReply {
@@ -125,7 +125,7 @@ impl L2 {
         let ttl_ms = tau.saturating_add(t).div_ceil(1000).max(1);
         let rkey = self.rate_key(key);
         let (allowed, retry_after, reset): (i64, i64, i64) = self
-            .call(self.inner.settings.timeout, |conn| async move {
+            .call(self.timeout(), |conn| async move {
                 let mut invocation = SCRIPT.key(&rkey);
                 invocation.arg(t).arg(tau).arg(ttl_ms);
                 match conn {
@@ -151,7 +151,7 @@ impl L2 {
     }
 
     fn rate_key(&self, key: &str) -> String {
-        format!("{}:rl:{key}", self.inner.settings.prefix)
+        format!("{}:rl:{key}", self.prefix())
     }
 }
 

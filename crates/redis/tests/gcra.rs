@@ -1,12 +1,12 @@
-//! The distributed GCRA limit (`L2::gcra`) against real `redis-server`
+//! The distributed GCRA limit (`Redis::gcra`) against real `redis-server`
 //! processes (skipped, with a message, when Redis is not installed outside
 //! CI).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
-use perfgate_cache::redis::{L2, L2Error, RateReply};
 use perfgate_config::RedisConfig;
+use perfgate_redis::{Error as L2Error, RateReply, Redis as L2, cmd};
 use perfgate_test_support::{PATIENCE, RedisCluster, RedisServer};
 
 const TIMEOUT: Duration = Duration::from_millis(100);
@@ -25,7 +25,7 @@ fn config(url: &str) -> RedisConfig {
 /// Waits until the background connection is up and answers.
 async fn connected(l2: &L2) {
     let deadline = Instant::now() + PATIENCE;
-    while l2.health().state != "up" || l2.get("probe", &http::HeaderMap::new()).await.is_err() {
+    while l2.health().state != "up" || l2.command::<String>(&cmd("PING"), TIMEOUT).await.is_err() {
         assert!(
             Instant::now() < deadline,
             "L2 never connected: {:?}",
