@@ -7,6 +7,7 @@
 //! them exhaustively.
 
 pub mod cache_control;
+pub mod clock;
 pub mod compress;
 pub mod conditional;
 pub mod entry;
