@@ -2,7 +2,7 @@
 //! fetch or revalidation, storing, and answering from a stored entry.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{
@@ -132,7 +132,7 @@ impl Gateway {
         };
         let key = self.key_for(&route, req.uri(), req.headers(), &conn);
         let found = cache.lookup(&key, |e| reusable(&route.policy, req.headers(), e));
-        let now = Instant::now();
+        let now = self.clock.now();
         self.warmups.record(
             &key,
             request_host(req.uri(), req.headers()),
@@ -435,7 +435,9 @@ impl Gateway {
         };
         let status = rsp.status();
         if status.is_server_error()
-            && let Some(entry) = stale.clone().filter(|s| s.usable_if_error(Instant::now()))
+            && let Some(entry) = stale
+                .clone()
+                .filter(|s| s.usable_if_error(self.clock.now()))
         {
             let label = format!(
                 "perfgate; fwd=stale; fwd-status={}; detail=stale-if-error",
@@ -524,7 +526,7 @@ impl Gateway {
             Some(entry) if open && entry.usable_while_open() => {
                 Ok(self.stale_if_error(route, entry, STALE_OPEN))
             }
-            Some(entry) if entry.usable_if_error(Instant::now()) => {
+            Some(entry) if entry.usable_if_error(self.clock.now()) => {
                 Ok(self.stale_if_error(route, entry, STALE_502))
             }
             _ => Err(e.to_gateway()),
@@ -546,7 +548,7 @@ impl Gateway {
     ) -> Fetched {
         match evaluated {
             Ok(freshness) => {
-                let entry = Arc::new(old.revalidated(merged, freshness, Instant::now()));
+                let entry = Arc::new(old.revalidated(merged, freshness, self.clock.now()));
                 cache.insert(key, entry.clone());
                 cache.unmark_unshareable(key);
                 self.l2_store(key, &entry);
@@ -691,7 +693,7 @@ impl Gateway {
                 auth_reusable,
                 tags,
             },
-            Instant::now(),
+            self.clock.now(),
         ));
         (entry, set_cookie)
     }
@@ -718,7 +720,7 @@ impl Gateway {
         label: HeaderValue,
         set_cookie: &[HeaderValue],
     ) -> Response<Body> {
-        let age = HeaderValue::from(entry.age(Instant::now()).as_secs());
+        let age = HeaderValue::from(entry.age(self.clock.now()).as_secs());
         let enc = if entry.compressible {
             self.compressor.negotiate(req_headers.get(ACCEPT_ENCODING))
         } else {

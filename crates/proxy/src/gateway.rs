@@ -11,6 +11,7 @@ use http::header::{AUTHORIZATION, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body_util::Limited;
 use hyper::body::Incoming;
+use perfgate_cache::clock::Clock;
 use perfgate_cache::compress::{Compressor, Encoding};
 use perfgate_cache::key::{KeyNormalizer, url_hash};
 use perfgate_cache::memory::MemoryCache;
@@ -164,6 +165,8 @@ pub struct Gateway {
     /// Requests in flight, for load shedding.
     in_flight: AtomicUsize,
     pub(crate) cache: Option<MemoryCache>,
+    /// Where the cache tiers read entry ages (tests pass a manual clock).
+    pub(crate) clock: Clock,
     pub(crate) keys: KeyNormalizer,
     pub(crate) compressor: Compressor,
     pub(crate) flights: Flights<Option<Shared>>,
@@ -194,11 +197,21 @@ pub struct Gateway {
 impl Gateway {
     /// Compiles a validated configuration.
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Self>, String> {
+        Self::with_clock(config, metrics, Clock::system())
+    }
+
+    /// Like [`new`](Self::new), with the cache and the job store reading
+    /// time from `clock`.
+    pub fn with_clock(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+    ) -> Result<Arc<Self>, String> {
         let policy = Policy::build(config, &metrics, None)?;
-        let cache = config
-            .cache
-            .enabled
-            .then(|| MemoryCache::new(config.cache.max_bytes.get(), config.cache.keep_stale.get()));
+        let cache = config.cache.enabled.then(|| {
+            let c = &config.cache;
+            MemoryCache::with_clock(c.max_bytes.get(), c.keep_stale.get(), clock.clone())
+        });
         let via = |v: &str| {
             HeaderValue::from_str(&format!("{v} {}", config.server.via_name))
                 .map_err(|_| "server.via_name is not a valid header value".to_string())
@@ -216,7 +229,7 @@ impl Gateway {
             );
         }
         let jobs = std::sync::OnceLock::new();
-        if let Some(j) = crate::jobs::Jobs::open(config, l2.as_ref())? {
+        if let Some(j) = crate::jobs::Jobs::open(config, l2.as_ref(), &clock)? {
             let _ = jobs.set(j);
         }
         Ok(Arc::new(Self {
@@ -238,6 +251,7 @@ impl Gateway {
             policy: ArcSwap::from_pointee(policy),
             in_flight: AtomicUsize::new(0),
             cache,
+            clock,
             keys: KeyNormalizer::new(&config.cache.drop_query_params).with_path_rules(
                 perfgate_cache::key::PathRules {
                     merge_slashes: config.server.merge_slashes,

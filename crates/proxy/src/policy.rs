@@ -101,7 +101,7 @@ impl crate::Gateway {
         let old = self.policy();
         let new = Policy::build(config, self.metrics(), Some(&old))?;
         if self.jobs.get().is_none()
-            && let Some(j) = crate::jobs::Jobs::open(config, self.l2.as_ref())?
+            && let Some(j) = crate::jobs::Jobs::open(config, self.l2.as_ref(), &self.clock)?
         {
             // The first async route arrived with this reload.
             let _ = self.jobs.set(j);

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use perfgate_cache::entry::Entry;
 use perfgate_cache::key::key_target;
@@ -47,7 +46,7 @@ impl Gateway {
                 return L2Lookup::Nothing;
             }
         };
-        let now = Instant::now();
+        let now = self.clock.now();
         // The digest chose the variant; the reader's own check confirms it.
         let usable = found.filter(|e| crate::cached::reusable(&route.policy, &creq.headers, e));
         let Some(entry) = usable.map(Arc::new) else {

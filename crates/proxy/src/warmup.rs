@@ -266,7 +266,7 @@ impl Gateway {
         let cache = self.cache.as_ref().ok_or("cache disabled")?;
         let found = cache.lookup(&key, |e| e.vary.matches(&headers));
         if let Some(e) = &found
-            && matches!(e.reuse(std::time::Instant::now()), Reuse::Fresh)
+            && matches!(e.reuse(self.clock.now()), Reuse::Fresh)
         {
             return Ok(());
         }
