@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use moka::sync::Cache;
 
 use crate::entry::Entry;
+use perfgate_runtime::clock::Clock;
 
 /// Most variants kept under one primary key; the oldest is dropped beyond.
 const MAX_VARIANTS: usize = 32;
@@ -43,6 +44,9 @@ impl Variants {
 
 struct Retention {
     keep_stale: Duration,
+    /// moka's timers run on real time; with a manual clock they expire
+    /// nothing and [`MemoryCache::lookup`] hides what the clock says is gone.
+    manual: bool,
 }
 
 impl moka::Expiry<Arc<str>, Arc<Variants>> for Retention {
@@ -52,7 +56,7 @@ impl moka::Expiry<Arc<str>, Arc<Variants>> for Retention {
         value: &Arc<Variants>,
         created_at: Instant,
     ) -> Option<Duration> {
-        Some(self.remaining(value, created_at))
+        self.remaining(value, created_at)
     }
 
     fn expire_after_update(
@@ -62,21 +66,29 @@ impl moka::Expiry<Arc<str>, Arc<Variants>> for Retention {
         updated_at: Instant,
         _duration_until_expiry: Option<Duration>,
     ) -> Option<Duration> {
-        Some(self.remaining(value, updated_at))
+        self.remaining(value, updated_at)
     }
 }
 
 impl Retention {
-    fn remaining(&self, v: &Variants, now: Instant) -> Duration {
-        v.entries
-            .iter()
-            .map(|e| {
-                e.retention(self.keep_stale)
-                    .saturating_sub(now.saturating_duration_since(e.stored_at))
-            })
-            .max()
-            .unwrap_or(Duration::ZERO)
+    fn remaining(&self, v: &Variants, now: Instant) -> Option<Duration> {
+        if self.manual {
+            return None;
+        }
+        Some(
+            v.entries
+                .iter()
+                .map(|e| remaining(e, self.keep_stale, now))
+                .max()
+                .unwrap_or(Duration::ZERO),
+        )
     }
+}
+
+/// How much longer the store keeps `e` at `now`.
+fn remaining(e: &Entry, keep_stale: Duration, now: Instant) -> Duration {
+    e.retention(keep_stale)
+        .saturating_sub(now.saturating_duration_since(e.stored_at))
 }
 
 /// How long a key stays marked as answering with unshareable responses.
@@ -87,33 +99,65 @@ const UNSHAREABLE_TTL: Duration = Duration::from_secs(120);
 pub struct MemoryCache {
     inner: Cache<Arc<str>, Arc<Variants>>,
     /// Keys whose last response could not be stored ("hit-for-miss" in
-    /// Varnish terms): their requests skip coalescing, since waiting for a
-    /// response that cannot be shared only adds latency.
-    unshareable: Cache<Arc<str>, ()>,
+    /// Varnish terms), each with the time its mark ends: their requests
+    /// skip coalescing, since waiting for a response that cannot be shared
+    /// only adds latency.
+    unshareable: Cache<Arc<str>, Instant>,
+    /// Where entry ages and mark lifetimes are read.
+    clock: Clock,
+    keep_stale: Duration,
 }
 
 impl MemoryCache {
     /// A cache holding at most `max_bytes` (approximately) of entries; stale
     /// entries with validators are kept `keep_stale` for revalidation.
+    /// Reads the system clock.
     pub fn new(max_bytes: u64, keep_stale: Duration) -> Self {
+        Self::with_clock(max_bytes, keep_stale, Clock::system())
+    }
+
+    /// Like [`new`](Self::new), reading time from `clock`.
+    pub fn with_clock(max_bytes: u64, keep_stale: Duration, clock: Clock) -> Self {
         let inner = Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|k: &Arc<str>, v: &Arc<Variants>| v.weight(k))
-            .expire_after(Retention { keep_stale })
+            .expire_after(Retention {
+                keep_stale,
+                manual: clock.is_manual(),
+            })
             .build();
+        // The TTL only bounds how long moka holds a mark; whether it still
+        // counts is read from `clock` (see `is_unshareable`).
         let unshareable = Cache::builder()
             .max_capacity(UNSHAREABLE_MAX_BYTES)
-            .weigher(|k: &Arc<str>, _: &()| {
+            .weigher(|k: &Arc<str>, _: &Instant| {
                 u32::try_from(k.len() + MARK_OVERHEAD).unwrap_or(u32::MAX)
             })
             .time_to_live(UNSHAREABLE_TTL)
             .build();
-        Self { inner, unshareable }
+        Self {
+            inner,
+            unshareable,
+            clock,
+            keep_stale,
+        }
+    }
+
+    /// The clock entry ages are read from.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The time now by [`clock`](Self::clock).
+    #[inline]
+    pub fn now(&self) -> Instant {
+        self.clock.now()
     }
 
     /// Remembers that `key`'s last response could not be stored.
     pub fn mark_unshareable(&self, key: &str) {
-        self.unshareable.insert(Arc::from(key), ());
+        let until = self.clock.now() + UNSHAREABLE_TTL;
+        self.unshareable.insert(Arc::from(key), until);
     }
 
     /// Forgets the mark (the key's response is storable again).
@@ -123,13 +167,26 @@ impl MemoryCache {
 
     /// True when `key`'s recent responses could not be stored.
     pub fn is_unshareable(&self, key: &str) -> bool {
-        self.unshareable.contains_key(key)
+        self.unshareable
+            .get(key)
+            .is_some_and(|until| self.clock.now() < until)
     }
 
     /// The first variant under `key` that `accept` takes (the caller checks
     /// `Vary` and authorization).
     pub fn lookup(&self, key: &str, accept: impl Fn(&Entry) -> bool) -> Option<Arc<Entry>> {
         let variants = self.inner.get(key)?;
+        if self.clock.is_manual() {
+            // moka expires nothing under a manual clock (its timers run on
+            // real time): hide what the clock says the store no longer keeps.
+            let now = self.clock.now();
+            return variants
+                .entries
+                .iter()
+                .rev()
+                .find(|e| !remaining(e, self.keep_stale, now).is_zero() && accept(e))
+                .cloned();
+        }
         variants.entries.iter().rev().find(|e| accept(e)).cloned()
     }
 
@@ -180,7 +237,7 @@ impl MemoryCache {
     /// Marks every variant under the keys for which `pred` holds as stale
     /// (soft purge); returns how many keys were softened.
     pub fn soften_matching(&self, pred: impl Fn(&str, &Variants) -> bool) -> u64 {
-        let now = std::time::Instant::now();
+        let now = self.clock.now();
         let hits: Vec<(Arc<str>, Arc<Variants>)> = self
             .inner
             .iter()
@@ -302,6 +359,46 @@ mod tests {
         assert!(cache.weighted_size() <= max, "{}", cache.weighted_size());
         // 2,000 × ~7.6 KB would be ~15 MB: most were evicted.
         assert!(cache.entry_count() < 600, "{}", cache.entry_count());
+    }
+
+    /// A mark lasts `UNSHAREABLE_TTL` by the cache's clock.
+    #[test]
+    fn hit_for_miss_marks_end_by_the_clock() {
+        let time = perfgate_runtime::clock::ManualClock::new();
+        let cache = MemoryCache::with_clock(1 << 20, Duration::ZERO, time.clock());
+        cache.mark_unshareable("k");
+        time.advance(UNSHAREABLE_TTL - Duration::from_millis(1));
+        assert!(cache.is_unshareable("k"));
+        time.advance(Duration::from_millis(1));
+        assert!(!cache.is_unshareable("k"));
+    }
+
+    /// Under a manual clock an entry is found until its retention has
+    /// passed by that clock, however long it takes in real time.
+    #[test]
+    fn entries_are_kept_until_their_retention_by_the_clock() {
+        let time = perfgate_runtime::clock::ManualClock::new();
+        let cache = MemoryCache::with_clock(1 << 20, Duration::ZERO, time.clock());
+        let e = Arc::new(Entry::new(
+            EntryParts {
+                status: StatusCode::OK,
+                headers: HeaderMap::new(),
+                body: Bytes::from_static(b"x"),
+                upstream_encoded: false,
+                compressible: false,
+                vary: VaryKey::default(),
+                freshness: Freshness::for_tests(Duration::from_secs(60)),
+                auth_reusable: false,
+                tags: vec![],
+            },
+            cache.now(),
+        ));
+        let retention = e.retention(Duration::ZERO);
+        cache.insert("k", e);
+        time.advance(retention - Duration::from_millis(1));
+        assert!(cache.lookup("k", |_| true).is_some());
+        time.advance(Duration::from_millis(1));
+        assert!(cache.lookup("k", |_| true).is_none());
     }
 
     /// The hit-for-miss marks stay within their byte budget however many

@@ -30,8 +30,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
 use crate::error::StoreError;
-use crate::job::{Job, JobState, now_ms};
+use crate::job::{Job, JobState};
 use crate::store::{Counts, Submitted};
+use perfgate_runtime::clock::Clock;
 
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const READY: TableDefinition<&[u8], &str> = TableDefinition::new("ready");
@@ -79,12 +80,19 @@ pub struct Embedded {
     db: Arc<Database>,
     ops: Sender<Op>,
     counts: Arc<Mutex<Counts>>,
+    clock: Clock,
 }
 
 impl Embedded {
     /// Opens (or creates) `dir/jobs.redb`, puts interrupted jobs back in
     /// the queue and starts the writer thread.
     pub fn open(dir: &Path) -> Result<Embedded, StoreError> {
+        Self::open_with_clock(dir, Clock::system())
+    }
+
+    /// Like [`open`](Self::open), reading time (due retries, leases,
+    /// result retention) from `clock`.
+    pub fn open_with_clock(dir: &Path, clock: Clock) -> Result<Embedded, StoreError> {
         let path = private_file(dir, "jobs.redb")?;
         let db = Database::create(&path)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
@@ -96,12 +104,23 @@ impl Embedded {
             db: db.clone(),
             counts: counts.clone(),
             claims: AtomicU64::new(0),
+            clock: clock.clone(),
         };
         std::thread::Builder::new()
             .name("perfgate-jobs-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
-        Ok(Embedded { db, ops, counts })
+        Ok(Embedded {
+            db,
+            ops,
+            counts,
+            clock,
+        })
+    }
+
+    /// The clock this store reads.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     async fn call<T>(
@@ -320,6 +339,7 @@ struct Writer {
     db: Arc<Database>,
     counts: Arc<Mutex<Counts>>,
     claims: AtomicU64,
+    clock: Clock,
 }
 
 /// What to send back once the transaction is committed.
@@ -341,7 +361,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let now = now_ms();
+            let now = self.clock.unix_ms();
             let sweep = now.saturating_sub(last_sweep) >= 100;
             if batch.is_empty() && !sweep {
                 continue;

@@ -142,6 +142,16 @@ impl Store {
         }
     }
 
+    /// Milliseconds since the Unix epoch by the store's clock: what job
+    /// timestamps and retry times are measured against. (The Redis store
+    /// reads the system clock.)
+    pub fn now_ms(&self) -> u64 {
+        match self {
+            Store::Embedded(s) => s.clock().unix_ms(),
+            Store::Redis(_) => crate::job::now_ms(),
+        }
+    }
+
     /// `embedded` or `redis`.
     pub fn kind(&self) -> &'static str {
         match self {

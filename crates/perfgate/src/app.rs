@@ -12,6 +12,7 @@ use perfgate_admin::{AdminState, ReloadError, ReloadReport};
 use perfgate_config::Config;
 use perfgate_observe::Metrics;
 use perfgate_proxy::{Gateway, ServerOptions};
+use perfgate_runtime::clock::Clock;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -128,12 +129,31 @@ pub async fn start_on(
     proxy_listener: TcpListener,
     admin_listener: TcpListener,
 ) -> anyhow::Result<Running> {
+    start_on_with_clock(
+        config,
+        admin_token,
+        proxy_listener,
+        admin_listener,
+        Clock::system(),
+    )
+    .await
+}
+
+/// Like [`start_on`], with the cache and the job store reading time from
+/// `clock` (tests pass a manual clock instead of sleeping).
+pub async fn start_on_with_clock(
+    config: Config,
+    admin_token: Option<String>,
+    proxy_listener: TcpListener,
+    admin_listener: TcpListener,
+    clock: Clock,
+) -> anyhow::Result<Running> {
     let mut config = config;
     // Warm-up requests use the proxy's address as their Host by default: the
     // real one, when the listener was bound to port 0.
     config.server.listen = proxy_listener.local_addr()?.to_string();
     let metrics = Arc::new(Metrics::new());
-    let gateway = Gateway::new(&config, metrics).map_err(anyhow::Error::new)?;
+    let gateway = Gateway::with_clock(&config, metrics, clock).map_err(anyhow::Error::new)?;
     let tls = match &config.server.tls {
         Some(t) => Some(
             perfgate_proxy::load_tls(&t.cert_file, &t.key_file, config.server.http2)

@@ -195,8 +195,13 @@ impl Gateway {
         let host = request_host(req.uri(), req.headers());
         let key = self.key_with_host(&route, host, req.uri(), req.headers(), &conn);
         let found = cache.lookup(&key, |e| reusable(&route.policy, req.headers(), e));
-        let now = Instant::now();
-        cx.l1_end = Some(now);
+        let now = self.clock.now();
+        // Phase times are real time, whatever clock the cache reads.
+        cx.l1_end = Some(if self.clock.is_manual() {
+            Instant::now()
+        } else {
+            now
+        });
         // A warm-up does not count toward the hottest keys, and settles
         // for nothing less than a fresh entry.
         let warmup = cx.kind == RequestKind::Warmup;
@@ -497,7 +502,9 @@ impl Gateway {
         };
         let status = rsp.status();
         if status.is_server_error()
-            && let Some(entry) = stale.clone().filter(|s| s.usable_if_error(Instant::now()))
+            && let Some(entry) = stale
+                .clone()
+                .filter(|s| s.usable_if_error(self.clock.now()))
         {
             let label = format!(
                 "perfgate; fwd=stale; fwd-status={}; detail=stale-if-error",
@@ -586,7 +593,7 @@ impl Gateway {
             Some(entry) if open && entry.usable_while_open() => {
                 Ok(stale_if_error(entry, STALE_OPEN, upstream))
             }
-            Some(entry) if entry.usable_if_error(Instant::now()) => {
+            Some(entry) if entry.usable_if_error(self.clock.now()) => {
                 Ok(stale_if_error(entry, STALE_502, upstream))
             }
             _ => Err(e.to_gateway()),
@@ -608,7 +615,7 @@ impl Gateway {
     ) -> Fetched {
         match evaluated {
             Ok(freshness) => {
-                let entry = Arc::new(old.revalidated(merged, freshness, Instant::now()));
+                let entry = Arc::new(old.revalidated(merged, freshness, self.clock.now()));
                 cache.insert(key, entry.clone());
                 cache.unmark_unshareable(key);
                 self.l2_store(key, &entry);
@@ -753,7 +760,7 @@ impl Gateway {
                 auth_reusable,
                 tags,
             },
-            Instant::now(),
+            self.clock.now(),
         ));
         (entry, set_cookie)
     }
@@ -770,7 +777,7 @@ impl Gateway {
         label: HeaderValue,
         set_cookie: &[HeaderValue],
     ) -> Response<Body> {
-        let age = HeaderValue::from(entry.age(Instant::now()).as_secs());
+        let age = HeaderValue::from(entry.age(self.clock.now()).as_secs());
         let enc = if entry.compressible {
             self.compressor.negotiate(req_headers.get(ACCEPT_ENCODING))
         } else {

@@ -13,6 +13,7 @@ use perfgate_cache::memory::MemoryCache;
 use perfgate_cache::redis::L2;
 use perfgate_config::{AuthorizedPolicy, Config};
 use perfgate_observe::Metrics;
+use perfgate_runtime::clock::Clock;
 
 use crate::hot::Warmups;
 use crate::policy::Policy;
@@ -36,6 +37,8 @@ pub struct Gateway {
     /// Requests in flight, for load shedding.
     pub(crate) in_flight: AtomicUsize,
     pub(crate) cache: Option<MemoryCache>,
+    /// Where the cache tiers read entry ages (tests pass a manual clock).
+    pub(crate) clock: Clock,
     pub(crate) keys: KeyNormalizer,
     pub(crate) compressor: Compressor,
     pub(crate) flights: Flights<Option<Shared>>,
@@ -76,13 +79,23 @@ impl Gateway {
         config: &Config,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, perfgate_config::ConfigErrors> {
+        Self::with_clock(config, metrics, Clock::system())
+    }
+
+    /// Like [`new`](Self::new), with the cache and the job store reading
+    /// time from `clock`.
+    pub fn with_clock(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+    ) -> Result<Arc<Self>, perfgate_config::ConfigErrors> {
         use crate::policy::at;
         let tasks = perfgate_runtime::Supervisor::new();
         let policy = Policy::build(config, &metrics, None, &tasks)?;
-        let cache = config
-            .cache
-            .enabled
-            .then(|| MemoryCache::new(config.cache.max_bytes.get(), config.cache.keep_stale.get()));
+        let cache = config.cache.enabled.then(|| {
+            let c = &config.cache;
+            MemoryCache::with_clock(c.max_bytes.get(), c.keep_stale.get(), clock.clone())
+        });
         let via = |v: &str| {
             HeaderValue::from_str(&format!("{v} {}", config.server.via_name))
                 .map_err(|_| "not a valid header value".to_string())
@@ -102,7 +115,9 @@ impl Gateway {
             );
         }
         let jobs = std::sync::OnceLock::new();
-        if let Some(j) = crate::jobs::Jobs::open(config, redis.as_ref()).map_err(at("jobs"))? {
+        if let Some(j) =
+            crate::jobs::Jobs::open(config, redis.as_ref(), &clock).map_err(at("jobs"))?
+        {
             let _ = jobs.set(j);
         }
         Ok(Arc::new(Self {
@@ -125,6 +140,7 @@ impl Gateway {
             policy: ArcSwap::from_pointee(policy),
             in_flight: AtomicUsize::new(0),
             cache,
+            clock,
             keys: KeyNormalizer::new(&config.cache.drop_query_params).with_path_rules(
                 perfgate_cache::key::PathRules {
                     merge_slashes: config.server.merge_slashes,
@@ -292,7 +308,7 @@ impl Gateway {
         let old = self.policy();
         let new = Policy::build(config, self.metrics(), Some(&old), &self.tasks)?;
         if self.jobs.get().is_none()
-            && let Some(j) = crate::jobs::Jobs::open(config, self.redis.as_ref())
+            && let Some(j) = crate::jobs::Jobs::open(config, self.redis.as_ref(), &self.clock)
                 .map_err(crate::policy::at("jobs"))?
         {
             // The first async route arrived with this reload.

@@ -191,6 +191,7 @@ impl Jobs {
     pub(crate) fn open(
         config: &Config,
         redis: Option<&perfgate_redis::Redis>,
+        clock: &perfgate_runtime::clock::Clock,
     ) -> Result<Option<Arc<Jobs>>, String> {
         if !config.routes.iter().any(|r| r.async_job.is_some()) {
             return Ok(None);
@@ -199,7 +200,7 @@ impl Jobs {
         let store = match j.backend {
             JobBackend::Embedded => {
                 let dir = std::path::Path::new(&j.data_dir);
-                Store::Embedded(Embedded::open(dir).map_err(|e| {
+                Store::Embedded(Embedded::open_with_clock(dir, clock.clone()).map_err(|e| {
                     format!(
                         "jobs.data_dir: {e} (is another perfgate using {}?)",
                         dir.display()
@@ -418,7 +419,9 @@ mod tests {
             async_job: Some(AsyncRouteConfig::default()),
             ..RouteConfig::default()
         });
-        let jobs = Jobs::open(&config, None).unwrap().unwrap();
+        let jobs = Jobs::open(&config, None, &Default::default())
+            .unwrap()
+            .unwrap();
         // 100 finished jobs of 100 KiB results: 10 MiB, against 1 MiB.
         for _ in 0..100 {
             let mut job = Job::new(

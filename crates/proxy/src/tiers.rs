@@ -63,7 +63,7 @@ impl Gateway {
                 return L2Lookup::Nothing;
             }
         };
-        let now = Instant::now();
+        let now = self.clock.now();
         // The digest chose the variant; the reader's own check confirms it.
         let usable = found.filter(|e| crate::lookup::reusable(&route.policy, &creq.headers, e));
         let Some(entry) = usable.map(Arc::new) else {

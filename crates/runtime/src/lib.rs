@@ -8,6 +8,10 @@
 //! when a reload retires the part of the configuration they served. Both
 //! go through the same signal.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod clock;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use http::Method;
 use perfgate_config::{Config, RouteConfig};
+use perfgate_runtime::clock::{Clock, ManualClock};
 use tokio::net::TcpListener;
 
 use crate::client::{Client, RequestBuilder};
@@ -20,6 +21,7 @@ pub struct GatewayBuilder {
     routes: Vec<RouteConfig>,
     token: Option<String>,
     client_host: Option<String>,
+    time: Option<ManualClock>,
 }
 
 /// Namespace of [`Gateway::builder`].
@@ -34,6 +36,7 @@ impl Gateway {
             routes: Vec::new(),
             token: None,
             client_host: None,
+            time: None,
         }
     }
 }
@@ -108,6 +111,15 @@ impl GatewayBuilder {
         self
     }
 
+    /// The cache and the job store read a manual clock that stands still
+    /// until the test moves it with [`RunningGateway::advance`] (sockets and
+    /// deadlines keep real time). Not for tests that read entries back from
+    /// a shared L2: Redis expires keys on its own, real, clock.
+    pub fn manual_clock(mut self) -> Self {
+        self.time = Some(ManualClock::new());
+        self
+    }
+
     /// The configuration this builder starts with for these listen
     /// addresses (validated).
     pub fn build_config(
@@ -151,14 +163,17 @@ impl GatewayBuilder {
             .await
             .expect("bind admin listener");
         let client_host = self.client_host.clone();
+        let time = self.time.clone();
+        let clock = time.as_ref().map_or_else(Clock::system, ManualClock::clock);
         let (config, token) = self.build_config(
             proxy.local_addr().expect("proxy addr"),
             admin.local_addr().expect("admin addr"),
         );
         let jobs_dir = std::path::PathBuf::from(&config.jobs.data_dir);
-        let running = perfgate::app::start_on(config, token.clone(), proxy, admin)
-            .await
-            .expect("start gateway");
+        let running =
+            perfgate::app::start_on_with_clock(config, token.clone(), proxy, admin, clock)
+                .await
+                .expect("start gateway");
         let mut client = Client::new(running.proxy_url());
         if let Some(h) = &client_host {
             client = client.with_host(h);
@@ -170,6 +185,7 @@ impl GatewayBuilder {
             admin_client,
             token,
             jobs_dir,
+            time,
         }
     }
 }
@@ -182,6 +198,8 @@ pub struct RunningGateway {
     token: Option<String>,
     /// The job store directory `build_config` chose (removed on drop).
     jobs_dir: std::path::PathBuf,
+    /// Set by [`GatewayBuilder::manual_clock`].
+    time: Option<ManualClock>,
 }
 
 impl Drop for RunningGateway {
@@ -272,6 +290,18 @@ impl RunningGateway {
     /// The admin token this gateway was started with.
     pub fn token(&self) -> Option<&str> {
         self.token.as_deref()
+    }
+
+    /// Moves the gateway's manual clock forward by `d`: cached entries age
+    /// and job deadlines come due without the test sleeping.
+    ///
+    /// # Panics
+    /// When the gateway was not built with [`GatewayBuilder::manual_clock`].
+    pub fn advance(&self, d: std::time::Duration) {
+        self.time
+            .as_ref()
+            .expect("advance needs Gateway::builder().manual_clock()")
+            .advance(d);
     }
 
     /// Stops accepting, drains, and waits until both listeners are closed.

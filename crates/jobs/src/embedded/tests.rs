@@ -1,7 +1,7 @@
 use bytes::Bytes;
 
 use super::*;
-use crate::job::JobRequest;
+use crate::job::{JobRequest, now_ms};
 
 fn dir(tag: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!(
@@ -123,7 +123,8 @@ async fn priorities_first_and_the_oldest_is_never_starved() {
 #[tokio::test]
 async fn full_queue_refuses_and_retries_wait_for_their_time() {
     let d = dir("full");
-    let s = Embedded::open(&d).unwrap();
+    let time = perfgate_runtime::clock::ManualClock::new();
+    let s = Embedded::open_with_clock(&d, time.clock()).unwrap();
     s.submit(job("r", 0, None), 2).await.unwrap();
     s.submit(job("r", 0, None), 2).await.unwrap();
     assert!(matches!(
@@ -132,13 +133,13 @@ async fn full_queue_refuses_and_retries_wait_for_their_time() {
     ));
     let mut c = s.claim("r").await.unwrap().unwrap();
     c.state = JobState::Queued;
-    c.next_attempt_ms = now_ms() + 300;
+    c.next_attempt_ms = time.clock().unix_ms() + 300;
     let id = c.id.clone();
     s.finish(c, 60_000).await.unwrap();
     let other = s.claim("r").await.unwrap().unwrap();
     assert_ne!(other.id, id, "the retry is not due yet");
     assert!(s.claim("r").await.unwrap().is_none());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    time.advance(Duration::from_millis(500));
     let again = s.claim("r").await.unwrap().expect("due now");
     assert_eq!((again.id.as_str(), again.attempts), (id.as_str(), 2));
     let _ = std::fs::remove_dir_all(&d);

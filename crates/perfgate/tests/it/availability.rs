@@ -199,13 +199,14 @@ async fn open_breaker_serves_kept_stale_entries() {
         .config(move |c| c.pools.push(pool))
         .route(cached("/kept"))
         .route(cached("/strict"))
+        .manual_clock()
         .spawn()
         .await;
     for path in ["/kept", "/strict"] {
         let r = gw.get(path).await;
         assert_eq!(r.header("cache-status"), "perfgate; fwd=miss; stored");
     }
-    crate::wait_until_stale().await;
+    crate::make_stale(&gw);
     failing.store(1, Ordering::SeqCst);
     for path in ["/kept", "/strict"] {
         for _ in 0..2 {

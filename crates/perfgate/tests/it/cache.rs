@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use perfgate_test_support::{Gate, Gateway, Origin, PATIENCE, Rsp, eventually, stays};
 
-use crate::{events_json, wait_until_stale};
+use crate::{events_json, make_stale};
 
 #[tokio::test]
 async fn hit_after_miss() {
@@ -187,7 +187,11 @@ async fn revalidation_with_304_updates_the_entry() {
         })
         .run()
         .await;
-    let gw = Gateway::builder().upstream(origin.addr()).spawn().await;
+    let gw = Gateway::builder()
+        .upstream(origin.addr())
+        .manual_clock()
+        .spawn()
+        .await;
 
     let first = gw.get("/doc").await;
     assert_eq!(first.header("cache-status"), "perfgate; fwd=miss; stored");
@@ -204,7 +208,7 @@ async fn revalidation_with_304_updates_the_entry() {
     assert!(nm.body.is_empty());
     assert_eq!(origin.hits("/doc"), 1);
 
-    wait_until_stale().await;
+    make_stale(&gw);
     let revalidated = gw.get("/doc").await;
     assert_eq!(origin.hits("/doc"), 2);
     assert_eq!(
@@ -245,9 +249,13 @@ async fn stale_while_revalidate_refreshes_once_in_the_background() {
         })
         .run()
         .await;
-    let gw = Gateway::builder().upstream(origin.addr()).spawn().await;
+    let gw = Gateway::builder()
+        .upstream(origin.addr())
+        .manual_clock()
+        .spawn()
+        .await;
     assert_eq!(gw.get("/feed").await.text(), r#"{"v":1}"#);
-    wait_until_stale().await;
+    make_stale(&gw);
 
     let tasks: Vec<_> = (0..20)
         .map(|_| {
@@ -302,9 +310,13 @@ async fn stale_if_error_serves_the_stale_copy() {
         })
         .run()
         .await;
-    let gw = Gateway::builder().upstream(origin.addr()).spawn().await;
+    let gw = Gateway::builder()
+        .upstream(origin.addr())
+        .manual_clock()
+        .spawn()
+        .await;
     assert_eq!(gw.get("/prices").await.status, 200);
-    wait_until_stale().await;
+    make_stale(&gw);
 
     let r = gw.get("/prices").await;
     assert_eq!(origin.hits("/prices"), 2);

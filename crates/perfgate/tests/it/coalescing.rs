@@ -147,10 +147,11 @@ async fn background_fills_count_toward_max_concurrent_requests() {
     let gw = Gateway::builder()
         .upstream(origin.addr())
         .config(|c| c.server.max_concurrent_requests = 2)
+        .manual_clock()
         .spawn()
         .await;
     assert_eq!(gw.get("/swr").await.status, 200);
-    crate::wait_until_stale().await;
+    crate::make_stale(&gw);
     let r = gw.get("/swr").await;
     assert_eq!(
         r.header("cache-status"),

@@ -113,11 +113,11 @@ async fn a_cache_fill_from_http2_never_sends_the_clients_content_length() {
 #[tokio::test]
 async fn a_revalidation_never_sends_the_clients_content_length() {
     let up = RawUpstream::start_with("cache-control: max-age=1\r\netag: \"v1\"").await;
-    let gw = builder(&up).spawn().await;
+    let gw = builder(&up).manual_clock().spawn().await;
     // Same Host as the raw requests below: same cache key.
     let first = raw(gw.addr(), "GET /r HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert_eq!(status_of(&first), 200, "{first}");
-    crate::wait_until_stale().await;
+    crate::make_stale(&gw);
     let rsp = raw(
         gw.addr(),
         format!("GET /r HTTP/1.1\r\nHost: x\r\nContent-Length: 25\r\n\r\n{BODY25}"),
@@ -138,10 +138,10 @@ async fn a_revalidation_never_sends_the_clients_content_length() {
 #[tokio::test]
 async fn a_head_refreshed_as_a_get_never_sends_the_clients_content_length() {
     let up = RawUpstream::start_with("cache-control: max-age=1, stale-while-revalidate=60").await;
-    let gw = builder(&up).spawn().await;
+    let gw = builder(&up).manual_clock().spawn().await;
     let first = raw(gw.addr(), "GET /h HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert_eq!(status_of(&first), 200, "{first}");
-    crate::wait_until_stale().await;
+    crate::make_stale(&gw);
     // Served stale; the background refresh is a GET built from this HEAD.
     // (A HEAD answer has a Content-Length and no body: read it briefly.)
     let rsp = raw_timeout(

@@ -9,7 +9,7 @@ use std::time::Duration;
 use perfgate_config::{AuthorizedPolicy, CookiePolicy, RouteCachePolicy, RouteConfig};
 use perfgate_test_support::{Gateway, Origin, PATIENCE, Req, Rsp, eventually};
 
-use crate::wait_until_stale;
+use crate::make_stale;
 
 fn route(path: &str, cache: RouteCachePolicy) -> RouteConfig {
     RouteConfig {
@@ -74,7 +74,11 @@ async fn a_storable_response_replaces_the_hit_for_miss_mark() {
         })
         .run()
         .await;
-    let gw = Gateway::builder().upstream(origin.addr()).spawn().await;
+    let gw = Gateway::builder()
+        .upstream(origin.addr())
+        .manual_clock()
+        .spawn()
+        .await;
 
     assert_eq!(gw.get("/flaky").await.status, 500);
     failing.store(false, Ordering::SeqCst);
@@ -87,7 +91,7 @@ async fn a_storable_response_replaces_the_hit_for_miss_mark() {
 
     // The stored 200 now covers an upstream failure.
     failing.store(true, Ordering::SeqCst);
-    wait_until_stale().await;
+    make_stale(&gw);
     let r = gw.get("/flaky").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), r#"{"ok":true}"#);
@@ -274,10 +278,14 @@ async fn a_background_refresh_with_a_cookie_is_not_shared() {
         })
         .run()
         .await;
-    let gw = Gateway::builder().upstream(origin.addr()).spawn().await;
+    let gw = Gateway::builder()
+        .upstream(origin.addr())
+        .manual_clock()
+        .spawn()
+        .await;
 
     assert_eq!(gw.get("/feed").await.text(), "for everyone");
-    wait_until_stale().await;
+    make_stale(&gw);
     let r = gw.get("/feed").header("cookie", "session=alice").await;
     assert_eq!(
         r.header("cache-status"),

@@ -47,7 +47,8 @@ pub fn events_json() -> String {
     format!(r#"{{"events":[{}]}}"#, items.join(","))
 }
 
-/// Long enough for a `max-age=1` entry to be stale.
-pub async fn wait_until_stale() {
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+/// Moves `gw`'s manual clock (see `GatewayBuilder::manual_clock`) far
+/// enough for a `max-age=1` entry to be stale.
+pub fn make_stale(gw: &perfgate_test_support::RunningGateway) {
+    gw.advance(Duration::from_millis(1300));
 }

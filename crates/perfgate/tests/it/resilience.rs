@@ -357,6 +357,7 @@ async fn breaker_opens_serves_stale_and_recovers() {
             },
             ..RouteConfig::default()
         })
+        .manual_clock()
         .spawn()
         .await;
     let circuit = || gw.metric("perfgate_circuit_state", &[("pool", "api")]);
@@ -365,7 +366,7 @@ async fn breaker_opens_serves_stale_and_recovers() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("cache-status"), "perfgate; fwd=miss; stored");
     assert_eq!(gw.get("/live").await.status, 200);
-    crate::wait_until_stale().await;
+    crate::make_stale(&gw);
 
     failing.store(true, Ordering::SeqCst);
     for i in 0..3 {

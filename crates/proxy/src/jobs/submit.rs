@@ -6,7 +6,6 @@
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, COOKIE, HOST, LOCATION};
 use http::{HeaderValue, Request, Response, StatusCode};
 use perfgate_config::{AsyncRouteConfig, DedupScope};
-use perfgate_jobs::job::now_ms;
 use perfgate_jobs::{Job, JobRequest, Submitted};
 use perfgate_observe::Submission;
 use serde_json::Value;
@@ -104,7 +103,7 @@ impl Gateway {
                 user: conn.user.as_deref().map(str::to_string),
             },
             body,
-            now_ms(),
+            jobs.store.now_ms(),
         );
         job.priority = priority;
         job.max_attempts = aj.max_attempts.max(1);

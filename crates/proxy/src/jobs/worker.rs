@@ -22,7 +22,6 @@ use bytes::Bytes;
 use http::{Method, Uri, Version};
 use http_body_util::BodyExt;
 use perfgate_config::AsyncRouteConfig;
-use perfgate_jobs::job::now_ms;
 use perfgate_jobs::{Job, JobResult, JobState};
 use perfgate_observe::CallResult;
 use tokio::sync::watch;
@@ -258,7 +257,7 @@ impl Gateway {
 /// keeps the jobs ours while the call lasts (Redis: other instances take
 /// over jobs whose lease ran out). Abort the handle when done.
 fn begin(jobs: &Jobs, route: &Route, batch: &[Job]) -> tokio::task::JoinHandle<()> {
-    let started = now_ms();
+    let started = jobs.store.now_ms();
     let queue = jobs.route(&route.name);
     for job in batch {
         if job.attempts == 1 {
@@ -291,7 +290,7 @@ async fn conclude(
     mut job: Job,
     outcome: Attempt,
 ) {
-    let now = now_ms();
+    let now = jobs.store.now_ms();
     // A result others may be given never carries the submitter's cookies.
     let outcome = match outcome {
         Attempt::Answered(mut result, body) if !job.private_result => {
