@@ -24,6 +24,10 @@ pub enum RequestKind {
     BatchItem,
     /// A background refresh (stale-while-revalidate).
     Refresh,
+    /// A cache fill whose client went away before it ended.
+    Fill,
+    /// An async job's call to the upstream.
+    Job,
     /// A warm-up fetch.
     Warmup,
 }
@@ -35,6 +39,8 @@ impl RequestKind {
             RequestKind::Client => "client",
             RequestKind::BatchItem => "batch_item",
             RequestKind::Refresh => "refresh",
+            RequestKind::Fill => "fill",
+            RequestKind::Job => "job",
             RequestKind::Warmup => "warmup",
         }
     }

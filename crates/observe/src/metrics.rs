@@ -330,9 +330,9 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts one request sent upstream.
-    pub fn upstream_request(&self) {
-        self.upstream_requests.inc();
+    /// Counts `n` requests sent upstream.
+    pub fn upstream_requests(&self, n: u64) {
+        self.upstream_requests.inc_by(n);
     }
 
     /// Counts one request that waited on another's fetch.

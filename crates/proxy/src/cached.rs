@@ -326,35 +326,44 @@ impl Gateway {
                 // client's own count is lent to it while it waits.
                 let slot = self.fill_slot();
                 let _lent = self.lend_slot();
-                let task = tokio::spawn(async move {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                tokio::spawn(async move {
                     let _slot = slot;
-                    let mut upstream = Waits::default();
-                    // L2 first: another instance may have fetched it already.
-                    let l2 = gw.l2_lookup(&route2, &key2, &creq2, &mut upstream).await;
-                    let found = match l2 {
-                        L2Lookup::Fresh(entry) => {
-                            upstream.saved_call(entry.body.len());
-                            upstream.layer = Some(CacheLayer::L2);
-                            let out = Ok(Fetched::Entry {
-                                entry,
-                                label: HIT_L2,
-                                shareable: true,
-                                set_cookie: Vec::new(),
-                            });
-                            leader.complete(out.as_ref().ok().and_then(Fetched::shared));
-                            return (out, upstream);
-                        }
-                        L2Lookup::Stale(entry) => found.or(Some(entry)),
-                        L2Lookup::Nothing => found,
+                    let work = async {
+                        let mut upstream = Waits::default();
+                        // L2 first: another instance may have fetched it already.
+                        let l2 = gw.l2_lookup(&route2, &key2, &creq2, &mut upstream).await;
+                        let found = match l2 {
+                            L2Lookup::Fresh(entry) => {
+                                upstream.saved_call(entry.body.len());
+                                upstream.layer = Some(CacheLayer::L2);
+                                let out = Ok(Fetched::Entry {
+                                    entry,
+                                    label: HIT_L2,
+                                    shareable: true,
+                                    set_cookie: Vec::new(),
+                                });
+                                leader.complete(out.as_ref().ok().and_then(Fetched::shared));
+                                return (out, upstream);
+                            }
+                            L2Lookup::Stale(entry) => found.or(Some(entry)),
+                            L2Lookup::Nothing => found,
+                        };
+                        let out = gw
+                            .fetch(&route2, &key2, &creq2, found, false, &mut upstream)
+                            .await;
+                        let shared = out.as_ref().ok().and_then(Fetched::shared);
+                        leader.complete(shared);
+                        (out, upstream)
                     };
-                    let out = gw
-                        .fetch(&route2, &key2, &creq2, found, false, &mut upstream)
-                        .await;
-                    let shared = out.as_ref().ok().and_then(Fetched::shared);
-                    leader.complete(shared);
-                    (out, upstream)
+                    let (out, upstream) = work.await;
+                    // The client went away: the fill is recorded on its own
+                    // (its upstream call and outcome still count).
+                    if let Err((out, upstream)) = tx.send((out, upstream)) {
+                        gw.record_detached(RequestKind::Fill, &route2, &creq2, &out, upstream);
+                    }
                 });
-                let (out, took) = task
+                let (out, took) = rx
                     .await
                     .map_err(|_| GatewayError::new(ErrorKind::Internal, "cache fetch failed"))?;
                 *upstream += took;
@@ -435,21 +444,35 @@ impl Gateway {
         tokio::spawn(async move {
             let _slot = slot;
             if let Join::Leader(leader) = gw.flights.join(&key) {
-                let mut cx =
-                    RequestContext::new(RequestKind::Refresh, &Method::GET, &creq.uri, &creq.conn);
-                cx.route = Some(route.clone());
+                let mut upstream = Waits::default();
                 let out = gw
-                    .fetch(&route, &key, &creq, Some(entry), false, &mut cx.timing)
+                    .fetch(&route, &key, &creq, Some(entry), false, &mut upstream)
                     .await;
                 leader.complete(out.as_ref().ok().and_then(Fetched::shared));
-                let status = match &out {
-                    Ok(Fetched::Entry { entry, .. }) => entry.status.as_u16(),
-                    Ok(Fetched::Stream(rsp)) => rsp.status().as_u16(),
-                    Err(e) => e.kind.status().as_u16(),
-                };
-                gw.record(&cx, status, 0, cx.start.elapsed());
+                gw.record_detached(RequestKind::Refresh, &route, &creq, &out, upstream);
             }
         });
+    }
+
+    /// Records cache work that no client request carries (a background
+    /// refresh, a fill whose client went away) as a request of its own.
+    fn record_detached(
+        &self,
+        kind: RequestKind,
+        route: &Arc<Route>,
+        creq: &CacheReq,
+        out: &Result<Fetched, GatewayError>,
+        upstream: Waits,
+    ) {
+        let mut cx = RequestContext::new(kind, &Method::GET, &creq.uri, &creq.conn);
+        cx.route = Some(route.clone());
+        cx.timing = upstream;
+        let status = match out {
+            Ok(Fetched::Entry { entry, .. }) => entry.status.as_u16(),
+            Ok(Fetched::Stream(rsp)) => rsp.status().as_u16(),
+            Err(e) => e.kind.status().as_u16(),
+        };
+        self.record(&cx, status, 0, cx.start.elapsed());
     }
 
     /// Fetches `creq` from the upstream for the cache (conditionally when a

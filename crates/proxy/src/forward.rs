@@ -36,7 +36,6 @@ use crate::gateway::Gateway;
 use crate::headers::{append_via, set_forwarded, strip_hop_by_hop};
 use crate::pool::Pick;
 use crate::route::Route;
-use crate::stats::Stats;
 use crate::upstream::Refusal;
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -176,9 +175,6 @@ impl Gateway {
                 Some(d) => d.saturating_duration_since(Instant::now()).min(per_attempt),
                 None => per_attempt,
             };
-            Stats::inc(&self.stats.upstream_requests);
-            Stats::inc(&route.stats.upstream_requests);
-            self.metrics.upstream_request();
             let t0 = Instant::now();
             let result = {
                 let _in_flight = pool.start(i);
@@ -186,6 +182,7 @@ impl Gateway {
             };
             timing.upstream += t0.elapsed();
             timing.attempts += 1;
+            timing.server = Some(server.label.clone());
             // What the breaker and outlier detection count: connection
             // failures, timeouts and 502/503/504 by default. Any other
             // answer means the server is up.

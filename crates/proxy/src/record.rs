@@ -33,6 +33,26 @@ pub(crate) fn count(stats: &Stats, route: Option<&Route>, cache: CacheOutcomes) 
     }
 }
 
+/// Counts `attempts` requests sent upstream, for the instance and the
+/// route: from a request's record, and from job calls (which have no
+/// request of their own).
+pub(crate) fn count_upstream(
+    stats: &Stats,
+    route: Option<&Route>,
+    metrics: &perfgate_observe::Metrics,
+    attempts: u32,
+) {
+    if attempts == 0 {
+        return;
+    }
+    let n = u64::from(attempts);
+    Stats::add(&stats.upstream_requests, n);
+    if let Some(r) = route {
+        Stats::add(&r.stats.upstream_requests, n);
+    }
+    metrics.upstream_requests(n);
+}
+
 impl Gateway {
     /// Records a finished request: statistics, metrics, the slow-request
     /// log, and the sinks. Statistics and metrics read the fields the event
@@ -43,6 +63,7 @@ impl Gateway {
         let route = cx.route.as_deref();
         let cache = cx.timing.cache;
         count(&self.stats, route, cache);
+        count_upstream(&self.stats, route, &self.metrics, cx.timing.attempts);
         let saved = &cx.timing;
         if saved.saved_calls > 0 {
             let n = u64::from(saved.saved_calls);

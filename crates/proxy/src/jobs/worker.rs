@@ -118,8 +118,10 @@ impl Gateway {
                     Body::full(job.body.clone()),
                     &mut waits,
                 )
-                .await
-                .map_err(|e| e.detail)?;
+                .await;
+            // A job call is no client request: its attempts are counted here.
+            crate::record::count_upstream(&self.stats, Some(route), &self.metrics, waits.attempts);
+            let rsp = rsp.map_err(|e| e.detail)?;
             let (parts, body) = rsp.into_parts();
             let body = http_body_util::Limited::new(body, MAX_RESULT_BYTES)
                 .collect()

@@ -144,6 +144,12 @@ async fn every_request_leaves_one_event_with_its_outcome() {
     assert_eq!(miss.status, 200);
     assert!(miss.cache.contains(CacheEvent::miss));
     assert_eq!(miss.attempts, 1);
+    assert_eq!(
+        miss.upstream
+            .as_deref()
+            .map(|s| s.starts_with("127.0.0.1:")),
+        Some(true)
+    );
     assert_eq!(miss.client.to_string(), "10.0.0.7");
     assert!(miss.phases.ttfb > Duration::ZERO);
     assert!(miss.phases.total >= miss.phases.ttfb);
@@ -184,6 +190,7 @@ async fn admin_statistics_come_from_the_events() {
     let stats = gw.cache_stats();
     assert_eq!(stats.misses, 1);
     assert_eq!(stats.hits, 2);
+    assert_eq!(stats.upstream_requests, 1, "counted from the miss's record");
     let api = stats
         .routes
         .iter()
