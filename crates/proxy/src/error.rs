@@ -353,6 +353,15 @@ impl std::error::Error for Error {}
 mod tests {
     use super::*;
 
+    /// A body read past its deadline is the client's 408 (the read itself
+    /// is tested in `body.rs`: `a_stalled_body_ends_at_the_deadline`).
+    #[test]
+    fn a_body_read_past_its_deadline_is_a_408() {
+        let deadline = std::time::Duration::from_secs(10);
+        let err = Error::body_read(crate::body::ReadError::TimedOut(deadline), 1024);
+        assert_eq!(err.kind.status(), http::StatusCode::REQUEST_TIMEOUT);
+    }
+
     #[test]
     fn side_and_retry_come_from_the_kind_unless_the_raiser_knows_better() {
         let e = Error::new(ErrorKind::Overloaded, "busy");

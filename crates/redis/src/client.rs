@@ -13,7 +13,7 @@ use perfgate_config::RedisConfig;
 use tokio::sync::mpsc;
 
 use crate::Error;
-use crate::conn::{Breaker, Conn, is_outage};
+use crate::conn::{Breaker, Conn, MAX_BACKOFF, MIN_BACKOFF, is_outage};
 use crate::pubsub::{self, Push};
 
 /// The connection's state, for the admin health endpoint.
@@ -60,10 +60,6 @@ impl std::fmt::Debug for Redis {
             .finish()
     }
 }
-
-/// Longest pause between connection attempts.
-pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(1);
-pub(crate) const MIN_BACKOFF: Duration = Duration::from_millis(50);
 
 /// SCAN batch size: large enough for few round trips, small enough that
 /// one SCAN never blocks Redis noticeably.

@@ -9,6 +9,11 @@ use ::redis::aio::ConnectionManager;
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisResult, Value};
 
+/// Longest pause between connection attempts (commands and pub/sub).
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// First pause after a failed connection attempt.
+pub(crate) const MIN_BACKOFF: Duration = Duration::from_millis(50);
+
 /// A connection that reconnects by itself: redis-rs' `ConnectionManager`
 /// for a standalone server, its cluster connection (which follows slot
 /// moves and reconnects nodes) for a cluster. Both are cheap handles to a

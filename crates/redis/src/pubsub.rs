@@ -13,7 +13,7 @@ use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, Msg, PushInfo, PushKind, Value, cmd};
 use tokio::sync::mpsc;
 
-use crate::client::{MAX_BACKOFF, MIN_BACKOFF};
+use crate::conn::{MAX_BACKOFF, MIN_BACKOFF};
 
 /// What a subscription delivers to its `map` function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,7 +16,6 @@ use perfgate_observe::Metrics;
 use super::{Identity, Refusal, challenge, is_bearer_scheme};
 use crate::body::Body;
 use crate::context::Conn;
-use crate::gateway::Gateway;
 
 const SECRET: &str = "unit-test-secret-0123456789abcdef";
 /// `{"sub":"alice","exp":4102444800,"role":"admin"}`.
@@ -305,15 +304,47 @@ fn bearer_scheme_detection() {
     assert!(!is_bearer_scheme(b"Bear"));
 }
 
-/// A gateway with a default upstream (never contacted) and these routes.
-fn gateway(jwt: JwtConfig, routes: Vec<RouteConfig>) -> Arc<Gateway> {
+/// The parts of a policy generation this phase reads, built from `config`
+/// as a gateway builds them (the phase is tested without a gateway).
+struct Phase {
+    routes: crate::route::Routes,
+    identity: Option<super::Identity>,
+    metrics: Arc<Metrics>,
+}
+
+impl Phase {
+    fn new(config: &Config) -> Self {
+        let metrics = Arc::new(Metrics::new());
+        let tasks = perfgate_runtime::Supervisor::new();
+        let pools = crate::pool::Pools::build(config, &metrics, None, &tasks).expect("pools");
+        let routes = crate::route::Routes::build(config, &metrics, &pools).expect("routes");
+        Self {
+            routes,
+            identity: super::Identity::build(config).expect("identity"),
+            metrics,
+        }
+    }
+
+    /// Read like a policy generation: `policy.routes`, `policy.identity`.
+    fn policy(&self) -> &Self {
+        self
+    }
+
+    fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+}
+
+/// The identity phase's inputs for a default upstream (never contacted)
+/// and these routes.
+fn gateway(jwt: JwtConfig, routes: Vec<RouteConfig>) -> Phase {
     let mut config = Config {
         jwt,
         routes,
         ..Config::default()
     };
     config.upstream.url = "http://127.0.0.1:9".into();
-    Gateway::new(&config, Arc::new(Metrics::new())).expect("gateway")
+    Phase::new(&config)
 }
 
 fn request(path: &str, pairs: &[(&str, &str)]) -> Request<Body> {
@@ -423,6 +454,6 @@ async fn gateway_applies_the_route_mode() {
     );
 }
 
-fn prometheus_client_text(gw: &Gateway, out: &mut String) {
+fn prometheus_client_text(gw: &Phase, out: &mut String) {
     *out = gw.metrics().encode();
 }

@@ -12,7 +12,6 @@ use perfgate_traffic::gcra::Quota;
 use super::{KeyKind, Limits, RATELIMIT, RATELIMIT_POLICY, query_value};
 use crate::context::Conn;
 use crate::context::RequestContext;
-use crate::gateway::Gateway;
 
 fn conn(ip: [u8; 4]) -> Conn {
     Conn::new(SocketAddr::from((ip, 40000)), false)
@@ -334,13 +333,53 @@ fn reload_keeps_unchanged_counters() {
     );
 }
 
-fn gateway(config: &Config) -> Arc<Gateway> {
-    Gateway::new(config, Arc::new(Metrics::new())).expect("gateway")
+/// The parts of a policy generation this phase reads, built from `config`
+/// as a gateway builds them (the phase is tested without a gateway).
+struct Phase {
+    routes: crate::route::Routes,
+    limits: super::Limits,
+    metrics: Arc<Metrics>,
+}
+
+impl Phase {
+    fn new(config: &Config) -> Self {
+        let metrics = Arc::new(Metrics::new());
+        let tasks = perfgate_runtime::Supervisor::new();
+        let pools = crate::pool::Pools::build(config, &metrics, None, &tasks).expect("pools");
+        let routes = crate::route::Routes::build(config, &metrics, &pools).expect("routes");
+        Self {
+            routes,
+            limits: super::Limits::build(config, &metrics, None).expect("limits"),
+            metrics,
+        }
+    }
+
+    /// Read like a policy generation: `policy.routes`, `policy.limits`.
+    fn policy(&self) -> &Self {
+        self
+    }
+
+    fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    fn limit_env(&self) -> super::LimitEnv<'_> {
+        super::LimitEnv {
+            redis: None,
+            metrics: &self.metrics,
+            body_timeout: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
+/// The limit phase's inputs for `config` (local counts: no Redis).
+fn gateway(config: &Config) -> Phase {
+    Phase::new(config)
 }
 
 /// One request through `limit`; the response headers it would carry.
 async fn check(
-    gw: &Gateway,
+    gw: &Phase,
     method: Method,
     path: &str,
     pairs: &[(&str, &str)],
