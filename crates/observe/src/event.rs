@@ -92,20 +92,6 @@ impl CacheOutcomes {
     pub fn union(self, o: CacheOutcomes) -> CacheOutcomes {
         CacheOutcomes(self.0 | o.0)
     }
-
-    /// The most telling single outcome, for logs: what the client got.
-    pub fn primary(self) -> Option<CacheEvent> {
-        [
-            CacheEvent::coalesced,
-            CacheEvent::revalidated,
-            CacheEvent::stale,
-            CacheEvent::hit,
-            CacheEvent::miss,
-            CacheEvent::bypass,
-        ]
-        .into_iter()
-        .find(|e| self.contains(*e))
-    }
 }
 
 /// Time spent in each phase of a request. A phase the request did not go
@@ -191,21 +177,13 @@ pub struct EventBus {
 }
 
 impl EventBus {
-    /// Starts the task that feeds `sinks`, in order, every event published
-    /// from now on. Only the first call takes effect (false after that).
-    pub fn subscribe(&self, sinks: Vec<Arc<dyn EventSink>>) -> bool {
-        let (tx, mut rx) = mpsc::channel::<RequestEvent>(EVENT_QUEUE);
-        if self.tx.set(tx).is_err() {
-            return false;
-        }
-        tokio::spawn(async move {
-            while let Some(ev) = rx.recv().await {
-                for s in &sinks {
-                    s.on_event(&ev);
-                }
-            }
-        });
-        true
+    /// Connects `sinks`: every event published from now on is queued for
+    /// them. Returns the [`EventFeed`] the caller runs as a background
+    /// service; only the first call connects (None after that).
+    pub fn subscribe(&self, sinks: Vec<Arc<dyn EventSink>>) -> Option<EventFeed> {
+        let (tx, rx) = mpsc::channel::<RequestEvent>(EVENT_QUEUE);
+        self.tx.set(tx).ok()?;
+        Some(EventFeed { rx, sinks })
     }
 
     /// Queues `ev` for the sinks (nothing to do without any).
@@ -225,5 +203,94 @@ impl EventBus {
     /// Whether any sink listens.
     pub fn active(&self) -> bool {
         self.tx.get().is_some()
+    }
+}
+
+/// Hands queued events to the sinks, in order.
+pub struct EventFeed {
+    rx: mpsc::Receiver<RequestEvent>,
+    sinks: Vec<Arc<dyn EventSink>>,
+}
+
+impl EventFeed {
+    /// Feeds the sinks until `stop` resolves, then hands them what is
+    /// still queued and returns.
+    pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                ev = self.rx.recv() => match ev {
+                    Some(ev) => self.deliver(&ev),
+                    None => return,
+                },
+                () = &mut stop => break,
+            }
+        }
+        while let Ok(ev) = self.rx.try_recv() {
+            self.deliver(&ev);
+        }
+    }
+
+    fn deliver(&self, ev: &RequestEvent) {
+        for s in &self.sinks {
+            s.on_event(ev);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Count(Mutex<Vec<u16>>);
+
+    impl EventSink for Count {
+        fn on_event(&self, e: &RequestEvent) {
+            self.0.lock().expect("sink").push(e.status);
+        }
+    }
+
+    fn event(status: u16) -> RequestEvent {
+        RequestEvent {
+            kind: RequestKind::Client,
+            route: None,
+            method: http::Method::GET,
+            status,
+            bytes_in: 0,
+            bytes_out: 0,
+            phases: PhaseTimes::default(),
+            cache: CacheOutcomes::default(),
+            layer: None,
+            upstream_bytes_saved: 0,
+            upstream: None,
+            attempts: 0,
+            user: None,
+            client: IpAddr::from([127, 0, 0, 1]),
+            trace_id: None,
+            error: None,
+        }
+    }
+
+    /// What is queued when the feed is asked to stop still reaches the
+    /// sinks, in order; nothing is queued without a subscriber.
+    #[tokio::test]
+    async fn a_stopping_feed_delivers_what_is_queued() {
+        let bus = EventBus::default();
+        assert!(!bus.active());
+        bus.publish(event(100));
+        let sink = Arc::new(Count::default());
+        let feed = bus
+            .subscribe(vec![sink.clone() as Arc<dyn EventSink>])
+            .expect("first subscriber");
+        assert!(bus.subscribe(Vec::new()).is_none(), "only one feed");
+        for s in [200, 304, 503] {
+            bus.publish(event(s));
+        }
+        feed.run(std::future::ready(())).await;
+        assert_eq!(*sink.0.lock().expect("sink"), vec![200, 304, 503]);
+        assert_eq!(bus.dropped(), 0);
     }
 }

@@ -9,8 +9,8 @@ mod metrics;
 mod traffic;
 
 pub use event::{
-    CacheLayer, CacheOutcomes, EVENT_QUEUE, EventBus, EventSink, PhaseTimes, RequestEvent,
-    RequestKind,
+    CacheLayer, CacheOutcomes, EVENT_QUEUE, EventBus, EventFeed, EventSink, PhaseTimes,
+    RequestEvent, RequestKind,
 };
 pub use jobs::{CallResult, JobMetrics, Submission};
 pub use metrics::{CacheEvent, InvalidationSource, Metrics, RouteMetrics, UpstreamErrorKind};

@@ -301,8 +301,9 @@ impl Gateway {
     }
 
     /// Gets `creq` into the cache (or at least answers it), sharing one
-    /// upstream request between concurrent callers for the same key.
-    pub(crate) async fn fill(
+    /// upstream request between concurrent callers for the same key. Keys
+    /// marked hit-for-miss never come here (`cached` fetches them at once).
+    async fn fill(
         self: &Arc<Self>,
         route: &Arc<Route>,
         key: &str,
@@ -310,11 +311,6 @@ impl Gateway {
         found: Option<Arc<Entry>>,
         upstream: &mut Waits,
     ) -> Result<Fetched, GatewayError> {
-        if self.cache.as_ref().is_some_and(|c| c.is_unshareable(key)) {
-            // Recent responses for this key could not be shared: waiting for
-            // another request's fetch would only add its latency to ours.
-            return self.fetch(route, key, creq, found, true, upstream).await;
-        }
         match self.flights.join(key) {
             Join::Leader(leader) => {
                 // The fetch runs in its own task so that it completes (and
@@ -472,7 +468,7 @@ impl Gateway {
             Ok(Fetched::Stream(rsp)) => rsp.status().as_u16(),
             Err(e) => e.kind.status().as_u16(),
         };
-        self.record(&cx, status, 0, cx.start.elapsed());
+        self.records().request(&cx, status, 0, cx.start.elapsed());
     }
 
     /// Fetches `creq` from the upstream for the cache (conditionally when a

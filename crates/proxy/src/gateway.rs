@@ -175,7 +175,15 @@ impl Gateway {
     /// background task (off the request path). Only the first call takes
     /// effect; false after that.
     pub fn subscribe_events(&self, sinks: Vec<Arc<dyn perfgate_observe::EventSink>>) -> bool {
-        self.events.subscribe(sinks)
+        let Some(feed) = self.events.subscribe(sinks) else {
+            return false;
+        };
+        // A service like the others: on shutdown it hands the sinks what
+        // is still queued, then stops.
+        self.tasks.spawn("event sinks", move |mut shutdown| {
+            feed.run(async move { shutdown.requested().await })
+        });
+        true
     }
 
     /// The supervisor of this gateway's background services; `main` starts
@@ -218,6 +226,15 @@ impl Gateway {
             .map(|r| r.stats.route_snapshot(&r.name))
             .collect();
         stats
+    }
+
+    /// Where request records go (`record.rs`).
+    pub(crate) fn records(&self) -> crate::record::Records<'_> {
+        crate::record::Records {
+            stats: &self.stats,
+            metrics: &self.metrics,
+            events: &self.events,
+        }
     }
 
     /// What the limit phase reads besides its rules.

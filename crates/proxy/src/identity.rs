@@ -325,32 +325,30 @@ pub(crate) fn identify(
     conn: &mut Conn,
     metrics: &perfgate_observe::Metrics,
 ) -> Result<(), Error> {
-    {
-        if route.jwt == JwtMode::Off {
-            // The upstream may trust the forwarded-claim headers on every
-            // route: a client never gets to set them, here either.
-            if let Some(identity) = identity {
-                identity.strip_claim_headers(req.headers_mut());
-            }
-            return Ok(());
+    if route.jwt == JwtMode::Off {
+        // The upstream may trust the forwarded-claim headers on every
+        // route: a client never gets to set them, here either.
+        if let Some(identity) = identity {
+            identity.strip_claim_headers(req.headers_mut());
         }
-        let Some(identity) = identity else {
-            // Not reachable: Identity::build returns Some whenever a route
-            // validates tokens. Refuse rather than let the request through.
-            return Err(Error::new(
-                ErrorKind::Internal,
-                "token validation is not configured",
-            ));
-        };
-        match identity.check(route.jwt, req.headers_mut()) {
-            Ok(user) => {
-                conn.user = user;
-                Ok(())
-            }
-            Err(refusal) => {
-                metrics.traffic.jwt_failure(refusal.code());
-                Err(refusal.into_error())
-            }
+        return Ok(());
+    }
+    let Some(identity) = identity else {
+        // Not reachable: Identity::build returns Some whenever a route
+        // validates tokens. Refuse rather than let the request through.
+        return Err(Error::new(
+            ErrorKind::Internal,
+            "token validation is not configured",
+        ));
+    };
+    match identity.check(route.jwt, req.headers_mut()) {
+        Ok(user) => {
+            conn.user = user;
+            Ok(())
+        }
+        Err(refusal) => {
+            metrics.traffic.jwt_failure(refusal.code());
+            Err(refusal.into_error())
         }
     }
 }

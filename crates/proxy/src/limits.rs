@@ -521,15 +521,10 @@ impl Limits {
         body: Option<&[u8]>,
         cx: &mut RequestContext,
     ) -> Result<(), Error> {
-        let limits = self;
         // The fewest requests left among the rules that allowed this one.
         let mut tightest: Option<(&Rule, Decision)> = None;
         let mut key = String::new();
-        for rule in limits
-            .rules
-            .iter()
-            .filter(|r| r.applies(&route.name, method))
-        {
+        for rule in self.rules.iter().filter(|r| r.applies(&route.name, method)) {
             key.clear();
             key.push_str(&rule.name);
             key.push(':');
@@ -544,7 +539,7 @@ impl Limits {
             ) {
                 continue;
             }
-            let decision = limits.decide(env, rule, &key).await;
+            let decision = self.decide(env, rule, &key).await;
             if !decision.allowed {
                 rule.limited.inc();
                 let mut err = Error::new(
@@ -576,7 +571,6 @@ impl Limits {
     /// One request against `rule` for `key`: in Redis for a shared rule
     /// when Redis is configured and answers, else locally.
     async fn decide(&self, env: &LimitEnv<'_>, rule: &Rule, key: &str) -> Decision {
-        let limits = self;
         if rule.shared
             && let Some(redis) = env.redis
         {
@@ -592,7 +586,7 @@ impl Limits {
                 }
                 Err(e) => {
                     env.metrics.traffic.rate_limit_fallback(&rule.name);
-                    if limits.should_log_fallback() {
+                    if self.should_log_fallback() {
                         tracing::debug!(
                             rule = %rule.name,
                             error = %e,

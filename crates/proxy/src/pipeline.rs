@@ -149,7 +149,8 @@ impl Gateway {
             h.insert(name, value);
         }
         let bytes_out = rsp.body().size_hint().exact().unwrap_or(0);
-        self.record(cx, rsp.status().as_u16(), bytes_out, total);
+        self.records()
+            .request(cx, rsp.status().as_u16(), bytes_out, total);
     }
 }
 

@@ -130,11 +130,6 @@ impl Supervisor {
         }
     }
 
-    /// Whether [`shutdown`](Self::shutdown) was called.
-    pub fn is_shutting_down(&self) -> bool {
-        *self.inner.stop.borrow()
-    }
-
     /// Starts `service` with its own [`Shutdown`]. Started after shutdown
     /// began, it gets a signal that is already set.
     pub fn spawn<F, Fut>(&self, name: &'static str, service: F)

@@ -120,7 +120,7 @@ impl Gateway {
                 )
                 .await;
             // A job call is no client request: its attempts are counted here.
-            crate::record::count_upstream(&self.stats, Some(route), &self.metrics, waits.attempts);
+            self.records().upstream(Some(route), waits.attempts);
             let rsp = rsp.map_err(|e| e.detail)?;
             let (parts, body) = rsp.into_parts();
             let body = http_body_util::Limited::new(body, MAX_RESULT_BYTES)
