@@ -19,11 +19,11 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri};
 use http_body_util::BodyExt;
 use serde_json::{Map, Value, json};
 
-use crate::body::Body;
 use crate::context::Conn;
-use crate::error::{Error, ErrorKind};
 use crate::gateway::Gateway;
 use crate::policy::Policy;
+use perfgate_http::body::Body;
+use perfgate_http::error::{Error, ErrorKind};
 
 /// Largest batch request body.
 const MAX_REQUEST_BYTES: usize = 1024 * 1024;
@@ -62,7 +62,7 @@ impl Gateway {
         let conn = &conn;
         let (parts, body) = req.into_parts();
         let max = MAX_REQUEST_BYTES as u64;
-        let bytes = crate::body::read_bounded(body, &parts.headers, max, self.body_timeout)
+        let bytes = perfgate_http::body::read_bounded(body, &parts.headers, max, self.body_timeout)
             .await
             .map_err(|e| Error::body_read(e, max))?;
         let budget = Arc::new(Budget::new(policy.batch.max_response_bytes.get()));

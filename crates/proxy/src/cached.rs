@@ -23,13 +23,10 @@ use perfgate_cache::vary::{VaryKey, vary_fields};
 use perfgate_config::AuthorizedPolicy;
 use perfgate_observe::{CacheEvent, CacheLayer, RequestKind};
 
-use crate::body::{Body, Watched};
 use crate::compressing::{add_vary_accept_encoding, weaken_etag};
 use crate::context::{Conn, Outgoing};
 use crate::context::{RequestContext, Waits};
-use crate::error::{ErrorKind, GatewayError};
 use crate::gateway::{CACHE_STATUS, Gateway};
-use crate::headers::{append_via, strip_hop_by_hop, strip_tag_headers};
 use crate::invalidate::response_tags;
 use crate::lookup::{CacheReq, reusable};
 use crate::route::Route;
@@ -38,6 +35,9 @@ use crate::target::request_host;
 use crate::tiers::L2Lookup;
 use crate::upstream::Refusal;
 use perfgate_cache::coalesce::{Join, Shared};
+use perfgate_http::body::{Body, Watched};
+use perfgate_http::error::{ErrorKind, GatewayError};
+use perfgate_http::headers::{append_via, strip_hop_by_hop, strip_tag_headers};
 
 const HIT: HeaderValue = HeaderValue::from_static("perfgate; hit");
 const HIT_SWR: HeaderValue =
@@ -169,7 +169,7 @@ impl Gateway {
         // Forwarding fields a trusted proxy passes upstream can change the
         // answer (links, redirects): they are part of the key.
         if !route.trusted.is_empty()
-            && let Some(fwd) = crate::headers::forwarded_key(
+            && let Some(fwd) = perfgate_http::headers::forwarded_key(
                 headers,
                 route.trusted.iter().any(|n| n.contains(conn.peer.ip())),
                 &route.trusted_headers,
@@ -673,7 +673,7 @@ impl Gateway {
         rsp: Response<crate::upstream::UpstreamBody>,
         enc: Encoding,
     ) -> Result<Result<(http::response::Parts, Bytes), Fetched>, GatewayError> {
-        let declared = crate::body::declared_length(rsp.headers());
+        let declared = perfgate_http::body::declared_length(rsp.headers());
         if declared.is_some_and(|n| n > self.max_object_bytes as u64) {
             cache.mark_unshareable(key);
             let label = detail_label("perfgate; fwd=miss", "too-large");
@@ -973,7 +973,7 @@ fn detail_label(base: &str, detail: &str) -> HeaderValue {
 fn chain<B>(prefix: Body, rest: B) -> Body
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<crate::body::BoxError>,
+    B::Error: Into<perfgate_http::body::BoxError>,
 {
     use futures_util::StreamExt;
     use http_body_util::{BodyExt, StreamBody};

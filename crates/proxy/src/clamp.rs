@@ -8,7 +8,7 @@ use http::{Request, Uri};
 use perfgate_cache::key::percent_decode;
 use perfgate_config::QueryClamp;
 
-use crate::error::{Error, ErrorKind};
+use perfgate_http::error::{Error, ErrorKind};
 
 /// The clamp phase: the request with its query clamped.
 pub(crate) fn clamp<B>(clamps: &[QueryClamp], req: &mut Request<B>) -> Result<(), Error> {

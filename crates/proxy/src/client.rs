@@ -31,7 +31,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tower_service::Service;
 
-use crate::body::Body;
+use perfgate_http::body::Body;
 
 type Io = TokioIo<TcpStream>;
 
@@ -228,7 +228,7 @@ impl Client {
         // client's head (hyper would trust a `Content-Length` field over an
         // empty body).
         let (mut parts, body) = req.into_parts();
-        crate::headers::set_framing(&mut parts.headers, &parts.method, &body);
+        perfgate_http::headers::set_framing(&mut parts.headers, &parts.method, &body);
         let mut req = Request::from_parts(parts, body);
         loop {
             let (mut conn, reused) = match self.shared.checkout(&host) {

@@ -12,7 +12,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use perfgate_cache::cache_control::CacheControl;
 use perfgate_cache::compress::{Compressor, Encoding, StreamEncoder};
 
-use crate::body::{Body, BoxError};
+use perfgate_http::body::{Body, BoxError};
 
 /// Decides whether a streamed response should be compressed for this
 /// client, and if so rewrites its headers and returns the encoder.

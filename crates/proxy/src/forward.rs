@@ -29,15 +29,15 @@ use http::header::HOST;
 use http::{HeaderValue, Method, Request, Response};
 use perfgate_observe::UpstreamErrorKind;
 
-use crate::body::{Body, ReadError};
 use crate::context::Waits;
 use crate::context::{Conn, Outgoing};
 use crate::gateway::Gateway;
-use crate::headers::{append_via, set_forwarded, strip_hop_by_hop};
 use crate::pool::Pick;
 use crate::route::Route;
 use crate::upstream::Refusal;
 use crate::upstream::{Upstream, UpstreamError};
+use perfgate_http::body::{Body, ReadError};
+use perfgate_http::headers::{append_via, set_forwarded, strip_hop_by_hop};
 
 /// Request bodies up to this size, with a declared `Content-Length`, are
 /// read before the first attempt so a retry can send them again (nginx
@@ -90,7 +90,7 @@ impl Gateway {
         strip_hop_by_hop(&mut headers);
         let proto = if conn.tls { "https" } else { "http" };
         let trusted = route.trusted.iter().any(|n| n.contains(conn.peer.ip()));
-        let client_ip = crate::headers::client_ip(&headers, conn.peer.ip(), &route.trusted);
+        let client_ip = perfgate_http::headers::client_ip(&headers, conn.peer.ip(), &route.trusted);
         set_forwarded(
             &mut headers,
             &conn.peer_ip,
@@ -287,7 +287,7 @@ async fn replayable_body(
     headers: &http::HeaderMap,
     deadline: std::time::Duration,
 ) -> Result<Body, UpstreamError> {
-    if crate::body::declared_length(headers).is_none_or(|n| n > REPLAY_MAX_BYTES) {
+    if perfgate_http::body::declared_length(headers).is_none_or(|n| n > REPLAY_MAX_BYTES) {
         return Ok(body);
     }
     let failed = |detail: String, body_too_large: bool| UpstreamError {
@@ -297,7 +297,7 @@ async fn replayable_body(
         body_broken: !body_too_large,
         refused: None,
     };
-    match crate::body::read_bounded(body, headers, REPLAY_MAX_BYTES, deadline).await {
+    match perfgate_http::body::read_bounded(body, headers, REPLAY_MAX_BYTES, deadline).await {
         Ok(bytes) => Ok(Body::full(bytes)),
         Err(ReadError::TooLarge) => Err(failed("the client's body is too large".into(), true)),
         Err(ReadError::Broken(e)) => Err(failed(format!("reading the client's body: {e}"), false)),

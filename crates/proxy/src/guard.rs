@@ -6,9 +6,9 @@
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderValue, Method, Request, Version};
 
-use crate::error::{Error, ErrorKind};
-use crate::framing::{CONFLICT_HEADER, conflict_marker};
 use crate::policy::Guards;
+use perfgate_http::error::{Error, ErrorKind};
+use perfgate_http::framing::{CONFLICT_HEADER, conflict_marker};
 
 /// The methods perfgate forwards (`Allow` of a refused CONNECT or TRACE).
 const ALLOWED: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
@@ -27,7 +27,7 @@ pub(crate) fn admit<B>(
     // forwarding fields, Via): a client naming those in `Connection`
     // cannot remove them. `Upgrade` stays for the cache eligibility check;
     // it is removed with the rest on the way upstream.
-    crate::headers::strip_hop_by_hop_keeping(req.headers_mut(), true);
+    perfgate_http::headers::strip_hop_by_hop_keeping(req.headers_mut(), true);
     crate::target::normalize(keys, req.uri_mut())
 }
 

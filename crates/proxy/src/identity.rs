@@ -27,10 +27,10 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use perfgate_config::{Config, JwtConfig, JwtMode};
 use perfgate_identity::{JwtError, JwtSettings, JwtValidator, bearer};
 
-use crate::body::Body;
 use crate::context::Conn;
-use crate::error::{Error, ErrorKind};
 use crate::route::Route;
+use perfgate_http::body::Body;
+use perfgate_http::error::{Error, ErrorKind};
 
 #[cfg(test)]
 mod tests;

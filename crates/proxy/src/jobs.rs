@@ -28,7 +28,7 @@ use perfgate_jobs::{Job, JobState, Store, StoreError};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use crate::error::{ErrorKind, GatewayError};
+use perfgate_http::error::{ErrorKind, GatewayError};
 
 pub(crate) use status::status_document;
 
@@ -356,7 +356,7 @@ fn weight(job: &Job) -> u32 {
 /// The end-to-end fields of a head, as a job stores them (hop-by-hop
 /// fields removed, values that are not text dropped).
 pub(crate) fn stored_fields(mut headers: http::HeaderMap) -> Vec<(String, String)> {
-    crate::headers::strip_hop_by_hop(&mut headers);
+    perfgate_http::headers::strip_hop_by_hop(&mut headers);
     headers
         .iter()
         .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))

@@ -4,18 +4,14 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod batch;
-mod body;
 mod cached;
 mod clamp;
 mod client;
 mod compressing;
 mod context;
-mod error;
 mod forward;
-mod framing;
 mod gateway;
 mod guard;
-mod headers;
 mod hot;
 mod identity;
 mod invalidate;
@@ -36,14 +32,14 @@ mod tls;
 mod upstream;
 mod warmup;
 
-pub use body::Body;
 pub use context::Conn;
-pub use error::{Error, ErrorKind, GatewayError, Side, envelope};
 pub use gateway::{CACHE_STATUS, Gateway};
 pub use hot::{WarmupFailure, WarmupRequest, WarmupStatus};
 pub use invalidate::{InvalidateReport, InvalidateRequest, Targets};
 pub use jobs::Jobs;
 pub use perfgate_cache::redis::L2Health;
+pub use perfgate_http::body::Body;
+pub use perfgate_http::error::{Error, ErrorKind, GatewayError, Side, envelope};
 pub use perfgate_jobs::JobState;
 pub use perfgate_jobs::job::is_valid_id as is_valid_task_id;
 pub use perfgate_observe::{EVENT_QUEUE, EventBus};

@@ -29,11 +29,11 @@ use perfgate_config::{Config, IpNet};
 use perfgate_observe::LimitResult;
 use perfgate_traffic::gcra::{self, Decision, LocalLimiter, Quota};
 
-use crate::body::Body;
 use crate::context::Conn;
 use crate::context::RequestContext;
-use crate::error::{Error, ErrorKind};
 use crate::route::Route;
+use perfgate_http::body::Body;
+use perfgate_http::error::{Error, ErrorKind};
 
 #[cfg(test)]
 mod tests;
@@ -111,7 +111,7 @@ impl KeyKind {
     ) -> bool {
         match self {
             KeyKind::Ip => {
-                let ip = crate::headers::client_ip(headers, conn.peer.ip(), trusted);
+                let ip = perfgate_http::headers::client_ip(headers, conn.peer.ip(), trusted);
                 let _ = write!(out, "{ip}");
             }
             KeyKind::User => match &conn.user {
@@ -156,7 +156,7 @@ fn push_value_or_ip(
             push_bounded(out, &v);
         }
         None => {
-            let ip = crate::headers::client_ip(headers, conn.peer.ip(), trusted);
+            let ip = perfgate_http::headers::client_ip(headers, conn.peer.ip(), trusted);
             let _ = write!(out, "@{ip}");
         }
     }
@@ -484,9 +484,10 @@ impl Limits {
         let body_key = if self.needs_body(&route.name, req.method()) {
             let body = std::mem::replace(req.body_mut(), Body::Empty);
             let max = BODY_KEY_MAX;
-            let bytes = crate::body::read_bounded(body, req.headers(), max, env.body_timeout)
-                .await
-                .map_err(|e| Error::body_read(e, max))?;
+            let bytes =
+                perfgate_http::body::read_bounded(body, req.headers(), max, env.body_timeout)
+                    .await
+                    .map_err(|e| Error::body_read(e, max))?;
             *req.body_mut() = Body::full(bytes.clone());
             Some(bytes)
         } else {

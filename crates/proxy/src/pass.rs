@@ -8,14 +8,14 @@ use http::{HeaderValue, Method, Request, Response};
 use perfgate_cache::compress::Encoding;
 use perfgate_observe::{CacheEvent, InvalidationSource};
 
-use crate::body::{Body, Watched};
 use crate::compressing::{self, Compressing};
 use crate::context::RequestContext;
 use crate::context::{Conn, Outgoing};
-use crate::error::GatewayError;
 use crate::gateway::{CACHE_STATUS, Gateway};
-use crate::headers::{append_via, strip_hop_by_hop, strip_tag_headers};
 use crate::route::Route;
+use perfgate_http::body::{Body, Watched};
+use perfgate_http::error::GatewayError;
+use perfgate_http::headers::{append_via, strip_hop_by_hop, strip_tag_headers};
 
 impl Gateway {
     /// Streams a request to the upstream and the response back, untouched

@@ -17,13 +17,13 @@ use http_body_util::Limited;
 use hyper::body::Incoming;
 use perfgate_observe::RequestKind;
 
-use crate::body::Body;
 use crate::context::Conn;
 use crate::context::RequestContext;
-use crate::error::{ErrorKind, GatewayError};
 use crate::gateway::Gateway;
 use crate::policy::Policy;
 use crate::{cached, clamp, guard, identity};
+use perfgate_http::body::Body;
+use perfgate_http::error::{ErrorKind, GatewayError};
 
 /// `Server-Timing`.
 const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");

@@ -26,8 +26,8 @@ use perfgate_traffic::health::{OutlierSettings, PoolHealth, ProbeThresholds, Tra
 use perfgate_traffic::retry::RetryBudget;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::body::Body;
 use crate::upstream::{Refusal, Target, Upstream};
+use perfgate_http::body::Body;
 
 /// One server of a pool.
 pub(crate) struct Server {

@@ -9,10 +9,10 @@ use perfgate_cache::policy::RoutePolicy;
 use perfgate_config::{Config, IpNet, JwtMode, QueryClamp, RouteConfig};
 use perfgate_observe::{Metrics, RouteMetrics};
 
-use crate::error::{Error, ErrorKind};
 use crate::pool::{Pool, Pools};
 use crate::stats::Stats;
 use crate::upstream::Upstream;
+use perfgate_http::error::{Error, ErrorKind};
 use perfgate_traffic::breaker::Breaker;
 
 #[derive(Debug)]

@@ -27,8 +27,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::context::Conn;
-use crate::framing::Framed;
 use crate::gateway::Gateway;
+use perfgate_http::framing::Framed;
 
 /// Protocol settings of the client-facing server.
 #[derive(Clone)]
@@ -223,7 +223,7 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<
             http::Request<hyper::body::Incoming>,
-            Response = http::Response<crate::body::Body>,
+            Response = http::Response<perfgate_http::body::Body>,
             Error = Infallible,
         > + Clone
         + Send

@@ -10,7 +10,7 @@ use http::Uri;
 use http::uri::PathAndQuery;
 use perfgate_cache::key::KeyNormalizer;
 
-use crate::error::{Error, ErrorKind};
+use perfgate_http::error::{Error, ErrorKind};
 
 /// Rewrites `uri` into its normalized form; 400 for a path that servers
 /// read differently (see `KeyNormalizer::normalize_path`). The query is

@@ -9,10 +9,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use perfgate_config::UpstreamConfig;
 use perfgate_observe::UpstreamErrorKind;
 
-use crate::body::Body;
 pub use crate::client::Pooled as UpstreamBody;
 use crate::client::{Client, ClientError};
-use crate::error::{Error, ErrorKind, Side};
+use perfgate_http::body::Body;
+use perfgate_http::error::{Error, ErrorKind, Side};
 
 /// A pooled upstream client (one per pool, and per route with its own
 /// connect timeout).

@@ -13,10 +13,10 @@ use http::{HeaderValue, Request, Uri};
 
 use perfgate_observe::RequestKind;
 
-use crate::body::Body;
 use crate::context::Conn;
 use crate::gateway::Gateway;
 use crate::hot::{Job, KEEP_JOBS, WarmupFailure, WarmupRequest, WarmupStatus};
+use perfgate_http::body::Body;
 
 impl Gateway {
     /// Starts a warm-up job in the background and returns its first status.

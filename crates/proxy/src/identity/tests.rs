@@ -14,8 +14,8 @@ use perfgate_identity::JwtError;
 use perfgate_observe::Metrics;
 
 use super::{Identity, Refusal, challenge, is_bearer_scheme};
-use crate::body::Body;
 use crate::context::Conn;
+use perfgate_http::body::Body;
 
 const SECRET: &str = "unit-test-secret-0123456789abcdef";
 /// `{"sub":"alice","exp":4102444800,"role":"admin"}`.

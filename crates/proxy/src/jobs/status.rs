@@ -9,8 +9,8 @@ use perfgate_jobs::job::is_valid_id;
 use serde_json::{Value, json};
 
 use super::{Jobs, head_fields, store_error};
-use crate::body::Body;
-use crate::error::{ErrorKind, GatewayError};
+use perfgate_http::body::Body;
+use perfgate_http::error::{ErrorKind, GatewayError};
 
 /// Largest result body embedded in the status document; larger ones are
 /// only at the result URL.

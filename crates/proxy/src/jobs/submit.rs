@@ -13,11 +13,11 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use super::status::{json_response, status_document};
 use super::{store_error, stored_fields};
-use crate::body::{Body, read_bounded};
 use crate::context::Conn;
-use crate::error::{ErrorKind, GatewayError};
 use crate::gateway::Gateway;
 use crate::route::Route;
+use perfgate_http::body::{Body, read_bounded};
+use perfgate_http::error::{ErrorKind, GatewayError};
 
 /// Priorities are clamped to this range.
 const PRIORITY_RANGE: std::ops::RangeInclusive<i64> = -1000..=1000;
@@ -65,7 +65,8 @@ impl Gateway {
             Some(q) => format!("{upstream_path}?{q}"),
             None => upstream_path,
         };
-        let client_ip = crate::headers::client_ip(&parts.headers, conn.peer.ip(), &route.trusted);
+        let client_ip =
+            perfgate_http::headers::client_ip(&parts.headers, conn.peer.ip(), &route.trusted);
         let caller = match aj.dedup_scope {
             DedupScope::Global => None,
             DedupScope::PerCaller => Some(caller_identity(conn, &parts.headers)),

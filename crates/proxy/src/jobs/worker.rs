@@ -27,11 +27,11 @@ use perfgate_observe::CallResult;
 use tokio::sync::watch;
 
 use super::{Jobs, head_fields, stored_fields};
-use crate::body::Body;
 use crate::context::Waits;
 use crate::context::{Conn, Outgoing};
 use crate::gateway::Gateway;
 use crate::route::Route;
+use perfgate_http::body::Body;
 
 /// Idle workers look for due retries and other instances' jobs this often.
 const POLL: Duration = Duration::from_millis(100);

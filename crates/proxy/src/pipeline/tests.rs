@@ -12,9 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::server_timing;
-use crate::body::Body;
 use crate::context::Conn;
 use crate::gateway::Gateway;
+use perfgate_http::body::Body;
 
 #[test]
 fn server_timing_is_milliseconds_with_three_decimals() {

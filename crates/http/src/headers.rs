@@ -71,7 +71,7 @@ const KEYED_FORWARDING: [HeaderName; 5] = [
 ///   such as a client body with a `Content-Length` hyper has checked):
 ///   `Content-Length` of that size;
 /// - any other stream: `Transfer-Encoding: chunked`.
-pub(crate) fn set_framing(h: &mut HeaderMap, method: &Method, body: &Body) {
+pub fn set_framing(h: &mut HeaderMap, method: &Method, body: &Body) {
     // One pass over the names present; removals (hashed lookups) only for
     // what is there: most requests perfgate sends carry no framing field.
     let (mut framing, mut underscore) = (false, false);
@@ -236,7 +236,7 @@ pub fn set_forwarded(
 /// of those a trusted peer passes upstream and that can change the answer
 /// (`Forwarded`, `X-Forwarded-Proto/Host/Port/Prefix`). None when the peer
 /// is not trusted (they are all replaced or removed) or sent none.
-pub(crate) fn forwarded_key(h: &HeaderMap, trusted: bool, pass: &[HeaderName]) -> Option<String> {
+pub fn forwarded_key(h: &HeaderMap, trusted: bool, pass: &[HeaderName]) -> Option<String> {
     if !trusted {
         return None;
     }
@@ -267,7 +267,7 @@ pub fn append_via(h: &mut HeaderMap, value: &HeaderValue) {
 /// The client's address: the peer's, or, when the peer is a trusted proxy,
 /// the right-most `X-Forwarded-For` entry that is not itself a trusted
 /// proxy (entries to its left could be written by anyone).
-pub(crate) fn client_ip(
+pub fn client_ip(
     h: &HeaderMap,
     peer: std::net::IpAddr,
     trusted: &[perfgate_config::IpNet],

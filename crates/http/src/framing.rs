@@ -29,10 +29,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
 /// Header carrying the marker of a replaced head.
-pub(crate) const CONFLICT_HEADER: HeaderName = HeaderName::from_static("x-perfgate-framing");
+pub const CONFLICT_HEADER: HeaderName = HeaderName::from_static("x-perfgate-framing");
 
 /// The per-process secret a replaced head carries (clients cannot forge it).
-pub(crate) fn conflict_marker() -> &'static HeaderValue {
+pub fn conflict_marker() -> &'static HeaderValue {
     static MARKER: OnceLock<HeaderValue> = OnceLock::new();
     MARKER.get_or_init(|| {
         use std::hash::{BuildHasher, Hasher};

@@ -266,7 +266,7 @@ pub type GatewayError = Error;
 impl Error {
     /// Why a request body read whole ([`crate::body::read_bounded`]) gave
     /// nothing: 413 over `max`, 400 when it broke off, 408 past its deadline.
-    pub(crate) fn body_read(e: crate::body::ReadError, max: u64) -> Self {
+    pub fn body_read(e: crate::body::ReadError, max: u64) -> Self {
         use crate::body::ReadError;
         match e {
             ReadError::TooLarge => Self::new(

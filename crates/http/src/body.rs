@@ -175,7 +175,7 @@ where
 }
 
 /// The `Content-Length` a head declares, when it is a number.
-pub(crate) fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+pub fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
     headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -184,7 +184,7 @@ pub(crate) fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
 
 /// Why [`read_bounded`] gave no body.
 #[derive(Debug)]
-pub(crate) enum ReadError {
+pub enum ReadError {
     /// Declared or found larger than the bound.
     TooLarge,
     /// The body broke off (the client went away, or its framing failed).
@@ -197,7 +197,7 @@ pub(crate) enum ReadError {
 /// (`server.request_body_timeout`: a client trickling its body must not
 /// hold the request, and the memory read so far, for ever); a declared
 /// length over `max` is refused without reading.
-pub(crate) async fn read_bounded(
+pub async fn read_bounded(
     body: Body,
     headers: &http::HeaderMap,
     max: u64,
