@@ -33,11 +33,11 @@ use crate::route::Route;
 use crate::stats::Stats;
 use crate::target::request_host;
 use crate::tiers::L2Lookup;
-use crate::upstream::Refusal;
 use perfgate_cache::coalesce::{Join, Shared};
 use perfgate_http::body::{Body, Watched};
 use perfgate_http::error::{ErrorKind, GatewayError};
 use perfgate_http::headers::{append_via, strip_hop_by_hop, strip_tag_headers};
+use perfgate_upstream::upstream::Refusal;
 
 const HIT: HeaderValue = HeaderValue::from_static("perfgate; hit");
 const HIT_SWR: HeaderValue =
@@ -604,7 +604,7 @@ impl Gateway {
     fn unanswered(
         &self,
         stale: Option<Arc<Entry>>,
-        e: &crate::upstream::UpstreamError,
+        e: &perfgate_upstream::upstream::UpstreamError,
         upstream: &mut Waits,
     ) -> Result<Fetched, GatewayError> {
         let open = matches!(e.refused, Some(Refusal::CircuitOpen(_)));
@@ -670,7 +670,7 @@ impl Gateway {
         cache: &MemoryCache,
         route: &Route,
         key: &str,
-        rsp: Response<crate::upstream::UpstreamBody>,
+        rsp: Response<perfgate_upstream::upstream::UpstreamBody>,
         enc: Encoding,
     ) -> Result<Result<(http::response::Parts, Bytes), Fetched>, GatewayError> {
         let declared = perfgate_http::body::declared_length(rsp.headers());
@@ -876,7 +876,7 @@ impl Gateway {
 fn storable(
     route: &Route,
     creq: &CacheReq,
-    rsp: &Response<crate::upstream::UpstreamBody>,
+    rsp: &Response<perfgate_upstream::upstream::UpstreamBody>,
     timing: &Timing,
 ) -> Result<perfgate_cache::policy::Freshness, Uncacheable> {
     let f = evaluate(

@@ -1,60 +1,20 @@
-//! Sending a request to a route's pool: breaker admission, a connection
-//! slot, server choice, per-attempt and total deadlines, and retries with
-//! a budget and jittered backoff.
-//!
-//! Retries: only requests whose body can be replayed (none, or one of at
-//! most [`REPLAY_MAX_BYTES`] with a declared length, which is read before
-//! the first attempt; larger and chunked bodies are streamed and never
-//! retried), and then only when repeating is safe: an idempotent method
-//! (RFC 9110 §9.2.2), or any method when the connection was refused (the
-//! upstream never saw the request). A POST that reached the upstream is
-//! never repeated. Another server is chosen when the pool has one; every
-//! retry is paid from the pool's retry budget.
-//!
-//! A response is an answer: it is sent again only when its status is in
-//! `retry.on_status` (empty by default), another server that has not been
-//! tried can take it (never the one that answered), and its `Retry-After`
-//! (if any) is shorter than what is left of the total deadline (or of the
-//! per-attempt one when the route sets no total); the retry then waits at
-//! least that long.
-//!
-//! Breakers are per route and pool (`Route::breaker`); what counts as a
-//! failure for them and for outlier detection is the pool's
-//! [`FailureClass`](crate::pool::FailureClass): connection failures,
-//! timeouts and 502/503/504 by default, never an application error.
+//! Sending a request to a route's pool: the route chooses the pool (its
+//! read pool for safe methods), the breaker, the client and the deadlines;
+//! the head gets its forwarding fields here; [`perfgate_upstream::dispatch`]
+//! does admission, server choice and retries (its module documentation
+//! says which requests are retried).
 
-use std::time::{Duration, Instant, SystemTime};
+use http::Response;
+use perfgate_http::body::Body;
+use perfgate_http::headers::{append_via, client_ip, set_forwarded, strip_hop_by_hop};
+use perfgate_upstream::{Attempts, Dispatch, UpstreamBody, UpstreamError, dispatch};
 
-use http::header::HOST;
-use http::{HeaderValue, Method, Request, Response};
-use perfgate_observe::UpstreamErrorKind;
-
-use crate::context::Waits;
-use crate::context::{Conn, Outgoing};
+use crate::context::{Conn, Outgoing, Waits};
 use crate::gateway::Gateway;
-use crate::pool::Pick;
 use crate::route::Route;
-use crate::upstream::Refusal;
-use crate::upstream::{Upstream, UpstreamError};
-use perfgate_http::body::{Body, ReadError};
-use perfgate_http::headers::{append_via, set_forwarded, strip_hop_by_hop};
-
-/// Request bodies up to this size, with a declared `Content-Length`, are
-/// read before the first attempt so a retry can send them again (nginx
-/// buffers every request body by default; this keeps larger ones streamed).
-pub(crate) const REPLAY_MAX_BYTES: u64 = 64 * 1024;
-
-/// RFC 9110 §9.2.2.
-fn idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
-}
 
 impl Gateway {
     /// Sends a request to the route's pool and returns the response head.
-    /// See the module documentation for retries.
     pub(crate) async fn forward(
         &self,
         route: &Route,
@@ -62,35 +22,21 @@ impl Gateway {
         conn: &Conn,
         body: Body,
         timing: &mut Waits,
-    ) -> Result<Response<crate::upstream::UpstreamBody>, UpstreamError> {
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let Outgoing {
             method,
             uri,
             mut headers,
             version,
         } = out;
-        let start = Instant::now();
         let (pool, breaker) = match &route.read_pool {
             Some(read) if method.is_safe() => (read, route.read_breaker.as_deref()),
             _ => (&route.pool, route.breaker.as_deref()),
         };
-        let permit = pool.admit(breaker, start).map_err(UpstreamError::refused)?;
-        let queued = Instant::now();
-        let slot = pool.slot().await;
-        timing.queue += queued.elapsed();
-        let _slot = slot.map_err(UpstreamError::refused)?;
-
-        // The head, prepared once for every attempt.
-        if !headers.contains_key(HOST)
-            && let Some(a) = uri.authority()
-            && let Ok(v) = HeaderValue::from_str(a.as_str())
-        {
-            headers.insert(HOST, v);
-        }
         strip_hop_by_hop(&mut headers);
         let proto = if conn.tls { "https" } else { "http" };
         let trusted = route.trusted.iter().any(|n| n.contains(conn.peer.ip()));
-        let client_ip = perfgate_http::headers::client_ip(&headers, conn.peer.ip(), &route.trusted);
+        let ip = client_ip(&headers, conn.peer.ip(), &route.trusted);
         set_forwarded(
             &mut headers,
             &conn.peer_ip,
@@ -99,243 +45,27 @@ impl Gateway {
             proto,
         );
         append_via(&mut headers, self.via_for(version));
-        let pq = uri.path_and_query().map_or("/", |p| p.as_str());
-
-        let body = if pool.retry.attempts > 0 && matches!(body, Body::Stream(_)) {
-            replayable_body(body, &headers, self.body_timeout).await?
-        } else {
-            body
+        let d = Dispatch {
+            route: &route.name,
+            pool,
+            breaker,
+            client: route.client.as_ref(),
+            preserve_host: route.preserve_host,
+            total_timeout: route.total_timeout,
+            response_timeout: route.response_timeout,
+            body_timeout: self.body_timeout,
+            client_ip: ip,
+            user: conn.user.as_deref(),
+            metrics: &self.metrics,
         };
-        let replayable = matches!(body, Body::Empty | Body::Full(_));
-        let retries = if replayable { pool.retry.attempts } else { 0 };
-        let deadline = route.total_timeout.map(|d| start + d);
-        let per_attempt = route.response_timeout.unwrap_or(pool.response_timeout);
-        let client = route.client.as_ref().unwrap_or(&pool.client);
-        pool.deposit();
-        let mut body = Some(body);
-        let mut tried: Vec<usize> = Vec::new();
-        // The server a retry after a response goes to, chosen before that
-        // response is let go (never the one that answered).
-        let mut next: Option<usize> = None;
-        let mut attempt = 0u32;
-        loop {
-            let pick = Pick {
-                path_and_query: pq,
-                headers: &headers,
-                client_ip,
-                user: conn.user.as_deref(),
-            };
-            let Some(i) = next.take().or_else(|| {
-                pool.pick(&pick, &tried, Instant::now()).or_else(|| {
-                    // Every untried server is out: a retry after a failed
-                    // exchange may go back to one already tried rather
-                    // than fail.
-                    (!tried.is_empty())
-                        .then(|| pool.pick(&pick, &[], Instant::now()))
-                        .flatten()
-                })
-            }) else {
-                pool.record(&route.name, breaker, permit, false);
-                return Err(UpstreamError::refused(Refusal::NoHealthy));
-            };
-            tried.push(i);
-            let server = &pool.servers[i];
-            let mut h = if attempt < retries {
-                headers.clone()
-            } else {
-                std::mem::take(&mut headers)
-            };
-            if !route.preserve_host
-                && let Ok(v) = HeaderValue::from_str(server.target.authority.as_str())
-            {
-                h.insert(HOST, v);
-            }
-            let up_uri =
-                Upstream::uri_with(&server.target, pq, uri.path_and_query()).map_err(|_| {
-                    UpstreamError {
-                        kind: UpstreamErrorKind::protocol,
-                        detail: "invalid request target".into(),
-                        body_too_large: false,
-                        body_broken: false,
-                        refused: None,
-                    }
-                })?;
-            let attempt_body = match &body {
-                Some(Body::Full(Some(bytes))) if attempt < retries => {
-                    Body::Full(Some(bytes.clone()))
-                }
-                _ => body.take().unwrap_or(Body::Empty),
-            };
-            let mut req = Request::new(attempt_body);
-            *req.method_mut() = method.clone();
-            *req.uri_mut() = up_uri;
-            *req.headers_mut() = h;
-
-            let limit = match deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()).min(per_attempt),
-                None => per_attempt,
-            };
-            let t0 = Instant::now();
-            let result = {
-                let _in_flight = pool.start(i);
-                client.send_within(req, limit).await
-            };
-            timing.upstream += t0.elapsed();
-            timing.attempts += 1;
-            timing.server = Some(server.label.clone());
-            // What the breaker and outlier detection count: connection
-            // failures, timeouts and 502/503/504 by default. Any other
-            // answer means the server is up.
-            let failed = match &result {
-                Ok(rsp) => pool.failures.status(rsp.status()),
-                Err(e) => !e.clients_fault() && pool.failures.error(e.kind),
-            };
-            if !matches!(&result, Err(e) if e.clients_fault()) {
-                pool.report(i, !failed);
-            }
-            match &result {
-                Ok(rsp) if rsp.status().is_server_error() => {
-                    self.metrics.upstream_error(UpstreamErrorKind::status_5xx);
-                }
-                Ok(_) => {}
-                Err(e) if e.clients_fault() => {}
-                Err(e) => {
-                    self.metrics.upstream_error(e.kind);
-                    tracing::warn!(route = %route.name, pool = %pool.name, server = %server.label, attempt = attempt + 1, error = %e.detail, "upstream request failed");
-                }
-            }
-            let backoff = || {
-                perfgate_traffic::retry::backoff(
-                    attempt + 1,
-                    pool.retry.backoff_base,
-                    pool.retry.backoff_max,
-                )
-            };
-            let pause = if attempt >= retries {
-                None
-            } else {
-                match &result {
-                    // Never reached the upstream: safe for any method.
-                    Err(e) if e.kind == UpstreamErrorKind::connect => Some(backoff()),
-                    Err(e) if !e.clients_fault() && idempotent(&method) => Some(backoff()),
-                    Err(_) => None,
-                    // A response is an answer: sent again only when its
-                    // status is listed, to another server, and not before
-                    // its `Retry-After`.
-                    Ok(rsp)
-                        if idempotent(&method)
-                            && pool.retry.on_status.contains(&rsp.status().as_u16()) =>
-                    {
-                        // `headers` is still whole: this is not the last attempt.
-                        let pick = Pick {
-                            path_and_query: pq,
-                            headers: &headers,
-                            client_ip,
-                            user: conn.user.as_deref(),
-                        };
-                        next = pool.pick(&pick, &tried, Instant::now());
-                        let wait = retry_after(rsp.headers(), SystemTime::now());
-                        // Without a total deadline, the per-attempt one is
-                        // the most this request is worth waiting for.
-                        let budget = deadline
-                            .map_or(per_attempt, |d| d.saturating_duration_since(Instant::now()));
-                        match (next, wait) {
-                            (None, _) => None,
-                            (Some(_), Some(w)) if w >= budget => None,
-                            (Some(_), w) => Some(backoff().max(w.unwrap_or_default())),
-                        }
-                    }
-                    Ok(_) => None,
-                }
-            };
-            if let Some(pause) = pause {
-                let in_time = deadline.is_none_or(|d| Instant::now() + pause < d);
-                if in_time && pool.withdraw() {
-                    attempt += 1;
-                    self.metrics.traffic.retry(&pool.name);
-                    drop(result);
-                    tokio::time::sleep(pause).await;
-                    timing.upstream += pause;
-                    continue;
-                }
-            }
-            pool.record(&route.name, breaker, permit, !failed);
-            return result;
+        let mut attempts = Attempts::default();
+        let result = dispatch(d, method, uri, headers, body, &mut attempts).await;
+        timing.queue += attempts.queue;
+        timing.upstream += attempts.upstream;
+        timing.attempts += attempts.count;
+        if attempts.server.is_some() {
+            timing.server = attempts.server;
         }
-    }
-}
-
-/// How long an upstream's `Retry-After` asks to wait (RFC 9110 §10.2.3:
-/// delay-seconds or an HTTP-date); `None` when absent or unreadable.
-fn retry_after(headers: &http::HeaderMap, now: SystemTime) -> Option<Duration> {
-    let v = headers
-        .get(http::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(at.duration_since(now).unwrap_or_default())
-}
-
-/// A small client body with a declared length, read into memory so it can
-/// be sent again; any other body as it was (streamed, not replayable).
-async fn replayable_body(
-    body: Body,
-    headers: &http::HeaderMap,
-    deadline: std::time::Duration,
-) -> Result<Body, UpstreamError> {
-    if perfgate_http::body::declared_length(headers).is_none_or(|n| n > REPLAY_MAX_BYTES) {
-        return Ok(body);
-    }
-    let failed = |detail: String, body_too_large: bool| UpstreamError {
-        kind: UpstreamErrorKind::protocol,
-        detail,
-        body_too_large,
-        body_broken: !body_too_large,
-        refused: None,
-    };
-    match perfgate_http::body::read_bounded(body, headers, REPLAY_MAX_BYTES, deadline).await {
-        Ok(bytes) => Ok(Body::full(bytes)),
-        Err(ReadError::TooLarge) => Err(failed("the client's body is too large".into(), true)),
-        Err(ReadError::Broken(e)) => Err(failed(format!("reading the client's body: {e}"), false)),
-        // The client's fault, answered 408 (`server.request_body_timeout`).
-        Err(ReadError::TimedOut(d)) => Err(UpstreamError {
-            refused: Some(crate::upstream::Refusal::ClientBodyTimeout(d)),
-            ..failed(format!("the client's body stalled for {d:?}"), false)
-        }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::{Duration, SystemTime};
-
-    use http::{HeaderMap, HeaderValue};
-
-    use super::retry_after;
-
-    fn with(v: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(http::header::RETRY_AFTER, HeaderValue::from_str(v).unwrap());
-        h
-    }
-
-    #[test]
-    fn retry_after_reads_seconds_and_dates() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
-        assert_eq!(retry_after(&with("3"), now), Some(Duration::from_secs(3)));
-        assert_eq!(retry_after(&with(" 0 "), now), Some(Duration::ZERO));
-        // 2015-10-21 07:28:10 GMT is 10 s after `now`.
-        let date = "Wed, 21 Oct 2015 07:28:10 GMT";
-        assert_eq!(retry_after(&with(date), now), Some(Duration::from_secs(10)));
-        // A date in the past: no wait.
-        let past = "Wed, 21 Oct 2015 07:27:00 GMT";
-        assert_eq!(retry_after(&with(past), now), Some(Duration::ZERO));
-        assert_eq!(retry_after(&with("soon"), now), None);
-        assert_eq!(retry_after(&with("-1"), now), None);
-        assert_eq!(retry_after(&HeaderMap::new(), now), None);
+        result
     }
 }

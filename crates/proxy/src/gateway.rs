@@ -312,7 +312,7 @@ impl Drop for LentSlot<'_> {
 
 impl Gateway {
     /// The state of every upstream pool (health endpoints), sorted by name.
-    pub fn upstream_health(&self) -> Vec<crate::pool::PoolReport> {
+    pub fn upstream_health(&self) -> Vec<perfgate_upstream::pool::PoolReport> {
         self.policy().pools.iter().map(|p| p.snapshot()).collect()
     }
 

@@ -95,7 +95,7 @@ impl Gateway {
     pub(crate) fn stream_response(
         &self,
         route: &Route,
-        rsp: Response<crate::upstream::UpstreamBody>,
+        rsp: Response<perfgate_upstream::upstream::UpstreamBody>,
         label: HeaderValue,
         enc: Encoding,
     ) -> Response<Body> {

@@ -11,8 +11,8 @@ use perfgate_observe::Metrics;
 
 use crate::identity::Identity;
 use crate::limits::Limits;
-use crate::pool::Pools;
 use crate::route::Routes;
+use perfgate_upstream::pool::Pools;
 
 /// Request-head limits (guard.rs).
 #[derive(Debug, Clone, Copy)]

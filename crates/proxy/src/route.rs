@@ -9,11 +9,11 @@ use perfgate_cache::policy::RoutePolicy;
 use perfgate_config::{Config, IpNet, JwtMode, QueryClamp, RouteConfig};
 use perfgate_observe::{Metrics, RouteMetrics};
 
-use crate::pool::{Pool, Pools};
 use crate::stats::Stats;
-use crate::upstream::Upstream;
 use perfgate_http::error::{Error, ErrorKind};
 use perfgate_traffic::breaker::Breaker;
+use perfgate_upstream::pool::{Pool, Pools};
+use perfgate_upstream::upstream::Upstream;
 
 #[derive(Debug)]
 enum Matcher {
@@ -419,7 +419,7 @@ mod tests {
     use http::StatusCode;
 
     use super::*;
-    use crate::upstream::Target;
+    use perfgate_upstream::upstream::Target;
 
     #[test]
     fn prefix_matches_on_segment_boundaries() {

@@ -345,7 +345,8 @@ impl Phase {
     fn new(config: &Config) -> Self {
         let metrics = Arc::new(Metrics::new());
         let tasks = perfgate_runtime::Supervisor::new();
-        let pools = crate::pool::Pools::build(config, &metrics, None, &tasks).expect("pools");
+        let pools =
+            perfgate_upstream::pool::Pools::build(config, &metrics, None, &tasks).expect("pools");
         let routes = crate::route::Routes::build(config, &metrics, &pools).expect("routes");
         Self {
             routes,

@@ -35,18 +35,18 @@ pub struct UpstreamError {
     /// never counted against the upstream.
     pub body_broken: bool,
     /// The pool refused before sending (breaker open, nothing healthy, no slot).
-    pub(crate) refused: Option<Refusal>,
+    pub refused: Option<Refusal>,
 }
 
 impl UpstreamError {
     /// The client caused it (its body), not the upstream: not counted by
     /// the breaker or outlier detection, never retried.
-    pub(crate) fn clients_fault(&self) -> bool {
+    pub fn clients_fault(&self) -> bool {
         self.body_too_large || self.body_broken
     }
 
     /// The pool refused to send the request.
-    pub(crate) fn refused(why: Refusal) -> Self {
+    pub fn refused(why: Refusal) -> Self {
         Self {
             kind: UpstreamErrorKind::connect,
             detail: format!("{why:?}"),
@@ -260,7 +260,7 @@ impl Target {
 
 /// Why a pool refused a request before sending it.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Refusal {
+pub enum Refusal {
     /// The breaker is open; try again after this long.
     CircuitOpen(Duration),
     /// No server is healthy.

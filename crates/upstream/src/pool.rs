@@ -30,10 +30,10 @@ use crate::upstream::{Refusal, Target, Upstream};
 use perfgate_http::body::Body;
 
 /// One server of a pool.
-pub(crate) struct Server {
-    pub(crate) target: Arc<Target>,
+pub struct Server {
+    pub target: Arc<Target>,
     /// `host:port`, for metrics and logs.
-    pub(crate) label: Arc<str>,
+    pub label: Arc<str>,
     outstanding: AtomicU32,
     /// Duration of the last health probe in microseconds (0: none yet).
     last_probe_us: AtomicU64,
@@ -66,19 +66,19 @@ impl HashKey {
 }
 
 /// The facts of a request that balancing may use.
-pub(crate) struct Pick<'a> {
-    pub(crate) path_and_query: &'a str,
-    pub(crate) headers: &'a HeaderMap,
-    pub(crate) client_ip: IpAddr,
-    pub(crate) user: Option<&'a str>,
+pub struct Pick<'a> {
+    pub path_and_query: &'a str,
+    pub headers: &'a HeaderMap,
+    pub client_ip: IpAddr,
+    pub user: Option<&'a str>,
 }
 
 /// Retry settings of a pool.
-pub(crate) struct RetryPolicy {
-    pub(crate) attempts: u32,
-    pub(crate) backoff_base: Duration,
-    pub(crate) backoff_max: Duration,
-    pub(crate) on_status: Vec<u16>,
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub on_status: Vec<u16>,
 }
 
 /// The settings a pool was built from; equal settings on reload mean the
@@ -93,26 +93,26 @@ struct Spec {
 }
 
 /// A pool of upstream servers.
-pub(crate) struct Pool {
-    pub(crate) name: Arc<str>,
-    pub(crate) servers: Vec<Server>,
+pub struct Pool {
+    pub name: Arc<str>,
+    pub servers: Vec<Server>,
     balancer: Balancer,
     hash_key: HashKey,
-    pub(crate) health: PoolHealth,
+    pub health: PoolHealth,
     /// Settings of the breakers, `None` when the pool uses none.
     breaker: Option<BreakerSettings>,
     /// One breaker per route that targets this pool (by route name), so a
     /// failing route opens only its own. Kept with the pool on reload.
     breakers: Mutex<HashMap<Arc<str>, Arc<Breaker>>>,
     /// What counts as a failure for the breakers and outlier detection.
-    pub(crate) failures: FailureClass,
+    pub failures: FailureClass,
     budget: RetryBudget,
-    pub(crate) retry: RetryPolicy,
+    pub retry: RetryPolicy,
     slots: Option<Arc<Semaphore>>,
     queue_timeout: Duration,
-    pub(crate) client: Upstream,
+    pub client: Upstream,
     /// Deadline of one attempt's response head.
-    pub(crate) response_timeout: Duration,
+    pub response_timeout: Duration,
     probe: Option<Probe>,
     spec: Spec,
     metrics: Arc<Metrics>,
@@ -138,7 +138,7 @@ struct Probe {
 /// from a reachable server (a 500 of one endpoint, a 404) is a success: the
 /// server is up and talking.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct FailureClass {
+pub struct FailureClass {
     connect: bool,
     timeout: bool,
     protocol: bool,
@@ -160,12 +160,12 @@ impl FailureClass {
     }
 
     /// Whether an answer with this status counts as a failure.
-    pub(crate) fn status(&self, status: http::StatusCode) -> bool {
+    pub fn status(&self, status: http::StatusCode) -> bool {
         self.statuses.contains(&status.as_u16())
     }
 
     /// Whether an exchange error of this kind counts as a failure.
-    pub(crate) fn error(&self, kind: perfgate_observe::UpstreamErrorKind) -> bool {
+    pub fn error(&self, kind: perfgate_observe::UpstreamErrorKind) -> bool {
         use perfgate_observe::UpstreamErrorKind as K;
         match kind {
             K::connect => self.connect,
@@ -294,7 +294,7 @@ impl Pool {
     /// The breaker of route `route` on this pool (made on first use, then
     /// the same one for as long as the pool lives, reloads included);
     /// `None` when the pool uses no breaker.
-    pub(crate) fn breaker_for(&self, route: &str) -> Option<Arc<Breaker>> {
+    pub fn breaker_for(&self, route: &str) -> Option<Arc<Breaker>> {
         let settings = self.breaker?;
         let mut map = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
         Some(
@@ -305,13 +305,13 @@ impl Pool {
     }
 
     /// Drops the breakers that none of `used` is (routes gone on reload).
-    pub(crate) fn retain_breakers(&self, used: &[Arc<Breaker>]) {
+    pub fn retain_breakers(&self, used: &[Arc<Breaker>]) {
         let mut map = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
         map.retain(|_, b| used.iter().any(|u| Arc::ptr_eq(u, b)));
     }
 
     /// Admission by a route's breaker on this pool; `Ok(None)` without one.
-    pub(crate) fn admit(
+    pub fn admit(
         &self,
         breaker: Option<&Breaker>,
         now: Instant,
@@ -326,7 +326,7 @@ impl Pool {
     }
 
     /// Records the final outcome of an admitted request on its route's breaker.
-    pub(crate) fn record(
+    pub fn record(
         &self,
         route: &str,
         breaker: Option<&Breaker>,
@@ -364,7 +364,7 @@ impl Pool {
 
     /// The worst state of the pool's breakers now (for health and
     /// metrics): open when some route's breaker is open.
-    pub(crate) fn circuit(&self, now: Instant) -> Option<BreakerState> {
+    pub fn circuit(&self, now: Instant) -> Option<BreakerState> {
         self.breaker?;
         let map = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
         let rank = |s: BreakerState| match s {
@@ -381,7 +381,7 @@ impl Pool {
     }
 
     /// Waits for a connection slot when the pool limits them.
-    pub(crate) async fn slot(&self) -> Result<Option<OwnedSemaphorePermit>, Refusal> {
+    pub async fn slot(&self) -> Result<Option<OwnedSemaphorePermit>, Refusal> {
         let Some(sem) = &self.slots else {
             return Ok(None);
         };
@@ -395,7 +395,7 @@ impl Pool {
     }
 
     /// Chooses a server not yet tried by this request.
-    pub(crate) fn pick(&self, req: &Pick<'_>, tried: &[usize], now: Instant) -> Option<usize> {
+    pub fn pick(&self, req: &Pick<'_>, tried: &[usize], now: Instant) -> Option<usize> {
         let hash = match self.balancer.strategy() {
             Strategy::ConsistentHash => self.hash(req),
             _ => None,
@@ -423,7 +423,7 @@ impl Pool {
     }
 
     /// Counts a request in flight on server `i` until the guard drops.
-    pub(crate) fn start(&self, i: usize) -> Outstanding<'_> {
+    pub fn start(&self, i: usize) -> Outstanding<'_> {
         if let Some(s) = self.servers.get(i) {
             s.outstanding.fetch_add(1, Ordering::Relaxed);
         }
@@ -431,19 +431,19 @@ impl Pool {
     }
 
     /// Reports the outcome of one attempt on server `i` to outlier detection.
-    pub(crate) fn report(&self, i: usize, success: bool) {
+    pub fn report(&self, i: usize, success: bool) {
         if let Some(t) = self.health.report(i, success, Instant::now()) {
             self.transition(t);
         }
     }
 
     /// A request starts: it pays into the retry budget.
-    pub(crate) fn deposit(&self) {
+    pub fn deposit(&self) {
         self.budget.deposit(Instant::now());
     }
 
     /// May this request be retried (budget)?
-    pub(crate) fn withdraw(&self) -> bool {
+    pub fn withdraw(&self) -> bool {
         self.budget.try_withdraw(Instant::now())
     }
 
@@ -586,7 +586,7 @@ pub struct ServerReport {
 
 impl Pool {
     /// A snapshot for the health endpoints.
-    pub(crate) fn snapshot(&self) -> PoolReport {
+    pub fn snapshot(&self) -> PoolReport {
         let now = Instant::now();
         let snap = self.health.snapshot(now);
         PoolReport {
@@ -622,7 +622,7 @@ impl Pool {
 }
 
 /// In-flight count of one server, decremented on drop.
-pub(crate) struct Outstanding<'a> {
+pub struct Outstanding<'a> {
     pool: &'a Pool,
     i: usize,
 }
@@ -694,14 +694,14 @@ async fn maintain(pool: Weak<Pool>, mut shutdown: Shutdown) {
 /// Every pool of one policy generation: the named ones and those made for
 /// upstream URLs.
 #[derive(Default)]
-pub(crate) struct Pools {
+pub struct Pools {
     by_name: HashMap<String, Arc<Pool>>,
 }
 
 impl Pools {
     /// Builds the pools of `config`, keeping the pools of `previous` whose
     /// settings are unchanged.
-    pub(crate) fn build(
+    pub fn build(
         config: &Config,
         metrics: &Arc<Metrics>,
         previous: Option<&Pools>,
@@ -759,7 +759,7 @@ impl Pools {
     /// were not carried over stop publishing, the series of servers and
     /// pools that are gone leave the metrics, and this generation's gauges
     /// are published again (a replaced pool may have written them last).
-    pub(crate) fn retire_replaced(&self, old: &Pools, metrics: &Metrics) {
+    pub fn retire_replaced(&self, old: &Pools, metrics: &Metrics) {
         for (name, was) in &old.by_name {
             let now = self.by_name.get(name);
             if now.is_some_and(|p| Arc::ptr_eq(p, was)) {
@@ -783,12 +783,12 @@ impl Pools {
     }
 
     /// The pool called `name` (a `[[pools]]` name or an upstream URL).
-    pub(crate) fn get(&self, name: &str) -> Option<&Arc<Pool>> {
+    pub fn get(&self, name: &str) -> Option<&Arc<Pool>> {
         self.by_name.get(name)
     }
 
     /// The pool a route names in `read_pool` of its pool, if any.
-    pub(crate) fn read_pool_of(&self, config: &Config, pool: &str) -> Option<Arc<Pool>> {
+    pub fn read_pool_of(&self, config: &Config, pool: &str) -> Option<Arc<Pool>> {
         config
             .pools
             .iter()
@@ -799,7 +799,7 @@ impl Pools {
     }
 
     /// Every pool, sorted by name.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<Pool>> {
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Pool>> {
         let mut v: Vec<_> = self.by_name.values().collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v.into_iter()

@@ -37,7 +37,7 @@ type Io = TokioIo<TcpStream>;
 
 /// Why an exchange failed.
 #[derive(Debug)]
-pub(crate) enum ClientError {
+pub enum ClientError {
     /// No connection could be made.
     Connect(Box<dyn std::error::Error + Send + Sync>),
     /// The exchange failed on an open connection.
@@ -186,7 +186,7 @@ impl Shared {
 
 /// The pooled HTTP/1.1 upstream client. Cloning shares the pool.
 #[derive(Clone)]
-pub(crate) struct Client {
+pub struct Client {
     connector: HttpConnector,
     shared: Arc<Shared>,
 }
@@ -194,7 +194,7 @@ pub(crate) struct Client {
 impl Client {
     /// A client that connects with `connector` and keeps at most
     /// `max_idle` idle connections per host for `idle_timeout`.
-    pub(crate) fn new(connector: HttpConnector, max_idle: usize, idle_timeout: Duration) -> Self {
+    pub fn new(connector: HttpConnector, max_idle: usize, idle_timeout: Duration) -> Self {
         Self {
             connector,
             shared: Arc::new(Shared {
@@ -207,10 +207,7 @@ impl Client {
 
     /// Sends `req` (an absolute URI) and returns the response head; its
     /// body drives the connection and gives it back to the pool at its end.
-    pub(crate) async fn request(
-        &self,
-        mut req: Request<Body>,
-    ) -> Result<Response<Pooled>, ClientError> {
+    pub async fn request(&self, mut req: Request<Body>) -> Result<Response<Pooled>, ClientError> {
         let host = req
             .uri()
             .authority()
