@@ -1,9 +1,15 @@
 //! Real servers for integration tests, after linkerd's integration crate:
-//! a programmable [`Origin`], a [`Gateway`] started in-process on port 0, a
-//! small keep-alive [`Client`], raw-TCP helpers for malformed requests, the
-//! real `perfgate` binary as a child process ([`Binary`]), real Redis
-//! servers ([`RedisServer`], [`RedisCluster`]) and helpers for gateways that
-//! share one (`Gateway::member`, the cache admin API, `Cache-Status` values).
+//! a programmable [`Origin`], a small keep-alive [`Client`], raw-TCP helpers
+//! for malformed requests, the real `perfgate` binary as a child process
+//! ([`Binary`]), real Redis servers ([`RedisServer`], [`RedisCluster`]),
+//! pools of origins for the traffic-control tests ([`pool_of`]) and what the
+//! shared-cache tests compare against (`Cache-Status` values, `/metrics`
+//! samples).
+//!
+//! The gateway started in-process (`Gateway`, `Instance`) needs the binary
+//! crate's `perfgate::app`, so it lives with the binary's integration tests
+//! in `crates/perfgate/tests/it/support/`: this crate does not depend on
+//! `perfgate`. There, with both:
 //!
 //! ```ignore
 //! let origin = Origin::new()
@@ -19,7 +25,6 @@
 
 mod binary;
 mod client;
-mod gateway;
 pub mod jwt;
 mod origin;
 mod pools;
@@ -31,15 +36,14 @@ mod util;
 
 pub use binary::{Binary, BinaryBuilder, free_port};
 pub use client::{Client, RequestBuilder, TestResponse};
-pub use gateway::{Gateway, GatewayBuilder, RunningGateway};
 pub use origin::{Gate, Origin, Recorded, Req, Rsp, RunningOrigin};
-pub use pools::{ClosedPort, Instance, Listeners, pool_of, pool_of_urls, pool_route};
+pub use pools::{ClosedPort, pool_of, pool_of_urls, pool_route};
 pub use raw::{raw, raw_timeout};
 pub use raw_upstream::{Framing, RawUpstream, Seen};
 pub use redis::{RedisCluster, RedisServer};
 pub use shared::{
     L1_HIT, L2_HIT, SHARED_HOST, STORED, TOKEN, cache_status, is_hit, metric_value,
-    redis_check_status, until_not_hit,
+    redis_check_status,
 };
 pub use util::{TempDir, eventually, eventually_async, stays, unique_name};
 

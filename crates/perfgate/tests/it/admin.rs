@@ -1,6 +1,8 @@
 //! The admin listener: health without a token, everything else behind it.
 
-use perfgate_test_support::{Gateway, Origin, Rsp};
+use perfgate_test_support::{Origin, Rsp};
+
+use crate::support::Gateway;
 
 #[tokio::test]
 async fn admin_endpoints_and_token() {

@@ -7,8 +7,10 @@ use std::collections::BTreeMap;
 
 use perfgate_config::{JwtMode, RouteConfig};
 use perfgate_test_support::jwt::{es256, hs256, now};
-use perfgate_test_support::{Gateway, Origin, Rsp, RunningGateway, RunningOrigin, TempDir};
+use perfgate_test_support::{Origin, Rsp, RunningOrigin, TempDir};
 use serde_json::{Value, json};
+
+use crate::support::{Gateway, RunningGateway};
 
 const SECRET: &[u8] = b"integration-test-secret-0123456789";
 const AUDIENCE: &str = "perfgate-tests";

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use perfgate_config::{BreakerConfig, Duration as CfgDuration, RouteConfig, RouteTimeouts};
 use perfgate_test_support::{
-    ClosedPort, Gateway, Origin, Rsp, RunningGateway, TestResponse, pool_of, pool_of_urls,
-    pool_route,
+    ClosedPort, Origin, Rsp, TestResponse, pool_of, pool_of_urls, pool_route,
 };
+
+use crate::support::{Gateway, RunningGateway};
 
 /// The `error.code` of a gateway error envelope.
 fn code(r: &TestResponse) -> String {

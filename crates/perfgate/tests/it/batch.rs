@@ -3,8 +3,10 @@
 use std::time::Duration;
 
 use perfgate_config::{PoolConfig, PoolServer, RouteCachePolicy, RouteConfig};
-use perfgate_test_support::{Gateway, Origin, Rsp};
+use perfgate_test_support::{Origin, Rsp};
 use serde_json::json;
+
+use crate::support::Gateway;
 
 #[tokio::test]
 async fn batch_serves_each_request_through_the_cache_in_order() {

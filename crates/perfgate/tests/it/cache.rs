@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
-use perfgate_test_support::{Gate, Gateway, Origin, PATIENCE, Rsp, eventually, stays};
+use perfgate_test_support::{Gate, Origin, PATIENCE, Rsp, eventually, stays};
 
+use crate::support::Gateway;
 use crate::{events_json, make_stale};
 
 #[tokio::test]

@@ -4,12 +4,13 @@
 use std::time::{Duration, Instant};
 
 use perfgate_test_support::{
-    Gateway, L1_HIT, L2_HIT, Origin, RedisCluster, Rsp, RunningGateway, SHARED_HOST, STORED, TOKEN,
-    cache_status, unique_name, until_not_hit,
+    L1_HIT, L2_HIT, Origin, RedisCluster, Rsp, SHARED_HOST, STORED, TOKEN, cache_status,
+    unique_name,
 };
 use serde_json::json;
 
 use crate::events_json;
+use crate::support::{Gateway, RunningGateway, until_not_hit};
 
 const FANOUT_BOUND: Duration = Duration::from_secs(1);
 
@@ -17,7 +18,7 @@ fn member(
     origin: std::net::SocketAddr,
     cluster: &RedisCluster,
     prefix: &str,
-) -> perfgate_test_support::GatewayBuilder {
+) -> crate::support::GatewayBuilder {
     Gateway::builder()
         .upstream(origin)
         .redis_cluster(cluster.nodes(), prefix)

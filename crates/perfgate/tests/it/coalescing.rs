@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use perfgate_test_support::{Gate, Gateway, Origin, PATIENCE, Rsp, eventually, eventually_async};
+use perfgate_test_support::{Gate, Origin, PATIENCE, Rsp, eventually, eventually_async};
+
+use crate::support::Gateway;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_cold_requests_make_one_upstream_request() {

@@ -4,7 +4,9 @@
 use std::io::Read as _;
 
 use bytes::Bytes;
-use perfgate_test_support::{Gateway, Origin, Rsp, TestResponse};
+use perfgate_test_support::{Origin, Rsp, TestResponse};
+
+use crate::support::Gateway;
 
 fn decode(r: &TestResponse) -> Vec<u8> {
     let mut out = Vec::new();

@@ -15,10 +15,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use perfgate_config::{AsyncRouteConfig, JwtMode, RouteConfig};
 use perfgate_test_support::jwt::{hs256, now};
 use perfgate_test_support::{
-    Framing, Gateway, GatewayBuilder, PATIENCE, RawUpstream, RunningGateway, Seen, TOKEN, TempDir,
-    eventually, raw, raw_timeout,
+    Framing, PATIENCE, RawUpstream, Seen, TOKEN, TempDir, eventually, raw, raw_timeout,
 };
 use serde_json::json;
+
+use crate::support::{Gateway, GatewayBuilder, RunningGateway};
 
 /// The reproduction's body: 25 bytes.
 const BODY25: &str = "0123456789012345678901234";

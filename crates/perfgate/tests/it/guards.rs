@@ -6,10 +6,10 @@
 use std::time::{Duration, Instant};
 
 use perfgate_config::{ByteSize, Config, QueryClamp, RouteCachePolicy, RouteConfig};
-use perfgate_test_support::{
-    Gate, Gateway, Origin, PATIENCE, Rsp, RunningGateway, RunningOrigin, eventually, raw,
-};
+use perfgate_test_support::{Gate, Origin, PATIENCE, Rsp, RunningOrigin, eventually, raw};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::support::{Gateway, RunningGateway};
 
 async fn setup(tweak: impl FnOnce(&mut Config) + 'static) -> (RunningOrigin, RunningGateway) {
     let origin = Origin::new().route("/ok", Rsp::text("fine")).run().await;

@@ -19,9 +19,11 @@ use http::{Method, Request, Version};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use perfgate_config::{RouteCachePolicy, RouteConfig};
-use perfgate_test_support::{Gateway, RawUpstream, RunningGateway, Seen};
+use perfgate_test_support::{RawUpstream, Seen};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
+
+use crate::support::{Gateway, RunningGateway};
 
 /// A request smuggled inside a body: the upstream must never see it as a
 /// request of its own.

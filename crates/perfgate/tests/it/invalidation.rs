@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 use http::Method;
 use perfgate_config::{CacheConfig, RouteCachePolicy, RouteConfig};
 use perfgate_test_support::{
-    Gate, Gateway, L1_HIT, L2_HIT, Origin, PATIENCE, RedisServer, Rsp, RunningGateway, SHARED_HOST,
-    STORED, TOKEN, cache_status, eventually, is_hit, stays, unique_name, until_not_hit,
+    Gate, L1_HIT, L2_HIT, Origin, PATIENCE, RedisServer, Rsp, SHARED_HOST, STORED, TOKEN,
+    cache_status, eventually, is_hit, stays, unique_name,
 };
 use serde_json::json;
 
 use crate::events_json;
 use crate::l2::pair;
+use crate::support::{Gateway, RunningGateway, until_not_hit};
 
 /// How long the fan-out may take in these tests. The goal is 100 ms; the
 /// bound is generous for a loaded machine and the measured delay is printed.

@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use perfgate_config::{AuthorizedPolicy, CookiePolicy, RouteCachePolicy, RouteConfig};
-use perfgate_test_support::{Gateway, Origin, PATIENCE, Req, Rsp, eventually};
+use perfgate_test_support::{Origin, PATIENCE, Req, Rsp, eventually};
 
 use crate::make_stale;
+use crate::support::Gateway;
 
 fn route(path: &str, cache: RouteCachePolicy) -> RouteConfig {
     RouteConfig {

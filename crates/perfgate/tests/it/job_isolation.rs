@@ -7,8 +7,10 @@
 use http::Method;
 use perfgate_config::{AsyncRouteConfig, Config, DedupScope, JwtMode, RouteConfig};
 use perfgate_test_support::jwt::{hs256, now};
-use perfgate_test_support::{Gate, Gateway, Origin, Rsp, RunningGateway, TempDir, TestResponse};
+use perfgate_test_support::{Gate, Origin, Rsp, TempDir, TestResponse};
 use serde_json::{Value, json};
+
+use crate::support::{Gateway, RunningGateway};
 
 /// `jobs.rs`'s async route, with one worker so that jobs run in order.
 fn route(tweak: impl FnOnce(&mut AsyncRouteConfig)) -> RouteConfig {

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use http::Method;
 use perfgate_config::{AsyncRouteConfig, Config, DedupMode, RouteConfig};
-use perfgate_test_support::{
-    Gate, Gateway, Origin, PATIENCE, Rsp, RunningGateway, TestResponse, eventually_async,
-};
+use perfgate_test_support::{Gate, Origin, PATIENCE, Rsp, TestResponse, eventually_async};
 use serde_json::{Value, json};
+
+use crate::support::{Gateway, RunningGateway};
 
 const TOKEN: &str = "jobs-token";
 

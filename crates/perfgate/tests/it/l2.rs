@@ -5,11 +5,11 @@ use std::time::{Duration, Instant};
 
 use http::Method;
 use perfgate_test_support::{
-    Gateway, L1_HIT, L2_HIT, Origin, PATIENCE, RedisServer, Rsp, RunningGateway, STORED,
-    cache_status, unique_name,
+    L1_HIT, L2_HIT, Origin, PATIENCE, RedisServer, Rsp, STORED, cache_status, unique_name,
 };
 
 use crate::events_json;
+use crate::support::{Gateway, RunningGateway};
 
 /// Two members of one cache: same origin, same Redis, same key prefix.
 pub async fn pair(

@@ -3,10 +3,9 @@
 
 use http::Method;
 use perfgate_config::{RateLimitConfig, RouteConfig};
-use perfgate_test_support::{
-    Gateway, GatewayBuilder, Origin, RedisServer, Rsp, RunningGateway, RunningOrigin, TestResponse,
-    unique_name,
-};
+use perfgate_test_support::{Origin, RedisServer, Rsp, RunningOrigin, TestResponse, unique_name};
+
+use crate::support::{Gateway, GatewayBuilder, RunningGateway};
 
 async fn origin() -> RunningOrigin {
     Origin::new()

@@ -3,6 +3,10 @@
 //! real clients. One binary so linking happens once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// The in-process gateway (`support::Gateway`, `support::Instance`): it starts
+// `perfgate::app`, so it lives here rather than in perfgate-test-support.
+mod support;
+
 mod admin;
 mod auth;
 mod availability;
@@ -49,6 +53,6 @@ pub fn events_json() -> String {
 
 /// Moves `gw`'s manual clock (see `GatewayBuilder::manual_clock`) far
 /// enough for a `max-age=1` entry to be stale.
-pub fn make_stale(gw: &perfgate_test_support::RunningGateway) {
+pub fn make_stale(gw: &crate::support::RunningGateway) {
     gw.advance(Duration::from_millis(1300));
 }

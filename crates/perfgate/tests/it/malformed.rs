@@ -1,7 +1,9 @@
 //! Requests no well-behaved client sends, over raw TCP: each gets a 4xx,
 //! and the gateway keeps serving.
 
-use perfgate_test_support::{Gateway, Origin, Rsp, RunningGateway, raw};
+use perfgate_test_support::{Origin, Rsp, raw};
+
+use crate::support::{Gateway, RunningGateway};
 
 async fn setup() -> (perfgate_test_support::RunningOrigin, RunningGateway) {
     let origin = Origin::new().route("/ok", Rsp::text("fine")).run().await;

@@ -8,8 +8,10 @@
 use http::Method;
 use perfgate_config::{JwtMode, QueryClamp, RateLimitConfig, RouteCachePolicy, RouteConfig};
 use perfgate_test_support::jwt::{hs256, now};
-use perfgate_test_support::{Gateway, Origin, Rsp, RunningGateway, RunningOrigin, TempDir};
+use perfgate_test_support::{Origin, Rsp, RunningOrigin, TempDir};
 use serde_json::json;
+
+use crate::support::{Gateway, RunningGateway};
 
 const SECRET: &[u8] = b"integration-test-secret-0123456789";
 

@@ -7,7 +7,9 @@ use http::{Request, Version};
 use http_body_util::{BodyExt as _, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use perfgate_config::TlsConfig;
-use perfgate_test_support::{Client, Gateway, Origin, Rsp, TempDir};
+use perfgate_test_support::{Client, Origin, Rsp, TempDir};
+
+use crate::support::Gateway;
 
 #[tokio::test]
 async fn h2c_prior_knowledge_gets_cached_responses() {

@@ -12,9 +12,10 @@ use std::time::Duration;
 use http::Method;
 use perfgate_config::{BreakerConfig, Config, Duration as CfgDuration, HealthConfig, RouteConfig};
 use perfgate_test_support::{
-    Gate, Gateway, Instance, Listeners, Origin, PATIENCE, Rsp, TempDir, eventually, pool_of,
-    pool_route,
+    Gate, Origin, PATIENCE, Rsp, TempDir, eventually, pool_of, pool_route,
 };
+
+use crate::support::{Gateway, Instance, Listeners};
 
 const TOKEN: &str = "reload-token";
 

@@ -12,9 +12,11 @@ use perfgate_config::{
     PoolConfig, RouteCachePolicy, RouteConfig, RouteTimeouts,
 };
 use perfgate_test_support::{
-    ClosedPort, Gate, Gateway, Origin, PATIENCE, Rsp, RunningGateway, RunningOrigin, TestResponse,
-    eventually, eventually_async, pool_of, pool_of_urls, pool_route,
+    ClosedPort, Gate, Origin, PATIENCE, Rsp, RunningOrigin, TestResponse, eventually,
+    eventually_async, pool_of, pool_of_urls, pool_route,
 };
+
+use crate::support::{Gateway, RunningGateway};
 
 fn ms(n: u64) -> CfgDuration {
     CfgDuration::from_millis(n)

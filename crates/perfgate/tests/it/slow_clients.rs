@@ -11,11 +11,11 @@ use http::{Method, Request};
 use http_body_util::{BodyExt as _, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use perfgate_config::{AsyncRouteConfig, RateLimitConfig, RouteConfig};
-use perfgate_test_support::{
-    Client, Gate, Gateway, GatewayBuilder, Origin, Rsp, eventually, stays,
-};
+use perfgate_test_support::{Client, Gate, Origin, Rsp, eventually, stays};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
+
+use crate::support::{Gateway, GatewayBuilder};
 
 /// The deadline the tests give bodies.
 const BODY_TIMEOUT: Duration = Duration::from_millis(300);

@@ -91,7 +91,7 @@ async fn a_stalled_upstream_body_is_cut_after_the_idle_timeout() {
             });
         }
     });
-    let gw = perfgate_test_support::Gateway::builder()
+    let gw = crate::support::Gateway::builder()
         .upstream(origin)
         .config(|c| c.upstream.body_idle_timeout = perfgate_config::Duration::from_millis(300))
         .spawn()

@@ -7,11 +7,12 @@ use std::time::Duration;
 use http::Method;
 use perfgate_config::RouteConfig;
 use perfgate_test_support::{
-    Gateway, L1_HIT, Origin, PATIENCE, Rsp, RunningGateway, STORED, TOKEN, cache_status, free_port,
+    L1_HIT, Origin, PATIENCE, Rsp, STORED, TOKEN, cache_status, free_port,
 };
 use serde_json::{Value, json};
 
 use crate::events_json;
+use crate::support::{Gateway, RunningGateway};
 
 /// Starts a warm-up; asserts the 202 answer and returns its `data`.
 async fn start(gw: &RunningGateway, body: Value) -> Value {

@@ -1,5 +1,5 @@
-//! A perfgate instance started in-process with `perfgate::app::start_on`
-//! on listeners bound to `127.0.0.1:0`.
+//! A perfgate instance started in-process with
+//! `perfgate::app::start_on_with_clock` on listeners bound to `127.0.0.1:0`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use perfgate_config::{Config, RouteConfig};
 use perfgate_runtime::clock::{Clock, ManualClock};
 use tokio::net::TcpListener;
 
-use crate::client::{Client, RequestBuilder};
+use perfgate_test_support::{Client, RequestBuilder};
 
 type Tweak = Box<dyn FnOnce(&mut Config)>;
 
@@ -75,7 +75,7 @@ impl GatewayBuilder {
 
     /// Uses the standalone Redis at `url` (`redis://127.0.0.1:PORT`) as L2
     /// and for the invalidation fan-out, with keys under `key_prefix` (give
-    /// each test its own, see [`unique_name`](crate::unique_name)). Test
+    /// each test its own, see [`unique_name`](perfgate_test_support::unique_name)). Test
     /// defaults: a 250 ms call deadline (generous: a loaded machine must not
     /// turn L2 hits into misses) and a 200 ms `retry_after`; change them
     /// with [`config`](Self::config).
@@ -133,7 +133,7 @@ impl GatewayBuilder {
         // A job store of its own (only created when a route is async); the
         // files are small and live in the system's temporary directory.
         config.jobs.data_dir = std::env::temp_dir()
-            .join(crate::unique_name("perfgate-jobs"))
+            .join(perfgate_test_support::unique_name("perfgate-jobs"))
             .to_string_lossy()
             .into_owned();
         if let Some(u) = self.upstream {
