@@ -6,18 +6,25 @@
 //! - [`dedup`]: recognising the same work;
 //! - [`store`]: the store interface, over [`embedded`] (redb, the default)
 //!   and [`redis`] (Redis Streams, shared by instances);
-//! - [`error`]: store errors.
+//! - [`error`]: store errors;
+//! - [`queue`]: this instance's queue (the store it opened, per-route
+//!   wake-ups, quotas and statistics, finished jobs in memory, status
+//!   documents);
+//! - [`workers`]: the workers that claim jobs and hand them to a
+//!   [`workers::Runner`].
 //!
-//! The HTTP side (routes, workers calling the upstream, status pages) is in
-//! `perfgate_proxy::jobs`; this crate does no HTTP.
+//! The HTTP side (submission, status pages, the upstream call: the
+//! `Runner`) is in `perfgate_proxy::jobs`; this crate makes no HTTP call.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod dedup;
 pub mod embedded;
 pub mod error;
 pub mod job;
+pub mod queue;
 pub mod redis;
 pub mod store;
+pub mod workers;
 
 pub use error::StoreError;
 pub use job::{Job, JobRequest, JobResult, JobState};

@@ -14,7 +14,6 @@ use perfgate_observe::Metrics;
 use perfgate_proxy::{Gateway, ServerOptions};
 use perfgate_runtime::clock::Clock;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 /// A running instance.
 pub struct Running {
@@ -26,7 +25,6 @@ pub struct Running {
     pub gateway: Arc<Gateway>,
     reloader: Arc<Reload>,
     drain_timeout: std::time::Duration,
-    stop: watch::Sender<bool>,
     services: perfgate_runtime::Supervisor,
 }
 
@@ -34,7 +32,6 @@ impl Running {
     /// Stops accepting, drains in-flight requests (up to the drain
     /// timeout), and returns when both listeners are closed.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
         // The servers drain within their own drain timeout; the other
         // services stop at once.
         let late = self
@@ -46,7 +43,9 @@ impl Running {
         }
         // Job workers stopped claiming with the signal; let them record the
         // jobs they hold.
-        self.gateway.drain_jobs(self.drain_timeout).await;
+        if let Some(jobs) = self.gateway.jobs() {
+            jobs.drain(self.drain_timeout).await;
+        }
     }
 
     /// Where [`reload`](Self::reload) reads the configuration from.
@@ -188,9 +187,10 @@ pub async fn start_on_with_clock(
             "no admin token configured (PERFGATE_ADMIN_TOKEN or --admin-token-file): the admin API answers only loopback clients, read-only unless admin.allow_unauthenticated"
         );
     }
-    let (stop, stopped) = watch::channel(false);
     // The invalidation fan-out listener (when Redis is configured).
-    gateway.run_background(stopped.clone());
+    gateway.run_background();
+    // The async job workers (again after every reload).
+    gateway.sync_job_workers();
     // Every long-running task is a service of the gateway's supervisor:
     // shutdown (and a reload retiring pools) stops them through one signal.
     let services = gateway.supervisor().clone();
@@ -233,7 +233,6 @@ pub async fn start_on_with_clock(
         gateway,
         reloader,
         drain_timeout: config.server.drain_timeout.get(),
-        stop,
         services,
     })
 }

@@ -62,8 +62,6 @@ pub struct Gateway {
     via_h2: HeaderValue,
     /// The async job queue, when some route is async.
     pub(crate) jobs: std::sync::OnceLock<Arc<crate::jobs::Jobs>>,
-    /// Stops the job workers (set by `run_background`).
-    pub(crate) jobs_stop: std::sync::OnceLock<tokio::sync::watch::Receiver<bool>>,
     /// `server.request_body_timeout`: the deadline of every whole-body read.
     pub(crate) body_timeout: Duration,
     /// Request events for the sinks (access log, traces, analytics).
@@ -122,7 +120,6 @@ impl Gateway {
         }
         Ok(Arc::new(Self {
             jobs,
-            jobs_stop: std::sync::OnceLock::new(),
             redis,
             l2,
             l2_max_object_bytes: config.redis.max_object_bytes.get(),

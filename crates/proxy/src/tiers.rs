@@ -232,12 +232,9 @@ impl Gateway {
         }
     }
 
-    /// Starts the fan-out listener (when Redis is configured). It stops when
-    /// `stop` resolves.
-    pub fn run_background(self: &Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
-        // The async job workers.
-        let _ = self.jobs_stop.set(stop.clone());
-        self.sync_job_workers();
+    /// Starts the fan-out listener (when Redis is configured) under the
+    /// supervisor.
+    pub fn run_background(self: &Arc<Self>) {
         let Some(l2) = self.l2.clone() else { return };
         let gw = Arc::downgrade(self);
         let mut events = l2.subscribe();

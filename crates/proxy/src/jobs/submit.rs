@@ -11,13 +11,13 @@ use perfgate_observe::Submission;
 use serde_json::Value;
 use xxhash_rust::xxh3::xxh3_128;
 
-use super::status::{json_response, status_document};
-use super::{store_error, stored_fields};
+use super::status::json_response;
 use crate::context::Conn;
 use crate::gateway::Gateway;
 use crate::route::Route;
 use perfgate_http::body::{Body, read_bounded};
 use perfgate_http::error::{ErrorKind, GatewayError};
+use perfgate_jobs::queue::{status_document, store_error, stored_fields};
 
 /// Priorities are clamped to this range.
 const PRIORITY_RANGE: std::ops::RangeInclusive<i64> = -1000..=1000;

@@ -1,21 +1,16 @@
-//! Workers: per async route, `concurrency` tasks that claim jobs, wait for
-//! the route's quota, call the upstream through the route's pool
-//! (`Gateway::forward`: breaker, health, balancing apply), and record the
-//! outcome: 2xx/3xx → succeeded; 4xx → failed (never retried); 5xx,
-//! timeouts and connection errors → queued again after an exponential,
-//! fully jittered backoff, until `max_attempts`, then dead.
+//! Running claimed jobs (the [`Runner`] of `perfgate_jobs::workers`):
+//! the upstream call through the route's pool (`Gateway::forward`:
+//! breaker, health, balancing apply), and the outcome: 2xx/3xx →
+//! succeeded; 4xx → failed (never retried); 5xx, timeouts and connection
+//! errors → queued again after an exponential, fully jittered backoff,
+//! until `max_attempts`, then dead.
 //!
-//! With `batch_path`, a worker fills a batch (up to `batch_max` jobs, or
-//! what arrives within `batch_window`), POSTs the jobs' JSON bodies as one
-//! array and splits the answer's array back to the jobs, in order.
-//!
-//! Workers follow reloads: each checks its route's settings before every
-//! job, so a lower `concurrency` (or a removed route) makes the extra ones
-//! stop, and [`Gateway::sync_job_workers`] starts the missing ones.
+//! With `batch_path`, the claimed jobs' JSON bodies are POSTed as one
+//! array and the answer's array is split back to the jobs, in order.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,19 +19,15 @@ use http_body_util::BodyExt;
 use perfgate_config::AsyncRouteConfig;
 use perfgate_jobs::{Job, JobResult, JobState};
 use perfgate_observe::CallResult;
-use tokio::sync::watch;
 
-use super::{Jobs, head_fields, stored_fields};
 use crate::context::Waits;
 use crate::context::{Conn, Outgoing};
 use crate::gateway::Gateway;
 use crate::route::Route;
 use perfgate_http::body::Body;
+use perfgate_jobs::queue::{Jobs, head_fields, stored_fields};
+use perfgate_jobs::workers::{self, Runner};
 
-/// Idle workers look for due retries and other instances' jobs this often.
-const POLL: Duration = Duration::from_millis(100);
-/// Pause after a store error before trying again.
-const STORE_ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// Largest upstream answer kept as a job result.
 const MAX_RESULT_BYTES: usize = 16 * 1024 * 1024;
 
@@ -50,47 +41,16 @@ enum Attempt {
 }
 
 impl Gateway {
-    /// Starts the workers each async route of the current policy is
-    /// missing (at start and after every reload), and the queue-depth
-    /// gauge updater once.
-    pub(crate) fn sync_job_workers(self: &Arc<Self>) {
-        let (Some(jobs), Some(stop)) = (self.jobs.get(), self.jobs_stop.get()) else {
-            return;
-        };
+    /// Starts the job workers each async route of the current policy is
+    /// missing (at start and after every reload), under the supervisor.
+    pub fn sync_job_workers(self: &Arc<Self>) {
+        let Some(jobs) = self.jobs.get() else { return };
         let policy = self.policy();
-        for route in policy.routes.iter() {
-            let Some(aj) = &route.async_job else { continue };
-            let queue = jobs.route(&route.name);
-            loop {
-                let n = queue.workers.load(Ordering::Acquire);
-                if n >= aj.concurrency {
-                    break;
-                }
-                if queue
-                    .workers
-                    .compare_exchange(n, n + 1, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    tokio::spawn(worker(
-                        Arc::downgrade(self),
-                        jobs.clone(),
-                        route.name.clone(),
-                        n,
-                        stop.clone(),
-                    ));
-                }
-            }
-        }
-        if !jobs
-            .depth_updater
-            .swap(true, std::sync::atomic::Ordering::AcqRel)
-        {
-            tokio::spawn(depth_updater(
-                Arc::downgrade(self),
-                jobs.clone(),
-                stop.clone(),
-            ));
-        }
+        let routes = policy
+            .routes
+            .iter()
+            .filter_map(|r| Some((r.name.clone(), r.async_job.as_ref()?.concurrency)));
+        workers::sync(self, jobs, &self.tasks, routes);
     }
 
     /// One attempt of a job: the upstream call and its whole body, under
@@ -415,160 +375,21 @@ fn by_caller(claimed: Vec<Job>) -> Vec<Vec<Job>> {
     groups
 }
 
-/// More jobs for a batch: up to `batch_max`, or what arrives within
-/// `batch_window` after the first.
-async fn fill_batch(jobs: &Jobs, route: &str, aj: &AsyncRouteConfig, first: Job) -> Vec<Job> {
-    let mut batch = vec![first];
-    let deadline = tokio::time::Instant::now() + aj.batch_window.get();
-    let queue = jobs.route(route);
-    while batch.len() < aj.batch_max {
-        match jobs.store.claim(route).await {
-            Ok(Some(job)) => batch.push(job),
-            Ok(None) => {
-                let now = tokio::time::Instant::now();
-                if now >= deadline {
-                    break;
-                }
-                let wait = (deadline - now).min(Duration::from_millis(5));
-                tokio::select! {
-                    () = queue.notify.notified() => {}
-                    () = tokio::time::sleep(wait) => {}
-                }
-            }
-            Err(_) => break,
-        }
+impl Runner for Gateway {
+    type Route = Arc<Route>;
+
+    fn route(&self, name: &str) -> Option<(Arc<Route>, Arc<AsyncRouteConfig>)> {
+        let policy = self.policy();
+        let route = policy.routes.iter().find(|r| &*r.name == name)?;
+        Some((route.clone(), route.async_job.clone()?))
     }
-    batch
-}
 
-async fn worker(
-    gw: Weak<Gateway>,
-    jobs: Arc<Jobs>,
-    route_name: Arc<str>,
-    index: usize,
-    mut stop: watch::Receiver<bool>,
-) {
-    let queue = jobs.route(&route_name);
-    loop {
-        if *stop.borrow() {
-            break;
-        }
-        let Some(gw) = gw.upgrade() else { break };
-        let policy = gw.policy();
-        let Some(route) = policy
-            .routes
-            .iter()
-            .find(|r| r.name == route_name && r.async_job.is_some())
-            .cloned()
-        else {
-            break;
-        };
-        let Some(aj) = route.async_job.clone() else {
-            break;
-        };
-        if index >= aj.concurrency {
-            break;
-        }
-        drop(policy);
-        // Counted from the claim to the recorded outcome, so a shutdown can
-        // wait for the jobs in hand (`Gateway::drain_jobs`).
-        let busy = Busy::enter(&jobs);
-        match jobs.store.claim(&route_name).await {
-            Ok(Some(job)) => {
-                let batch = if aj.batch_path.is_some() {
-                    fill_batch(&jobs, &route_name, &aj, job).await
-                } else {
-                    vec![job]
-                };
-                gw.run_claimed(&jobs, &route, &aj, batch).await;
-            }
-            Ok(None) => {
-                drop(busy);
-                drop(gw);
-                tokio::select! {
-                    () = queue.notify.notified() => {}
-                    () = tokio::time::sleep(POLL) => {}
-                    _ = stop.changed() => {}
-                }
-            }
-            Err(e) => {
-                drop(busy);
-                drop(gw);
-                tracing::warn!(route = %route_name, error = %e, "job store unavailable; workers pause");
-                tokio::select! {
-                    () = tokio::time::sleep(STORE_ERROR_PAUSE) => {}
-                    _ = stop.changed() => {}
-                }
-            }
-        }
+    async fn run(&self, jobs: &Jobs, route: &Arc<Route>, aj: &AsyncRouteConfig, claimed: Vec<Job>) {
+        self.run_claimed(jobs, route, aj, claimed).await;
     }
-    queue.workers.fetch_sub(1, Ordering::AcqRel);
-}
 
-/// A worker holding (or claiming) jobs.
-struct Busy<'a>(&'a Jobs);
-
-impl<'a> Busy<'a> {
-    fn enter(jobs: &'a Jobs) -> Self {
-        jobs.busy.fetch_add(1, Ordering::AcqRel);
-        Busy(jobs)
-    }
-}
-
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        if self.0.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
-}
-
-impl Gateway {
-    /// Waits (up to `limit`) for the workers to finish the jobs they hold;
-    /// new jobs are no longer claimed once the stop signal is given. Jobs
-    /// still running after `limit` run again after a restart.
-    pub async fn drain_jobs(&self, limit: Duration) {
-        let Some(jobs) = self.jobs.get() else { return };
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let idle = jobs.idle.notified();
-            let n = jobs.busy.load(Ordering::Acquire);
-            if n == 0 {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, idle).await.is_err() {
-                tracing::warn!(
-                    jobs = jobs.busy.load(Ordering::Acquire),
-                    "jobs still running at the end of the drain; they run again after a restart"
-                );
-                return;
-            }
-        }
-    }
-}
-
-/// Publishes `perfgate_jobs_depth` every second.
-async fn depth_updater(gw: Weak<Gateway>, jobs: Arc<Jobs>, mut stop: watch::Receiver<bool>) {
-    loop {
-        let Some(g) = gw.upgrade() else { return };
-        let counts = jobs.store.counts().await;
-        let live = counts.total(JobState::Queued) + counts.total(JobState::Running);
-        jobs.live.store(
-            i64::try_from(live).unwrap_or(i64::MAX),
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        for (route, states) in &counts.by_route {
-            let route: Arc<str> = Arc::from(route.as_str());
-            for st in JobState::ALL {
-                let n = states.get(&st).copied().unwrap_or(0).max(0);
-                g.metrics.jobs.set_depth(&route, st.as_str(), n);
-            }
-        }
-        drop(g);
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = stop.wait_for(|v| *v) => return,
-        }
+    fn depth(&self, route: &Arc<str>, state: &'static str, n: i64) {
+        self.metrics.jobs.set_depth(route, state, n);
     }
 }
 
