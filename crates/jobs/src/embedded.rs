@@ -30,8 +30,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
 use crate::error::StoreError;
+use crate::job::{Counts, Submitted};
 use crate::job::{Job, JobState};
-use crate::store::{Counts, Submitted};
 use perfgate_runtime::clock::Clock;
 
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");

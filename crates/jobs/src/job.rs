@@ -1,6 +1,9 @@
 //! A job: the request to make upstream, its state, attempts, timings and,
 //! once done, the upstream's answer. Stored as one versioned binary value
-//! (metadata as JSON, request and result bodies as raw bytes).
+//! (metadata as JSON, request and result bodies as raw bytes). Also what
+//! a submission became and jobs counted per route and state.
+
+use std::collections::HashMap;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -227,6 +230,56 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// What a submission became.
+#[derive(Debug, Clone)]
+pub enum Submitted {
+    /// A new job, queued.
+    New(Job),
+    /// The same work is queued or running already: that job.
+    Duplicate(Job),
+    /// The same work finished within `result_ttl`: that job, with its result.
+    Done(Job),
+}
+
+/// Jobs per route and state.
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    /// route → state → jobs.
+    pub by_route: HashMap<String, HashMap<JobState, i64>>,
+}
+
+impl Counts {
+    /// Adds `n` (possibly negative) jobs of `route` in `state`.
+    pub(crate) fn add(&mut self, route: &str, state: JobState, n: i64) {
+        let e = self
+            .by_route
+            .entry(route.to_string())
+            .or_default()
+            .entry(state)
+            .or_insert(0);
+        *e += n;
+    }
+
+    /// Adds every count of `other`.
+    pub(crate) fn merge(&mut self, other: &Counts) {
+        for (route, states) in &other.by_route {
+            for (state, n) in states {
+                self.add(route, *state, *n);
+            }
+        }
+    }
+
+    /// Jobs in `state` over all routes, as counted (deltas may be negative).
+    pub(crate) fn total_signed(&self, state: JobState) -> i64 {
+        self.by_route.values().filter_map(|s| s.get(&state)).sum()
+    }
+
+    /// Jobs in `state` over all routes.
+    pub fn total(&self, state: JobState) -> u64 {
+        u64::try_from(self.total_signed(state).max(0)).unwrap_or(0)
+    }
 }
 
 #[cfg(test)]

@@ -81,8 +81,8 @@ use ::redis::{Script, cmd};
 use perfgate_redis::{Error as RedisError, Redis};
 
 use crate::error::StoreError;
+use crate::job::{Counts, Submitted};
 use crate::job::{Job, JobState, now_ms};
-use crate::store::{Counts, Submitted};
 
 /// Deadline of the calls workers and submissions make.
 const HOT: Duration = Duration::from_millis(500);

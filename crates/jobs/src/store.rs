@@ -1,62 +1,12 @@
 //! The store behind the queue: embedded (redb) or Redis Streams, one
 //! interface.
 
-use std::collections::HashMap;
-
 use crate::embedded::Embedded;
 use crate::error::StoreError;
 use crate::job::{Job, JobState};
 use crate::redis::RedisStore;
 
-/// What a submission became.
-#[derive(Debug, Clone)]
-pub enum Submitted {
-    /// A new job, queued.
-    New(Job),
-    /// The same work is queued or running already: that job.
-    Duplicate(Job),
-    /// The same work finished within `result_ttl`: that job, with its result.
-    Done(Job),
-}
-
-/// Jobs per route and state.
-#[derive(Debug, Clone, Default)]
-pub struct Counts {
-    /// route → state → jobs.
-    pub by_route: HashMap<String, HashMap<JobState, i64>>,
-}
-
-impl Counts {
-    /// Adds `n` (possibly negative) jobs of `route` in `state`.
-    pub(crate) fn add(&mut self, route: &str, state: JobState, n: i64) {
-        let e = self
-            .by_route
-            .entry(route.to_string())
-            .or_default()
-            .entry(state)
-            .or_insert(0);
-        *e += n;
-    }
-
-    /// Adds every count of `other`.
-    pub(crate) fn merge(&mut self, other: &Counts) {
-        for (route, states) in &other.by_route {
-            for (state, n) in states {
-                self.add(route, *state, *n);
-            }
-        }
-    }
-
-    /// Jobs in `state` over all routes, as counted (deltas may be negative).
-    pub(crate) fn total_signed(&self, state: JobState) -> i64 {
-        self.by_route.values().filter_map(|s| s.get(&state)).sum()
-    }
-
-    /// Jobs in `state` over all routes.
-    pub fn total(&self, state: JobState) -> u64 {
-        u64::try_from(self.total_signed(state).max(0)).unwrap_or(0)
-    }
-}
+pub use crate::job::{Counts, Submitted};
 
 /// The job store.
 #[derive(Clone)]

@@ -61,7 +61,7 @@ pub struct Gateway {
     pub(crate) via_h1: HeaderValue,
     via_h2: HeaderValue,
     /// The async job queue, when some route is async.
-    pub(crate) jobs: std::sync::OnceLock<Arc<crate::jobs::Jobs>>,
+    pub(crate) jobs: std::sync::OnceLock<Arc<perfgate_jobs::queue::Jobs>>,
     /// `server.request_body_timeout`: the deadline of every whole-body read.
     pub(crate) body_timeout: Duration,
     /// Request events for the sinks (access log, traces, analytics).
@@ -114,7 +114,7 @@ impl Gateway {
         }
         let jobs = std::sync::OnceLock::new();
         if let Some(j) =
-            crate::jobs::Jobs::open(config, redis.as_ref(), &clock).map_err(at("jobs"))?
+            perfgate_jobs::queue::Jobs::open(config, redis.as_ref(), &clock).map_err(at("jobs"))?
         {
             let _ = jobs.set(j);
         }
@@ -164,7 +164,7 @@ impl Gateway {
     }
 
     /// The async job queue, when some route is async.
-    pub fn jobs(&self) -> Option<&Arc<crate::jobs::Jobs>> {
+    pub fn jobs(&self) -> Option<&Arc<perfgate_jobs::queue::Jobs>> {
         self.jobs.get()
     }
 
@@ -322,8 +322,9 @@ impl Gateway {
         let old = self.policy();
         let new = Policy::build(config, self.metrics(), Some(&old), &self.tasks)?;
         if self.jobs.get().is_none()
-            && let Some(j) = crate::jobs::Jobs::open(config, self.redis.as_ref(), &self.clock)
-                .map_err(crate::policy::at("jobs"))?
+            && let Some(j) =
+                perfgate_jobs::queue::Jobs::open(config, self.redis.as_ref(), &self.clock)
+                    .map_err(crate::policy::at("jobs"))?
         {
             // The first async route arrived with this reload.
             let _ = self.jobs.set(j);
