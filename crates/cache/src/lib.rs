@@ -12,6 +12,7 @@ pub mod coalesce;
 pub mod compress;
 pub mod conditional;
 pub mod entry;
+pub mod invalidate;
 pub mod key;
 pub mod memory;
 pub mod policy;
