@@ -132,9 +132,11 @@ pub struct RequestEvent {
     pub method: http::Method,
     /// The status sent.
     pub status: u16,
-    /// Request body bytes (as declared; 0 without a body).
+    /// Request body bytes as declared by `Content-Length` (0 without a
+    /// body, or for a chunked one).
     pub bytes_in: u64,
-    /// Response body bytes (known at the head: cached or declared length).
+    /// Response body bytes, known when the head is ready: a cached body,
+    /// or the declared length of a streamed one (0 for a chunked stream).
     pub bytes_out: u64,
     /// Time per phase.
     pub phases: PhaseTimes,

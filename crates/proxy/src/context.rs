@@ -66,6 +66,9 @@ pub(crate) struct RequestContext {
     /// The authenticated user, once the identity phase validated one.
     pub(crate) user: Option<Arc<str>>,
     pub(crate) client: std::net::IpAddr,
+    /// The request body's declared length (`Content-Length`; 0 without
+    /// one: a chunked body is counted by the metric as it streams).
+    pub(crate) bytes_in: u64,
     /// Everything below the cache lookup: upstream time and attempts,
     /// cache outcomes (a fill that runs in its own task brings its own
     /// back, and it is added here).
@@ -95,6 +98,7 @@ impl RequestContext {
             route: None,
             user: conn.user.clone(),
             client: conn.peer.ip(),
+            bytes_in: 0,
             timing: Waits::default(),
             guard_end: None,
             limit_end: None,
@@ -118,7 +122,7 @@ impl RequestContext {
             route: self.route.as_ref().map(|r| r.name.clone()),
             method: self.method.clone(),
             status,
-            bytes_in: 0,
+            bytes_in: self.bytes_in,
             bytes_out,
             phases: PhaseTimes {
                 guard: since(self.guard_end, Some(self.start)),

@@ -47,6 +47,7 @@ impl Gateway {
         kind: RequestKind,
     ) -> Response<Body> {
         let mut cx = RequestContext::new(kind, req.method(), req.uri(), &conn);
+        cx.bytes_in = perfgate_http::body::declared_length(req.headers()).unwrap_or(0);
         cx.slow = policy.slow_request;
         // Load shedding: past the limit, answer at once rather than queue.
         let in_flight = InFlight::enter(&self.in_flight);

@@ -200,3 +200,28 @@ async fn admin_statistics_come_from_the_events() {
     assert_eq!(api.misses, 1);
     assert_eq!(gw.events_dropped(), 0);
 }
+
+#[tokio::test]
+async fn events_carry_the_bytes_in_and_out() {
+    let (gw, sink) = gateway(origin().await).await;
+    let mut req = Request::new(Body::full("twelve bytes"));
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = "/api/p".parse().expect("uri");
+    let h = req.headers_mut();
+    h.insert(http::header::HOST, "example.test".parse().expect("host"));
+    h.insert(http::header::CONTENT_LENGTH, "12".parse().expect("length"));
+    let conn = Conn::new(SocketAddr::from(([10, 0, 0, 7], 5000)), false);
+    let rsp = gw
+        .clone()
+        .handle_with(gw.policy(), req, conn, RequestKind::Client)
+        .await;
+    assert_eq!(rsp.status(), StatusCode::OK);
+    assert_eq!(get(&gw, "/api/b").await, StatusCode::OK);
+    let events = sink.wait_for(2).await;
+    assert_eq!(events[0].method, Method::POST);
+    assert_eq!(events[0].bytes_in, 12);
+    // The origin declares its length, so a streamed answer has one too.
+    assert_eq!(events[0].bytes_out, 11);
+    assert_eq!(events[1].bytes_in, 0);
+    assert_eq!(events[1].bytes_out, 11);
+}
