@@ -33,7 +33,7 @@ fn instance_id() -> String {
 /// Everything the request path needs, built once from the configuration.
 pub struct Gateway {
     /// The reloadable part: routes, pools, guards, limits, JWT.
-    policy: ArcSwap<Policy>,
+    pub(crate) policy: ArcSwap<Policy>,
     /// Requests in flight, for load shedding.
     pub(crate) in_flight: AtomicUsize,
     pub(crate) cache: Option<MemoryCache>,
@@ -223,24 +223,6 @@ impl Gateway {
             .map(|r| r.stats.route_snapshot(&r.name))
             .collect();
         stats
-    }
-
-    /// Where request records go (`record.rs`).
-    pub(crate) fn records(&self) -> crate::record::Records<'_> {
-        crate::record::Records {
-            stats: &self.stats,
-            metrics: &self.metrics,
-            events: &self.events,
-        }
-    }
-
-    /// What the limit phase reads besides its rules.
-    pub(crate) fn limit_env(&self) -> crate::limits::LimitEnv<'_> {
-        crate::limits::LimitEnv {
-            redis: self.redis.as_ref(),
-            metrics: &self.metrics,
-            body_timeout: self.body_timeout,
-        }
     }
 
     /// The current generation of the reloadable configuration.

@@ -31,7 +31,7 @@ const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 impl Gateway {
     /// The life of a proxied request. Never fails: errors become responses here.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: Conn) -> Response<Body> {
-        let policy = self.policy();
+        let policy = self.policy.load_full();
         let req = req.map(|b| request_body(b, policy.guards.max_body_bytes));
         self.handle_with(policy, req, conn, RequestKind::Client)
             .await
@@ -152,6 +152,26 @@ impl Gateway {
         let bytes_out = rsp.body().size_hint().exact().unwrap_or(0);
         self.records()
             .request(cx, rsp.status().as_u16(), bytes_out, total);
+    }
+}
+
+impl Gateway {
+    /// Where request records go (`record.rs`).
+    pub(crate) fn records(&self) -> crate::record::Records<'_> {
+        crate::record::Records {
+            stats: &self.stats,
+            metrics: &self.metrics,
+            events: &self.events,
+        }
+    }
+
+    /// What the limit phase reads besides its rules.
+    pub(crate) fn limit_env(&self) -> crate::limits::LimitEnv<'_> {
+        crate::limits::LimitEnv {
+            redis: self.redis.as_ref(),
+            metrics: &self.metrics,
+            body_timeout: self.body_timeout,
+        }
     }
 }
 
