@@ -4,7 +4,8 @@
 Usage: scripts/dev/structure.py [ROOT]
 
 Prints, for the Rust sources under ROOT/crates:
-- the largest function (lines) and the largest file (lines), tests excluded;
+- the largest function (lines) and the largest file (lines), tests excluded,
+  and each crate's largest function;
 - the struct with the most fields;
 - per crate, the modules that import each other in a circle (strongly
   connected components of the `crate::…` graph between the crate's
@@ -42,6 +43,7 @@ for crate in sorted(os.listdir(crates)):
         continue
     graph = defaultdict(set)
     mods = set()
+    crate_fn = (0, "")
     # `crate::Name` through a re-export of lib.rs counts as its module.
     reexports = {}
     for lib in ("lib.rs", "main.rs"):
@@ -83,6 +85,8 @@ for crate in sorted(os.listdir(crates)):
                         n = j - i + 1
                         if n > largest_fn[0]:
                             largest_fn = (n, f"{crate}/src/{rel}:{i+1} {m.group(7)}")
+                        if n > crate_fn[0]:
+                            crate_fn = (n, f"{rel}:{i+1} {m.group(7)}")
                         break
                     if j > i and l.rstrip().endswith(";"):
                         break
@@ -122,12 +126,12 @@ for crate in sorted(os.listdir(crates)):
         if v not in index:
             strong(v)
     in_circle = sum(len(c) for c in sccs)
-    report.append((crate, len(mods), in_circle, sccs))
+    report.append((crate, len(mods), in_circle, sccs, crate_fn))
 
 print(f"largest function: {largest_fn[0]} lines ({largest_fn[1]})")
 print(f"largest file:     {largest_file[0]} lines ({largest_file[1]}, tests excluded)")
 print(f"largest struct:   {largest_struct[0]} fields ({largest_struct[1]})")
-for crate, n, c, sccs in report:
-    print(f"{crate}: {n} modules, {c} in a circle")
+for crate, n, c, sccs, (fl, fn) in report:
+    print(f"{crate}: {n} modules, {c} in a circle; largest function {fl} lines ({fn})")
     for s in sccs:
         print("   circle:", " ".join(s))
