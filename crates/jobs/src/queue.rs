@@ -44,9 +44,6 @@ pub struct Jobs {
     /// [`FINISHED_TTL`] so an admin retry or discard on another instance is
     /// seen soon, and weighed in bytes (`jobs.finished_cache_bytes`).
     pub finished: moka::sync::Cache<String, Arc<Job>>,
-    /// Workers holding or claiming jobs, and their wake-up when it drops to 0.
-    pub busy: AtomicUsize,
-    pub idle: Notify,
 }
 
 /// What a finished job is counted as besides its bodies and header fields
@@ -217,8 +214,6 @@ impl Jobs {
                 .weigher(|_, job: &Arc<Job>| weight(job))
                 .time_to_live(FINISHED_TTL.min(j.result_ttl.get()))
                 .build(),
-            busy: AtomicUsize::new(0),
-            idle: Notify::new(),
         })))
     }
 

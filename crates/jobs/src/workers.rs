@@ -8,7 +8,9 @@
 //! before every job, so a lower `concurrency` (or a removed route) makes
 //! the extra ones stop, and [`sync`] starts the missing ones. A worker
 //! stops claiming when its shutdown is requested and ends once the jobs in
-//! hand are recorded; [`Jobs::drain`] waits for that.
+//! hand are recorded; the supervisor waits for that up to its grace
+//! (`server.drain_timeout` plus a second) and then aborts it: a job cut
+//! short runs again after a restart.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -129,9 +131,6 @@ async fn worker<R: Runner>(
         if index >= aj.concurrency {
             break;
         }
-        // Counted from the claim to the recorded outcome, so a shutdown can
-        // wait for the jobs in hand (`Jobs::drain`).
-        let busy = Busy::enter(&jobs);
         match jobs.store.claim(&route_name).await {
             Ok(Some(job)) => {
                 let batch = if aj.batch_path.is_some() {
@@ -142,7 +141,7 @@ async fn worker<R: Runner>(
                 runner.run(&jobs, &route, &aj, batch).await;
             }
             Ok(None) => {
-                drop((busy, route));
+                drop(route);
                 drop(runner);
                 tokio::select! {
                     () = queue.notify.notified() => {}
@@ -151,7 +150,7 @@ async fn worker<R: Runner>(
                 }
             }
             Err(e) => {
-                drop((busy, route));
+                drop(route);
                 drop(runner);
                 tracing::warn!(route = %route_name, error = %e, "job store unavailable; workers pause");
                 tokio::select! {
@@ -162,46 +161,6 @@ async fn worker<R: Runner>(
         }
     }
     queue.workers.fetch_sub(1, Ordering::AcqRel);
-}
-
-/// A worker holding (or claiming) jobs.
-struct Busy<'a>(&'a Jobs);
-
-impl<'a> Busy<'a> {
-    fn enter(jobs: &'a Jobs) -> Self {
-        jobs.busy.fetch_add(1, Ordering::AcqRel);
-        Busy(jobs)
-    }
-}
-
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        if self.0.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
-}
-
-impl Jobs {
-    /// Waits (up to `limit`) for the workers to finish the jobs they hold;
-    /// new jobs are no longer claimed once shutdown is requested. Jobs
-    /// still running after `limit` run again after a restart.
-    pub async fn drain(&self, limit: Duration) {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let idle = self.idle.notified();
-            if self.busy.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, idle).await.is_err() {
-                tracing::warn!(
-                    jobs = self.busy.load(Ordering::Acquire),
-                    "jobs still running at the end of the drain; they run again after a restart"
-                );
-                return;
-            }
-        }
-    }
 }
 
 /// Publishes `perfgate_jobs_depth` every second.

@@ -32,19 +32,14 @@ impl Running {
     /// Stops accepting, drains in-flight requests (up to the drain
     /// timeout), and returns when both listeners are closed.
     pub async fn shutdown(self) {
-        // The servers drain within their own drain timeout; the other
-        // services stop at once.
+        // The servers drain within their own drain timeout; job workers
+        // record the jobs they hold first; the other services stop at once.
         let late = self
             .services
             .shutdown(self.drain_timeout + std::time::Duration::from_secs(1))
             .await;
         if !late.is_empty() {
             tracing::warn!(services = ?late, "services aborted at shutdown");
-        }
-        // Job workers stopped claiming with the signal; let them record the
-        // jobs they hold.
-        if let Some(jobs) = self.gateway.jobs() {
-            jobs.drain(self.drain_timeout).await;
         }
     }
 

@@ -4,7 +4,7 @@
 //! breaker, retry budget and connection limit. The default upstream and
 //! every route `upstream` URL are pools of one server.
 //!
-//! Pools belong to a [`Policy`](crate::policy::Policy) generation. On
+//! Pools belong to a policy generation (`perfgate_proxy`). On
 //! reload a pool whose settings did not change is carried over as it is
 //! (health, breaker and connections intact); a changed one is built anew.
 //! Each pool has one background task (probes, readmissions, gauges) that
