@@ -17,6 +17,7 @@ pub mod key;
 pub mod memory;
 pub mod policy;
 pub mod redis;
+pub mod tiers;
 pub mod vary;
 
 #[cfg(test)]

@@ -31,9 +31,9 @@ use crate::lookup::{CacheReq, reusable};
 use crate::route::Route;
 use crate::stats::Stats;
 use crate::target::request_host;
-use crate::tiers::L2Lookup;
 use perfgate_cache::coalesce::{Join, Shared};
 use perfgate_cache::invalidate::response_tags;
+use perfgate_cache::tiers::{L2Lookup, L2Spent};
 use perfgate_http::body::{Body, Watched};
 use perfgate_http::error::{ErrorKind, GatewayError};
 use perfgate_http::headers::{append_via, strip_hop_by_hop, strip_tag_headers};
@@ -189,7 +189,7 @@ impl Gateway {
         conn: Conn,
         cx: &mut RequestContext,
     ) -> Result<Response<Body>, GatewayError> {
-        let Some(cache) = &self.cache else {
+        let Some(cache) = &self.tiers.l1 else {
             return Err(GatewayError::new(ErrorKind::Internal, "cache disabled"));
         };
         let host = request_host(req.uri(), req.headers());
@@ -328,7 +328,16 @@ impl Gateway {
                     let work = async {
                         let mut upstream = Waits::default();
                         // L2 first: another instance may have fetched it already.
-                        let l2 = gw.l2_lookup(&route2, &key2, &creq2, &mut upstream).await;
+                        let mut spent = L2Spent::default();
+                        let usable = |e: &Entry| reusable(&route2.policy, &creq2.headers, e);
+                        let l2 = gw
+                            .tiers
+                            .l2_lookup(&key2, &creq2.headers, usable, &mut spent)
+                            .await;
+                        upstream.l2 += spent.time;
+                        if spent.outcome.is_some() {
+                            upstream.l2_outcome = spent.outcome;
+                        }
                         let found = match l2 {
                             L2Lookup::Fresh(entry) => {
                                 upstream.saved_call(entry.body.len());
@@ -486,7 +495,8 @@ impl Gateway {
         upstream: &mut Waits,
     ) -> Result<Fetched, GatewayError> {
         let cache = self
-            .cache
+            .tiers
+            .l1
             .as_ref()
             .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "cache disabled"))?;
         // A revalidation costs an upstream call too: it is a miss.
@@ -583,7 +593,7 @@ impl Gateway {
         let (entry, set_cookie) = self.new_entry(route, creq, parts, body, freshness);
         cache.insert(key, entry.clone());
         cache.unmark_unshareable(key);
-        self.l2_store(key, &entry);
+        self.tiers.l2_store(key, &entry);
         Stats::inc(&self.stats.stored);
         Stats::inc(&route.stats.stored);
         Ok(Fetched::Entry {
@@ -637,7 +647,7 @@ impl Gateway {
                 let entry = Arc::new(old.revalidated(merged, freshness, self.clock.now()));
                 cache.insert(key, entry.clone());
                 cache.unmark_unshareable(key);
-                self.l2_store(key, &entry);
+                self.tiers.l2_store(key, &entry);
                 upstream.count(CacheEvent::revalidated);
                 Fetched::Entry {
                     entry,
@@ -830,11 +840,11 @@ impl Gateway {
         let (enc, body, produced) = entry.body_for(enc, &self.compressor).await;
         if produced {
             Stats::inc(&self.stats.compressions);
-            if let Some(c) = &self.cache {
+            if let Some(c) = &self.tiers.l1 {
                 c.reweigh(key);
             }
             // Share the new variant with the other instances.
-            self.l2_store(key, entry);
+            self.tiers.l2_store(key, entry);
         }
         let mut h = entry.headers.clone();
         if entry.compressible {

@@ -183,16 +183,7 @@ pub(crate) struct Waits {
     pub(crate) l2_outcome: Option<L2Outcome>,
 }
 
-/// What one L2 lookup found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum L2Outcome {
-    /// A fresh variant this request may use.
-    Hit,
-    /// Nothing usable, or only a stale base for revalidation.
-    Miss,
-    /// Redis failed or timed out.
-    Error,
-}
+pub(crate) use perfgate_cache::tiers::L2Outcome;
 
 impl Waits {
     /// Records a cache outcome.

@@ -10,7 +10,8 @@ use http::{HeaderName, HeaderValue, Version};
 use perfgate_cache::compress::Compressor;
 use perfgate_cache::key::KeyNormalizer;
 use perfgate_cache::memory::MemoryCache;
-use perfgate_cache::redis::L2;
+use perfgate_cache::redis::{L2, L2Health};
+use perfgate_cache::tiers::{TierSettings, Tiers};
 use perfgate_config::{AuthorizedPolicy, Config};
 use perfgate_observe::Metrics;
 use perfgate_runtime::clock::Clock;
@@ -36,7 +37,8 @@ pub struct Gateway {
     pub(crate) policy: ArcSwap<Policy>,
     /// Requests in flight, for load shedding.
     pub(crate) in_flight: AtomicUsize,
-    pub(crate) cache: Option<MemoryCache>,
+    /// L1 and L2, invalidation across them and across instances.
+    pub(crate) tiers: Arc<Tiers>,
     /// Where the cache tiers read entry ages (tests pass a manual clock).
     pub(crate) clock: Clock,
     pub(crate) keys: KeyNormalizer,
@@ -49,15 +51,6 @@ pub struct Gateway {
     pub(crate) warmups: Warmups,
     /// The shared Redis connection (L2, shared rate limits, job queue).
     pub(crate) redis: Option<perfgate_redis::Redis>,
-    pub(crate) l2: Option<L2>,
-    pub(crate) l2_max_object_bytes: u64,
-    pub(crate) l2_writes: Arc<std::sync::atomic::AtomicU64>,
-    pub(crate) keep_stale: Duration,
-    pub(crate) instance_id: String,
-    pub(crate) flush_pending: std::sync::atomic::AtomicBool,
-    /// Some route keys entries per credential (`key\nuser=…`) or keeps
-    /// authenticated entries apart (`key\nauth`).
-    pub(crate) per_user_routes: bool,
     pub(crate) via_h1: HeaderValue,
     via_h2: HeaderValue,
     /// The async job queue, when some route is async.
@@ -121,22 +114,26 @@ impl Gateway {
         Ok(Arc::new(Self {
             jobs,
             redis,
-            l2,
-            l2_max_object_bytes: config.redis.max_object_bytes.get(),
-            l2_writes: Arc::default(),
-            keep_stale: config.cache.keep_stale.get(),
-            instance_id: instance_id(),
-            flush_pending: std::sync::atomic::AtomicBool::new(false),
-            // Keys with a suffix (`\nuser=`, `\nauth`, `\nfwd=`) need the walk.
-            per_user_routes: config.routes.iter().any(|r| {
-                matches!(
-                    r.cache.authorized,
-                    AuthorizedPolicy::PerUser | AuthorizedPolicy::Shared
-                )
-            }) || !config.forwarded.trusted_proxies.is_empty(),
+            tiers: Arc::new(Tiers::new(
+                cache,
+                l2,
+                TierSettings {
+                    keep_stale: config.cache.keep_stale.get(),
+                    l2_max_object_bytes: config.redis.max_object_bytes.get(),
+                    instance_id: instance_id(),
+                    // Keys with a suffix (`\nuser=`, `\nauth`, `\nfwd=`) need the walk.
+                    suffixed_keys: config.routes.iter().any(|r| {
+                        matches!(
+                            r.cache.authorized,
+                            AuthorizedPolicy::PerUser | AuthorizedPolicy::Shared
+                        )
+                    }) || !config.forwarded.trusted_proxies.is_empty(),
+                },
+                clock.clone(),
+                metrics.clone(),
+            )),
             policy: ArcSwap::from_pointee(policy),
             in_flight: AtomicUsize::new(0),
-            cache,
             clock,
             keys: KeyNormalizer::new(&config.cache.drop_query_params).with_path_rules(
                 perfgate_cache::key::PathRules {
@@ -194,6 +191,17 @@ impl Gateway {
         self.events.dropped()
     }
 
+    /// The L2's state, when one is configured.
+    pub fn l2_health(&self) -> Option<L2Health> {
+        self.tiers.l2_health()
+    }
+
+    /// Starts the invalidation fan-out listener (when Redis is configured)
+    /// under the supervisor.
+    pub fn run_background(&self) {
+        self.tiers.run_fanout(&self.tasks);
+    }
+
     /// The metrics registry.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
@@ -201,7 +209,7 @@ impl Gateway {
 
     /// A snapshot of the cache statistics.
     pub fn cache_stats(&self) -> CacheStats {
-        let (entries, bytes) = match &self.cache {
+        let (entries, bytes) = match &self.tiers.l1 {
             Some(c) => {
                 c.sync();
                 (c.entry_count(), c.weighted_size())
@@ -209,8 +217,10 @@ impl Gateway {
             None => (0, 0),
         };
         self.metrics.set_cache_size(entries, bytes);
-        let l2_writes = self.l2_writes.load(std::sync::atomic::Ordering::Relaxed);
-        let mut stats = self.stats.snapshot(entries, bytes, l2_writes);
+        let t = &self.tiers;
+        let mut stats = self
+            .stats
+            .snapshot(entries, bytes, t.l2_writes(), t.l2_errors());
         stats.layers.l2.state = match self.l2_health() {
             None => "disabled",
             Some(h) => h.state,

@@ -5,7 +5,6 @@
 
 use http::header::{CONTENT_LOCATION, LOCATION};
 use http::{HeaderMap, Uri};
-use perfgate_cache::memory::Variants;
 use perfgate_observe::InvalidationSource;
 
 pub use perfgate_cache::invalidate::{InvalidateReport, InvalidateRequest, Targets};
@@ -75,7 +74,7 @@ impl Gateway {
 
     /// Purges the key whose `url_hash` is `hash`; `None` when no tier knows it.
     pub async fn purge_hash(&self, hash: &str) -> Option<(String, InvalidateReport)> {
-        let key = self.key_for_hash(hash).await?;
+        let key = self.tiers.key_for_hash(hash).await?;
         let targets = Targets {
             keys: vec![key.clone()],
             ..Targets::default()
@@ -86,27 +85,17 @@ impl Gateway {
         Some((key, report))
     }
 
-    /// Applies targets to this instance's L1; returns the keys touched.
-    pub(crate) fn apply_l1(&self, t: &Targets) -> u64 {
-        let Some(cache) = &self.cache else { return 0 };
-        if t.is_empty() {
-            return 0;
-        }
-        // Exact keys are removed directly; a walk over every entry is only
-        // needed for paths, prefixes, tags, or per-user keys (`key\nuser=…`).
-        let exact_only = t.prefixes.is_empty()
-            && t.tags.is_empty()
-            && !self.per_user_routes
-            && t.keys.iter().all(|k| !k.starts_with('/'));
-        if exact_only && !t.soft {
-            return t.keys.iter().filter(|k| cache.remove(k)).count() as u64;
-        }
-        let pred = |k: &str, v: &Variants| t.matches(k, v);
-        if t.soft {
-            cache.soften_matching(pred)
-        } else {
-            cache.remove_matching(pred)
-        }
+    /// Applies an invalidation everywhere: this instance's L1, the L2, and
+    /// (through Redis) every other instance's L1.
+    pub(crate) async fn invalidate_targets(
+        &self,
+        targets: Targets,
+        source: InvalidationSource,
+    ) -> InvalidateReport {
+        let l1_removed = self.tiers.apply_l1(&targets);
+        let mut report = self.tiers.invalidate_shared(targets, source).await;
+        report.l1_removed = l1_removed;
+        report
     }
 
     /// The targets of a successful unsafe request (RFC 9111 §4.4): its own

@@ -25,7 +25,6 @@ mod route;
 mod server;
 mod stats;
 mod target;
-mod tiers;
 mod tls;
 mod warmup;
 

@@ -13,8 +13,9 @@ use crate::context::Conn;
 
 /// Appended to the key of a request with `Authorization` on an
 /// `authorized = "shared"` route: authenticated clients share their entries
-/// with each other, never with anonymous ones.
-pub(crate) const AUTHENTICATED_SUFFIX: &str = "\nauth";
+/// with each other, never with anonymous ones (the tiers' invalidation
+/// removes it with the bare key).
+pub(crate) use perfgate_cache::tiers::AUTHENTICATED_SUFFIX;
 
 /// Whether a stored entry may answer a request with these headers: its
 /// `Vary` values match, and a request with credentials (`Authorization`

@@ -32,7 +32,7 @@ impl Gateway {
     ) -> Result<Response<Body>, GatewayError> {
         cx.timing.count(CacheEvent::bypass);
         let route = &*route;
-        let unsafe_req = (!req.method().is_safe() && self.cache.is_some())
+        let unsafe_req = (!req.method().is_safe() && self.tiers.l1.is_some())
             .then(|| (req.uri().clone(), req.headers().clone()));
         let rsp = self.stream_through(route, req, conn, cx, label).await?;
         // RFC 9111 §4.4: a successful unsafe request invalidates its
@@ -45,10 +45,11 @@ impl Gateway {
             // This instance's L1 now (read-your-writes here); L2 and
             // the other instances in the background, so a slow Redis
             // never holds the client's response.
-            self.apply_l1(&targets);
+            self.tiers.apply_l1(&targets);
             let gw = self.clone();
             tokio::spawn(async move {
-                gw.invalidate_shared(targets, InvalidationSource::automatic)
+                gw.tiers
+                    .invalidate_shared(targets, InvalidationSource::automatic)
                     .await;
             });
         }

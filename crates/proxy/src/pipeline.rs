@@ -124,9 +124,9 @@ impl Gateway {
         {
             return self.submit_job(route, aj, req, &conn).await; // jobs/submit.rs: 202/413/503
         }
-        let eligible = cached::eligibility(self.cache.is_some(), route, &req);
+        let eligible = cached::eligibility(self.tiers.l1.is_some(), route, &req);
         match eligible {
-            // cached.rs: key, L1, L2 (tiers.rs), coalescing, fetch (forward.rs), store, respond
+            // cached.rs: key, L1, L2 (perfgate_cache::tiers), coalescing, fetch (forward.rs), store, respond
             Ok(()) => self.cached(route.clone(), req, conn, cx).await, // 2xx…/502/503/504
             Err(_) if own => Err(GatewayError::new(
                 ErrorKind::BadRequest,

@@ -150,8 +150,15 @@ impl Stats {
         c.fetch_add(n, Relaxed);
     }
 
-    /// `l2_writes` is counted by the spawned L2 writers, outside `Stats`.
-    pub(crate) fn snapshot(&self, entries: u64, bytes: u64, l2_writes: u64) -> CacheStats {
+    /// `l2_writes` and the L2 failures outside requests (`l2_errors`) are
+    /// counted by the tiers, outside `Stats`.
+    pub(crate) fn snapshot(
+        &self,
+        entries: u64,
+        bytes: u64,
+        l2_writes: u64,
+        l2_errors: u64,
+    ) -> CacheStats {
         let hits = self.hits.load(Relaxed);
         let misses = self.misses.load(Relaxed);
         CacheStats {
@@ -185,7 +192,7 @@ impl Stats {
                         state: "disabled",
                         hits: h,
                         misses: m,
-                        errors: self.l2_errors.load(Relaxed),
+                        errors: self.l2_errors.load(Relaxed) + l2_errors,
                         writes: l2_writes,
                         hit_rate: rate(h, m),
                     }
