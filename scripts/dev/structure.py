@@ -63,7 +63,12 @@ for crate in sorted(os.listdir(crates)):
         if top:
             # Imports count wherever they are, test modules too: a unit test
             # that builds a whole gateway is an import of the gateway.
-            code = "\n".join(l for l in full.split("\n") if not l.lstrip().startswith("//"))
+            # Plain comments are skipped; doc comments count (an intra-doc
+            # link names the module it points at).
+            code = "\n".join(
+                l for l in full.split("\n")
+                if not l.lstrip().startswith("//") or l.lstrip().startswith(("///", "//!"))
+            )
             for dep in re.findall(r"crate::(\w+)", code):
                 dep = reexports.get(dep, dep)
                 if dep != top:

@@ -7,7 +7,7 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
     /// Not tied to a place: a default value, or a check run on a `Config`
-    /// built in code (what [`crate::validate`] returns before the loader
+    /// built in code (what the validation returns before the loader
     /// locates it).
     Unknown,
     /// A configuration file. `line` and `column` are 1-based and absent when

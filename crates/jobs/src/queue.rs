@@ -1,7 +1,7 @@
 //! This instance's side of the job queue: the store it opened, one
 //! [`RouteQueue`] per async route (workers' wake-up and count, quota,
 //! statistics), finished jobs kept in memory, and the status document of a
-//! job. The workers that run the jobs are in [`workers`](crate::workers);
+//! job. The workers that run the jobs (`workers.rs`) use it;
 //! the HTTP side (submission, status pages, the upstream call) is in
 //! `perfgate_proxy`.
 
@@ -41,7 +41,7 @@ pub struct Jobs {
     pub live: std::sync::atomic::AtomicI64,
     /// L1 of finished jobs (the store is their L2): status reads and
     /// results of jobs that will not change by themselves, kept for
-    /// [`FINISHED_TTL`] so an admin retry or discard on another instance is
+    /// `FINISHED_TTL` (10 s) so an admin retry or discard on another instance is
     /// seen soon, and weighed in bytes (`jobs.finished_cache_bytes`).
     pub finished: moka::sync::Cache<String, Arc<Job>>,
 }

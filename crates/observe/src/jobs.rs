@@ -60,7 +60,7 @@ struct DepthLabels {
     state: &'static str,
 }
 
-/// The job-queue families (part of [`Metrics`](crate::Metrics)).
+/// The job-queue families (part of `Metrics`).
 pub struct JobMetrics {
     submitted: Family<SubmitLabels, Counter>,
     calls: Family<CallLabels, Counter>,

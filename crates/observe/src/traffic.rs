@@ -73,7 +73,7 @@ impl DecisionCounter {
     }
 }
 
-/// The traffic-control families (part of [`Metrics`](crate::Metrics)).
+/// The traffic-control families (part of `Metrics`).
 pub struct TrafficMetrics {
     shed: Counter,
     limits: Family<RuleLabels, Counter>,
