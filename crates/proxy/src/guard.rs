@@ -16,23 +16,27 @@ const ALLOWED: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 /// The guard phase: checks the head, removes hop-by-hop fields, and
 /// normalizes the path once for everything after (route, limits, clamps,
 /// cache key, upstream: `target.rs`). The request is changed in place (not
-/// moved: moving it showed as memcpy on the hit path).
+/// moved: moving it showed as memcpy on the hit path). Returns the
+/// request body's declared length, as [`check`] does.
 pub(crate) fn admit<B>(
     req: &mut Request<B>,
     guards: &Guards,
     keys: &perfgate_cache::key::KeyNormalizer,
-) -> Result<(), Error> {
-    check(req, guards)?;
+) -> Result<u64, Error> {
+    let declared = check(req, guards)?;
     // Hop-by-hop fields go first, before perfgate adds its own (claims,
     // forwarding fields, Via): a client naming those in `Connection`
     // cannot remove them. `Upgrade` stays for the cache eligibility check;
     // it is removed with the rest on the way upstream.
     perfgate_http::headers::strip_hop_by_hop_keeping(req.headers_mut(), true);
-    crate::target::normalize(keys, req.uri_mut())
+    crate::target::normalize(keys, req.uri_mut())?;
+    Ok(declared)
 }
 
 /// Checks a request head; the error says what the client got wrong.
-pub(crate) fn check<B>(req: &Request<B>, guards: &Guards) -> Result<(), Error> {
+/// Returns the body's declared `Content-Length`, once it is known valid
+/// and within `max_body_bytes` (0 without one).
+pub(crate) fn check<B>(req: &Request<B>, guards: &Guards) -> Result<u64, Error> {
     let max_body = guards.max_body_bytes;
     // A reverse proxy has no use for tunnels (CONNECT) and must not echo
     // a request with its credentials back (TRACE, RFC 9110 §9.3.8).
@@ -130,6 +134,7 @@ pub(crate) fn check<B>(req: &Request<B>, guards: &Guards) -> Result<(), Error> {
                 format!("request body of {len} bytes exceeds the limit of {max_body} bytes"),
             ));
         }
+        return Ok(len);
     }
-    Ok(())
+    Ok(0)
 }

@@ -47,7 +47,6 @@ impl Gateway {
         kind: RequestKind,
     ) -> Response<Body> {
         let mut cx = RequestContext::new(kind, req.method(), req.uri(), &conn);
-        cx.bytes_in = perfgate_http::body::declared_length(req.headers()).unwrap_or(0);
         cx.slow = policy.slow_request;
         // Load shedding: past the limit, answer at once rather than queue.
         let in_flight = InFlight::enter(&self.in_flight);
@@ -62,7 +61,10 @@ impl Gateway {
             && req.uri().path() == policy.batch.path
         {
             match crate::guard::check(&req, &policy.guards) {
-                Ok(()) => self.batch(&policy, req, &conn).await, // batch.rs: 200/400/413
+                Ok(declared) => {
+                    cx.bytes_in = declared;
+                    self.batch(&policy, req, &conn).await // batch.rs: 200/400/413
+                }
                 Err(e) => Err(e),
             }
         } else {
@@ -89,7 +91,7 @@ impl Gateway {
         mut conn: Conn,
         cx: &mut RequestContext,
     ) -> Result<Response<Body>, GatewayError> {
-        guard::admit(&mut req, &policy.guards, &self.keys)?; // guard.rs, target.rs: 400/405/413/414/431
+        cx.bytes_in = guard::admit(&mut req, &policy.guards, &self.keys)?; // guard.rs, target.rs: 400/405/413/414/431
         if let Some(rsp) = self
             .job_status(policy, req.method(), req.uri().path())
             .await

@@ -225,3 +225,33 @@ async fn events_carry_the_bytes_in_and_out() {
     assert_eq!(events[1].bytes_in, 0);
     assert_eq!(events[1].bytes_out, 11);
 }
+
+#[tokio::test]
+async fn a_refused_declared_length_is_not_counted_as_bytes_in() {
+    let (gw, sink) = gateway(origin().await).await;
+    for (declared, status) in [
+        ("99999999999", StatusCode::PAYLOAD_TOO_LARGE),
+        ("12, 12", StatusCode::BAD_REQUEST),
+    ] {
+        let mut req = Request::new(Body::Empty);
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = "/api/p".parse().expect("uri");
+        let h = req.headers_mut();
+        h.insert(http::header::HOST, "example.test".parse().expect("host"));
+        h.insert(
+            http::header::CONTENT_LENGTH,
+            declared.parse().expect("length"),
+        );
+        let conn = Conn::new(SocketAddr::from(([10, 0, 0, 7], 5000)), false);
+        let rsp = gw
+            .clone()
+            .handle_with(gw.policy(), req, conn, RequestKind::Client)
+            .await;
+        assert_eq!(rsp.status(), status, "Content-Length: {declared}");
+    }
+    let events = sink.wait_for(2).await;
+    assert_eq!(events[0].status, 413);
+    assert_eq!(events[0].bytes_in, 0);
+    assert_eq!(events[1].status, 400);
+    assert_eq!(events[1].bytes_in, 0);
+}
