@@ -81,7 +81,7 @@ impl HttpBody for Body {
 /// The upstream body stalled for longer than the idle timeout.
 #[derive(Debug, thiserror::Error)]
 #[error("upstream body idle for more than {0:?}")]
-pub struct IdleTimeout(pub Duration);
+pub(crate) struct IdleTimeout(pub Duration);
 
 pin_project_lite::pin_project! {
     /// Wraps a streamed body: fails it when no frame arrives within `idle`,

@@ -318,7 +318,7 @@ impl Jobs {
     }
 
     /// The generic status URL of a job.
-    pub fn status_url_of(&self, job: &Job) -> String {
+    pub(crate) fn status_url_of(&self, job: &Job) -> String {
         format!("{}/{}", self.status_prefix, job.id)
     }
 }

@@ -423,7 +423,7 @@ impl Pool {
     }
 
     /// Counts a request in flight on server `i` until the guard drops.
-    pub fn start(&self, i: usize) -> Outstanding<'_> {
+    pub(crate) fn start(&self, i: usize) -> Outstanding<'_> {
         if let Some(s) = self.servers.get(i) {
             s.outstanding.fetch_add(1, Ordering::Relaxed);
         }
@@ -438,12 +438,12 @@ impl Pool {
     }
 
     /// A request starts: it pays into the retry budget.
-    pub fn deposit(&self) {
+    pub(crate) fn deposit(&self) {
         self.budget.deposit(Instant::now());
     }
 
     /// May this request be retried (budget)?
-    pub fn withdraw(&self) -> bool {
+    pub(crate) fn withdraw(&self) -> bool {
         self.budget.try_withdraw(Instant::now())
     }
 
@@ -622,7 +622,7 @@ impl Pool {
 }
 
 /// In-flight count of one server, decremented on drop.
-pub struct Outstanding<'a> {
+pub(crate) struct Outstanding<'a> {
     pool: &'a Pool,
     i: usize,
 }

@@ -41,7 +41,7 @@ pub struct UpstreamError {
 impl UpstreamError {
     /// The client caused it (its body), not the upstream: not counted by
     /// the breaker or outlier detection, never retried.
-    pub fn clients_fault(&self) -> bool {
+    pub(crate) fn clients_fault(&self) -> bool {
         self.body_too_large || self.body_broken
     }
 
@@ -136,7 +136,7 @@ impl Upstream {
     /// [`Upstream::uri`], reusing `parsed` (the request's own, already
     /// validated path and query) when the target adds no prefix: no
     /// re-parse on the hot path.
-    pub fn uri_with(
+    pub(crate) fn uri_with(
         target: &Target,
         path_and_query: &str,
         parsed: Option<&http::uri::PathAndQuery>,
@@ -165,7 +165,7 @@ impl Upstream {
     }
 
     /// Sends `req` and waits for the response head within `deadline`.
-    pub async fn send_within(
+    pub(crate) async fn send_within(
         &self,
         req: Request<Body>,
         deadline: Duration,
