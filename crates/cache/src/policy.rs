@@ -76,6 +76,9 @@ pub enum Uncacheable {
     VaryStar,
     /// Nothing gives the response a freshness lifetime or validators.
     NoFreshness,
+    /// `no-cache` without validators: every use would have to be
+    /// revalidated, and there is nothing to revalidate with.
+    NoCache,
     /// A `206 Partial Content` response.
     Partial,
 }
@@ -94,6 +97,7 @@ impl Uncacheable {
             Self::SetCookie => "set-cookie",
             Self::VaryStar => "vary-star",
             Self::NoFreshness => "no-freshness",
+            Self::NoCache => "no-cache",
             Self::Partial => "partial",
         }
     }
@@ -195,7 +199,7 @@ pub fn evaluate(
     }
     let has_validators = rsp_headers.contains_key(ETAG) || rsp_headers.contains_key(LAST_MODIFIED);
     if cc.no_cache && !has_validators {
-        return Err(Uncacheable::NoFreshness);
+        return Err(Uncacheable::NoCache);
     }
 
     let date = header_date(rsp_headers.get(DATE)).unwrap_or(timing.response_time);

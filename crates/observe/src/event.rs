@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 
@@ -124,12 +124,22 @@ pub struct PhaseTimes {
 /// One finished request.
 #[derive(Clone, Debug)]
 pub struct RequestEvent {
+    /// The request's log id ([`log_id`]), given by the [`EventFeed`] as
+    /// it hands the event on (0 before): what the access log, the log
+    /// store and the slow-request lists call the request.
+    pub id: u64,
+    /// When the response head was ready.
+    pub at: SystemTime,
     /// Where the request came from.
     pub kind: RequestKind,
     /// The route that took it (none for 404s and guard refusals).
     pub route: Option<Arc<str>>,
+    /// The route's path template (`/events/{id}`, or its prefix).
+    pub template: Option<Arc<str>>,
     /// The method.
     pub method: http::Method,
+    /// The target as received (its bytes are shared, not copied).
+    pub target: http::Uri,
     /// The status sent.
     pub status: u16,
     /// Request body bytes as declared by `Content-Length` (0 without a
@@ -144,6 +154,9 @@ pub struct RequestEvent {
     pub cache: CacheOutcomes,
     /// The layer that answered, for hits.
     pub layer: Option<CacheLayer>,
+    /// Why the response was not stored (the `Cache-Status` detail:
+    /// `no-store`, `private`, `no-cache`, …).
+    pub detail: Option<&'static str>,
     /// Body bytes an upstream call did not have to send (hits, coalescing).
     pub upstream_bytes_saved: u64,
     /// The upstream server that answered last.
@@ -158,6 +171,27 @@ pub struct RequestEvent {
     pub trace_id: Option<u128>,
     /// The error kind, when the gateway answered with an error.
     pub error: Option<&'static str>,
+}
+
+/// The last id handed out by [`log_id`].
+static LAST_ID: AtomicU64 = AtomicU64::new(0);
+
+/// A log id for something that happened `at`: microseconds since the Unix
+/// epoch, bumped past the last id given so that ids are unique and
+/// increasing within the process (request events and perfgate's own log
+/// lines share them).
+pub fn log_id(at: SystemTime) -> u64 {
+    let micros = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    let mut last = LAST_ID.load(Relaxed);
+    loop {
+        let id = micros.max(last + 1);
+        match LAST_ID.compare_exchange_weak(last, id, Relaxed, Relaxed) {
+            Ok(_) => return id,
+            Err(now) => last = now,
+        }
+    }
 }
 
 /// A consumer of request events (access log, traces, analytics). Called
@@ -222,18 +256,19 @@ impl EventFeed {
         loop {
             tokio::select! {
                 ev = self.rx.recv() => match ev {
-                    Some(ev) => self.deliver(&ev),
+                    Some(mut ev) => self.deliver(&mut ev),
                     None => return,
                 },
                 () = &mut stop => break,
             }
         }
-        while let Ok(ev) = self.rx.try_recv() {
-            self.deliver(&ev);
+        while let Ok(mut ev) = self.rx.try_recv() {
+            self.deliver(&mut ev);
         }
     }
 
-    fn deliver(&self, ev: &RequestEvent) {
+    fn deliver(&self, ev: &mut RequestEvent) {
+        ev.id = log_id(ev.at);
         for s in &self.sinks {
             s.on_event(ev);
         }
@@ -257,15 +292,20 @@ mod tests {
 
     fn event(status: u16) -> RequestEvent {
         RequestEvent {
+            id: 0,
+            at: SystemTime::now(),
             kind: RequestKind::Client,
             route: None,
+            template: None,
             method: http::Method::GET,
+            target: http::Uri::from_static("/"),
             status,
             bytes_in: 0,
             bytes_out: 0,
             phases: PhaseTimes::default(),
             cache: CacheOutcomes::default(),
             layer: None,
+            detail: None,
             upstream_bytes_saved: 0,
             upstream: None,
             attempts: 0,
@@ -294,5 +334,17 @@ mod tests {
         feed.run(std::future::ready(())).await;
         assert_eq!(*sink.0.lock().expect("sink"), vec![200, 304, 503]);
         assert_eq!(bus.dropped(), 0);
+    }
+
+    /// Log ids are unique and increasing even for one instant, and follow
+    /// the clock otherwise.
+    #[test]
+    fn log_ids_are_unique_and_follow_the_clock() {
+        let at = SystemTime::now();
+        let a = log_id(at);
+        let b = log_id(at);
+        assert!(b > a);
+        let later = log_id(at + Duration::from_secs(10));
+        assert!(later >= a + 10_000_000);
     }
 }

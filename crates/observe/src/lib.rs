@@ -10,7 +10,7 @@ mod traffic;
 
 pub use event::{
     CacheLayer, CacheOutcomes, EVENT_QUEUE, EventBus, EventFeed, EventSink, PhaseTimes,
-    RequestEvent, RequestKind,
+    RequestEvent, RequestKind, log_id,
 };
 pub use jobs::{CallResult, JobMetrics, Submission};
 pub use metrics::{CacheEvent, InvalidationSource, Metrics, RouteMetrics, UpstreamErrorKind};

@@ -549,6 +549,9 @@ impl Gateway {
         if status == StatusCode::NOT_MODIFIED
             && let Some(old) = &stale
         {
+            if old.freshness.no_cache {
+                upstream.detail = Some(Uncacheable::NoCache.as_str());
+            }
             let mut merged = old.headers.clone();
             merge_304(&mut merged, rsp.headers());
             let evaluated = evaluate(
@@ -579,6 +582,7 @@ impl Gateway {
                         cache.mark_unshareable(key);
                     }
                 }
+                upstream.detail = Some(reason.as_str());
                 let label = uncacheable_label(reason);
                 return Ok(Fetched::Stream(
                     self.stream_response(route, rsp, label, enc),
@@ -591,6 +595,10 @@ impl Gateway {
         };
         self.metrics.bytes_in(body.len() as u64);
         let (entry, set_cookie) = self.new_entry(route, creq, parts, body, freshness);
+        if entry.freshness.no_cache {
+            // Stored, but every use goes back to the upstream.
+            upstream.detail = Some(Uncacheable::NoCache.as_str());
+        }
         cache.insert(key, entry.clone());
         cache.unmark_unshareable(key);
         self.tiers.l2_store(key, &entry);
@@ -967,6 +975,9 @@ fn uncacheable_label(reason: Uncacheable) -> HeaderValue {
         }
         Uncacheable::NoFreshness => {
             const { HeaderValue::from_static("perfgate; fwd=miss; detail=no-freshness") }
+        }
+        Uncacheable::NoCache => {
+            const { HeaderValue::from_static("perfgate; fwd=miss; detail=no-cache") }
         }
         Uncacheable::Partial => {
             const { HeaderValue::from_static("perfgate; fwd=miss; detail=partial") }

@@ -118,9 +118,13 @@ impl RequestContext {
             _ => Duration::ZERO,
         };
         RequestEvent {
+            id: 0,
+            at: std::time::SystemTime::now(),
             kind: self.kind,
             route: self.route.as_ref().map(|r| r.name.clone()),
+            template: self.route.as_ref().map(|r| r.template().clone()),
             method: self.method.clone(),
+            target: self.target.clone(),
             status,
             bytes_in: self.bytes_in,
             bytes_out,
@@ -138,6 +142,7 @@ impl RequestContext {
             },
             cache: t.cache,
             layer: t.layer,
+            detail: t.detail,
             upstream_bytes_saved: t.bytes_saved,
             upstream: t.server.clone(),
             attempts: t.attempts,
@@ -174,6 +179,9 @@ pub(crate) struct Waits {
     pub(crate) cache: CacheOutcomes,
     /// The layer that answered a hit.
     pub(crate) layer: Option<CacheLayer>,
+    /// Why the upstream's answer was not stored, or `no-cache` when a
+    /// stored answer must be revalidated on every use.
+    pub(crate) detail: Option<&'static str>,
     /// Upstream calls this request did not have to make (a hit, a
     /// coalesced wait, stale-while-revalidate, an L2 hit).
     pub(crate) saved_calls: u32,

@@ -18,9 +18,14 @@ use perfgate_upstream::upstream::Upstream;
 #[derive(Debug)]
 enum Matcher {
     /// Segment-boundary prefix.
-    Prefix(String),
-    /// Literal and `{param}` segments, optionally ending in `*`.
-    Pattern { segments: Vec<Segment>, rest: bool },
+    Prefix(Arc<str>),
+    /// Literal and `{param}` segments, optionally ending in `*`; `template`
+    /// is the pattern as configured (normalized).
+    Pattern {
+        template: Arc<str>,
+        segments: Vec<Segment>,
+        rest: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -33,13 +38,13 @@ impl Matcher {
     fn matches(&self, path: &str) -> bool {
         match self {
             Matcher::Prefix(p) => {
-                p == "/"
-                    || (path.starts_with(p.as_str())
+                &**p == "/"
+                    || (path.starts_with(&**p)
                         && (path.len() == p.len()
                             || p.ends_with('/')
                             || path.as_bytes().get(p.len()) == Some(&b'/')))
             }
-            Matcher::Pattern { segments, rest } => {
+            Matcher::Pattern { segments, rest, .. } => {
                 let mut parts = path.trim_start_matches('/').split('/');
                 for seg in segments {
                     match (seg, parts.next()) {
@@ -81,7 +86,20 @@ impl Matcher {
                 segments.push(Segment::Literal(s.to_string()));
             }
         }
-        Matcher::Pattern { segments, rest }
+        Matcher::Pattern {
+            template: Arc::from(p),
+            segments,
+            rest,
+        }
+    }
+
+    /// The path template requests of this route are logged under: the
+    /// prefix, or the pattern (`/events/{id}`).
+    fn template(&self) -> &Arc<str> {
+        match self {
+            Matcher::Prefix(p) => p,
+            Matcher::Pattern { template, .. } => template,
+        }
     }
 }
 
@@ -193,7 +211,7 @@ impl Routes {
         let fallback = default_target.map(|t| {
             Arc::new(Route {
                 name: Arc::from("default"),
-                matcher: Matcher::Prefix("/".into()),
+                matcher: Matcher::Prefix(Arc::from("/")),
                 methods: Vec::new(),
                 breaker: t.breaker_for("default"),
                 read_breaker: None,
@@ -286,6 +304,11 @@ impl Routes {
 }
 
 impl Route {
+    /// The path template of the route (`/events/{id}`, or its prefix).
+    pub fn template(&self) -> &Arc<str> {
+        self.matcher.template()
+    }
+
     /// Whether the route takes `method` (HEAD wherever GET is listed).
     fn accepts(&self, method: &Method) -> bool {
         self.methods.is_empty()
@@ -323,7 +346,7 @@ fn compile(
             .map_or_else(|_| p.clone(), |n| n.into_owned())
     };
     let matcher = match (&rc.path, &rc.pattern) {
-        (Some(p), None) => Matcher::Prefix(normalized(p)),
+        (Some(p), None) => Matcher::Prefix(Arc::from(normalized(p))),
         (None, Some(p)) => Matcher::parse_pattern(&normalized(p)),
         _ => return Err("a route needs exactly one of `path` and `pattern`".into()),
     };
@@ -423,11 +446,11 @@ mod tests {
 
     #[test]
     fn prefix_matches_on_segment_boundaries() {
-        let m = Matcher::Prefix("/events".into());
+        let m = Matcher::Prefix(Arc::from("/events"));
         assert!(m.matches("/events"));
         assert!(m.matches("/events/42"));
         assert!(!m.matches("/eventsx"));
-        assert!(Matcher::Prefix("/".into()).matches("/anything"));
+        assert!(Matcher::Prefix(Arc::from("/")).matches("/anything"));
     }
 
     #[test]

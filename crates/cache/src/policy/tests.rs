@@ -330,7 +330,7 @@ fn storability_rules() {
             200,
             &[("cache-control", "no-cache, max-age=60")],
             &rfc,
-            Err(NoFreshness),
+            Err(NoCache),
         ),
         (
             "no-cache with etag",
