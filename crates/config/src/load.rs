@@ -406,7 +406,32 @@ const CONFIG: &[Field] = &[
     f("jwt", Table(JWT)),
     f("batch", Table(BATCH)),
     f("jobs", Table(JOBS)),
+    f("logs", Table(LOGS)),
     f("routes", Tables(ROUTE)),
+];
+const LOGS: &[Field] = &[
+    f("store", Bool),
+    f("data_dir", Str),
+    f("max_age", Duration),
+    f("max_bytes", ByteSize),
+    f("commit_interval", Duration),
+    f("queue", Usize),
+    f("access", Enum(&["off", "stdout", "file"])),
+    f("access_file", Str),
+    f("access_max_bytes", ByteSize),
+    f("access_keep", Usize),
+    f(
+        "app_level",
+        Enum(&["off", "trace", "debug", "info", "warn", "error"]),
+    ),
+    f("otlp", Table(OTLP)),
+];
+const OTLP: &[Field] = &[
+    f("endpoint", Str),
+    f("batch", Usize),
+    f("interval", Duration),
+    f("timeout", Duration),
+    f("service_name", Str),
 ];
 const JOBS: &[Field] = &[
     f("backend", Enum(&["embedded", "redis"])),

@@ -6,8 +6,10 @@ use serde::{Deserialize, Serialize};
 use crate::units::{ByteSize, Duration};
 
 mod jobs;
+mod logs;
 mod traffic;
 pub use jobs::*;
+pub use logs::*;
 pub use traffic::*;
 
 /// The whole configuration of one perfgate instance.
@@ -39,6 +41,8 @@ pub struct Config {
     pub batch: BatchConfig,
     /// The queue of async routes (`[routes.async]`).
     pub jobs: JobsConfig,
+    /// The access log, the searchable log store and OTLP log export.
+    pub logs: LogsConfig,
     /// Routes, matched by longest path prefix (or pattern) first; a request
     /// that matches none goes to the default upstream with the default policy.
     pub routes: Vec<RouteConfig>,

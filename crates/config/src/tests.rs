@@ -802,6 +802,40 @@ dedup = "sometimes"
     }
 }
 
+/// Every problem of the `[logs]` section is reported with its path and
+/// line; an unknown access mode is refused by name.
+#[test]
+fn log_settings_report_every_problem_with_its_line() {
+    let e = errors(
+        r#"
+[logs]
+data_dir = " "
+max_bytes = "1MiB"
+commit_interval = "30s"
+queue = 0
+access = "file"
+access_file = ""
+[logs.otlp]
+endpoint = "https://collector:4318/v1/logs"
+batch = 0
+"#,
+    );
+    for path in [
+        "logs.data_dir",
+        "logs.max_bytes",
+        "logs.commit_interval",
+        "logs.queue",
+        "logs.access_file",
+        "logs.otlp.endpoint",
+        "logs.otlp.batch",
+    ] {
+        let p = find(&e, path);
+        assert!(at(p).is_some(), "{path} has a file position: {p}");
+    }
+    let e = errors("[logs]\naccess = \"syslog\"\n");
+    find(&e, "logs.access");
+}
+
 /// The breaker's failure classification is validated with its path, and
 /// its defaults count connection failures and 502/503/504 only; retries
 /// after a response are off by default.

@@ -11,6 +11,7 @@ use crate::problem::Problem;
 use crate::units::Duration;
 
 mod jobs;
+mod logs;
 mod traffic;
 pub use traffic::route_name;
 
@@ -247,6 +248,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     }
     traffic::check(config, &mut p);
     jobs::check(config, &mut p);
+    logs::check(config, &mut p);
     out
 }
 

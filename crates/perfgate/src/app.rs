@@ -363,5 +363,8 @@ fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     if old.jobs != new.jobs {
         out.push("jobs".into());
     }
+    if old.logs != new.logs {
+        out.push("logs".into());
+    }
     out
 }
