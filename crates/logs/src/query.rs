@@ -20,8 +20,9 @@
 //!
 //! Precedence is NOT, then AND, then OR. Operators are uppercase only: `and`
 //! is a word. `AND`, `OR` and `NOT` are operators only as whole words; `!` and
-//! `-` are NOT at the start of a term (`a-b` is one word). Inside quotes, `\"`
-//! is a quote and `\\` a backslash; any other backslash is kept as written.
+//! `-` are NOT at the start of a term (`a-b` is one word; in a number field
+//! group `-5` is a number). Inside quotes, `\"` is a quote and `\\` a
+//! backslash; any other backslash is kept as written.
 //!
 //! What `field:value` means depends on the field's [`FieldKind`]:
 //!
@@ -268,6 +269,9 @@ impl Parser<'_> {
         after: Option<Peeked>,
     ) -> Result<Expr, ParseError> {
         let next = self.peek();
+        if self.negative_number(group, next) {
+            return self.term(depth, group);
+        }
         match next.token {
             Token::Op(Op::Not) => {
                 let depth = deeper(depth, next.at)?;
@@ -279,6 +283,17 @@ impl Parser<'_> {
             Token::Term => self.term(depth, group),
             Token::End | Token::Close | Token::Op(_) => Err(self.missing_operand(next, after)),
         }
+    }
+
+    /// Whether `next` is the `-` of a negative number in a number field group
+    /// (`latency_ms:(-5 OR 5)`), which is a value, not NOT.
+    fn negative_number(&self, group: Option<&Field>, next: Peeked) -> bool {
+        group.is_some_and(|field| field.kind == FieldKind::Number)
+            && self.chars.get(next.at) == Some(&'-')
+            && self
+                .chars
+                .get(next.at + 1)
+                .is_some_and(char::is_ascii_digit)
     }
 
     /// The error for a term expected where `next` is.

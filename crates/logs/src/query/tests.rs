@@ -280,6 +280,13 @@ fn field_group_applies_to_each_term() {
         ])
     );
     assert_eq!(
+        ok("latency_ms:(-5 OR -(>10))"),
+        or(vec![
+            exact("latency_ms", -5.0),
+            not(range("latency_ms", Excluded(10.0), Unbounded)),
+        ])
+    );
+    assert_eq!(
         ok("upstream:(a:1 (b:2 c))"),
         and(vec![
             keyword("upstream", "a:1"),
