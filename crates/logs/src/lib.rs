@@ -9,6 +9,7 @@ mod file;
 pub mod line;
 pub mod otlp;
 pub mod pipeline;
+pub mod query;
 pub mod store;
 #[cfg(test)]
 mod testdir;
