@@ -46,6 +46,8 @@ pub struct AdminState {
     pub metrics_public: bool,
     /// Reloads the configuration (`POST /admin/config/reload`).
     pub reloader: Option<Reloader>,
+    /// The log pipeline and its store (`/admin/logs/*`), when on.
+    pub logs: Option<perfgate_logs::Logs>,
 }
 
 /// The admin router. New resources add a module and a `merge` here.

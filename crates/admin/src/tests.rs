@@ -31,6 +31,7 @@ fn state(token: Option<&str>) -> AdminState {
         allowed_hosts: Arc::from(Vec::new()),
         metrics_public: false,
         reloader: None,
+        logs: None,
     }
 }
 

@@ -26,6 +26,8 @@ pub struct Running {
     reloader: Arc<Reload>,
     drain_timeout: std::time::Duration,
     services: perfgate_runtime::Supervisor,
+    /// The log pipeline (access log, store, OTLP), when any is on.
+    pub logs: Option<perfgate_logs::Logs>,
 }
 
 impl Running {
@@ -40,6 +42,15 @@ impl Running {
             .await;
         if !late.is_empty() {
             tracing::warn!(services = ?late, "services aborted at shutdown");
+        }
+        // The event feed has handed over what it had: write, commit and
+        // stop (joins the log threads, so off the async workers).
+        if let Some(logs) = self.logs {
+            let _ = tokio::task::spawn_blocking(move || {
+                perfgate_logs::app::connect(None);
+                logs.shutdown();
+            })
+            .await;
         }
     }
 
@@ -182,6 +193,8 @@ pub async fn start_on_with_clock(
             "no admin token configured (PERFGATE_ADMIN_TOKEN or --admin-token-file): the admin API answers only loopback clients, read-only unless admin.allow_unauthenticated"
         );
     }
+    let logs = start_logs(&config)?;
+    gateway.subscribe_events(event_sinks(logs.as_ref()));
     // The invalidation fan-out listener (when Redis is configured).
     gateway.run_background();
     // The async job workers (again after every reload).
@@ -210,6 +223,7 @@ pub async fn start_on_with_clock(
         allow_unauthenticated: config.admin.allow_unauthenticated,
         allowed_hosts: config.admin.allowed_hosts.clone().into(),
         metrics_public: config.admin.metrics_public,
+        logs: logs.clone(),
         reloader: Some({
             let r = reloader.clone();
             Arc::new(move || r.reload())
@@ -229,7 +243,45 @@ pub async fn start_on_with_clock(
         reloader,
         drain_timeout: config.server.drain_timeout.get(),
         services,
+        logs,
     })
+}
+
+/// Starts the log pipeline of `[logs]`, when anything in it is on. A store
+/// that cannot be opened (a full disk, another instance holding it) is
+/// logged and left out: the gateway serves without it. An access log file
+/// that cannot be opened stops the start, as a configuration error.
+fn start_logs(config: &Config) -> anyhow::Result<Option<perfgate_logs::Logs>> {
+    let mut settings = perfgate_logs::Settings::from_config(&config.logs);
+    if !settings.any() {
+        return Ok(None);
+    }
+    let logs = match perfgate_logs::Logs::start(settings.clone()) {
+        Ok(l) => l,
+        Err(perfgate_logs::StartError::Store(e)) => {
+            tracing::error!(error = %e, dir = %config.logs.data_dir, "the log store cannot be opened: serving without it (logs are not searchable)");
+            settings.store = None;
+            if !settings.any() {
+                return Ok(None);
+            }
+            perfgate_logs::Logs::start(settings).context("logs")?
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("logs")),
+    };
+    if let Ok(level) = config.logs.app_level.parse::<tracing::Level>() {
+        perfgate_logs::app::connect(Some((logs.clone(), level)));
+    }
+    Ok(Some(logs))
+}
+
+/// Every consumer of request events, subscribed in one call (only the
+/// first subscription takes effect).
+fn event_sinks(logs: Option<&perfgate_logs::Logs>) -> Vec<Arc<dyn perfgate_observe::EventSink>> {
+    let mut sinks = Vec::new();
+    if let Some(l) = logs {
+        sinks.push(l.sink());
+    }
+    sinks
 }
 
 /// Where the configuration comes from: the file (if any) and the

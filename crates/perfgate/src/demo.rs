@@ -181,6 +181,15 @@ pub fn demo_config(backend: &Backend) -> Config {
             url: format!("http://{}", backend.addr()),
             ..UpstreamConfig::default()
         },
+        // The demo's log store lives in the temporary directory, not in
+        // the user's working directory.
+        logs: perfgate_config::LogsConfig {
+            data_dir: std::env::temp_dir()
+                .join(format!("perfgate-demo-{}", std::process::id()))
+                .to_string_lossy()
+                .into_owned(),
+            ..perfgate_config::LogsConfig::default()
+        },
         routes: vec![
             route(
                 "events",

@@ -136,6 +136,13 @@ impl GatewayBuilder {
             .join(perfgate_test_support::unique_name("perfgate-jobs"))
             .to_string_lossy()
             .into_owned();
+        // No log store unless a test turns it on; then in a directory of
+        // its own.
+        config.logs.store = false;
+        config.logs.data_dir = std::env::temp_dir()
+            .join(perfgate_test_support::unique_name("perfgate-logs"))
+            .to_string_lossy()
+            .into_owned();
         if let Some(u) = self.upstream {
             config.upstream.url = u;
         }

@@ -70,12 +70,16 @@ impl Instance {
     /// addresses) and makes that file its configuration source, as
     /// `perfgate serve --config` does.
     pub async fn from_file(path: &Path, token: Option<&str>, listeners: Listeners) -> Instance {
-        let config = perfgate_config::load_file_with_env(path, Vec::<(String, String)>::new())
+        // No log store (tests that search logs turn it on themselves): an
+        // override, so that a reload from the file keeps it off too.
+        let env: Vec<(std::ffi::OsString, std::ffi::OsString)> =
+            vec![("PERFGATE_LOGS__STORE".into(), "false".into())];
+        let config = perfgate_config::load_file_with_env(path, env.clone())
             .unwrap_or_else(|e| panic!("invalid test configuration file: {e:?}"));
         let instance = Self::start(config, token.map(str::to_string), listeners).await;
         instance.running().set_config_source(ConfigSource {
             path: Some(PathBuf::from(path)),
-            env: Vec::new(),
+            env,
         });
         instance
     }
