@@ -13,6 +13,7 @@ pub mod query;
 pub mod store;
 #[cfg(test)]
 mod testdir;
+pub mod when;
 
 pub use line::{Level, LogLine};
 pub use pipeline::{AccessTarget, Logs, PipelineStats, Settings, StartError};
