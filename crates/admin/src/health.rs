@@ -113,6 +113,11 @@ fn report(state: &AdminState, detailed: bool) -> impl IntoResponse + use<> {
             })]),
         );
     }
+    if let Some(logs) = &state.logs {
+        let (status, check) = logs_check(logs);
+        note(status);
+        checks.insert("logs".into(), Value::Array(vec![check]));
+    }
     // A failing dependency degrades the instance; it does not kill it.
     let status = if worst == "fail" { "warn" } else { worst };
     let mut body = json!({ "status": status, "checks": checks });
@@ -129,6 +134,43 @@ fn report(state: &AdminState, detailed: bool) -> impl IntoResponse + use<> {
         });
     }
     ([(CONTENT_TYPE, HEALTH_JSON)], body.to_string())
+}
+
+/// The log pipeline: `warn` when the store cannot write (a full disk) or
+/// lines are being dropped; requests are served either way.
+fn logs_check(logs: &perfgate_logs::Logs) -> (&'static str, Value) {
+    let p = logs.stats();
+    let mut status = "pass";
+    let mut output = Vec::new();
+    let mut check = json!({
+        "componentType": "datastore",
+        "dropped": p.dropped_queue,
+    });
+    if let Some(store) = logs.store() {
+        let st = store.stats();
+        check["observedValue"] = json!(st.disk_bytes);
+        check["observedUnit"] = json!("bytes on disk");
+        check["dropped"] = json!(p.dropped_queue + st.dropped_full + st.dropped_write);
+        if let perfgate_logs::Health::Warn(w) = st.health {
+            status = "warn";
+            output.push(w);
+        }
+    }
+    if let Some(e) = p.otlp.as_ref().and_then(|o| o.last_error.clone()) {
+        output.push(format!("OTLP export: {e}"));
+    }
+    if p.access_errors > 0 {
+        status = "warn";
+        output.push(format!(
+            "{} access lines could not be written",
+            p.access_errors
+        ));
+    }
+    check["status"] = json!(status);
+    if !output.is_empty() {
+        check["output"] = json!(output.join("; "));
+    }
+    (status, check)
 }
 
 fn rank(s: &str) -> u8 {

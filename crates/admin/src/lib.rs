@@ -12,6 +12,7 @@ mod health;
 mod invalidate;
 mod jobs;
 mod json;
+mod logs;
 mod metrics;
 #[cfg(test)]
 mod tests;
@@ -58,6 +59,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(invalidate::routes())
         .merge(warmup::routes())
         .merge(jobs::routes())
+        .merge(logs::routes())
         .merge(config::routes())
         .merge(metrics::routes(!state.metrics_public))
         .layer(axum::middleware::from_fn_with_state(

@@ -36,6 +36,6 @@ pub use export::{Export, ExportRequest};
 pub use line::{Level, LogLine, Phases};
 pub use pipeline::{AccessTarget, Logs, PipelineStats, Settings, StartError};
 pub use store::{
-    Health, LogStore, MAX_LIMIT, SearchError, SearchPage, SearchRequest, StoreError,
-    StoreSettings, StoreStats,
+    Health, LogStore, MAX_LIMIT, SearchError, SearchPage, SearchRequest, StoreError, StoreSettings,
+    StoreStats,
 };
