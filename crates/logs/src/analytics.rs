@@ -77,22 +77,43 @@ pub struct Analytics {
 
 pub(crate) fn analytics(shared: &Shared, req: &AnalyticsRequest) -> Result<Analytics, SearchError> {
     if req.from >= req.to {
-        return Err(SearchError::Range(format!("from ({}) must be before to ({})", req.from, req.to)));
+        return Err(SearchError::Range(format!(
+            "from ({}) must be before to ({})",
+            req.from, req.to
+        )));
     }
     if req.interval < Duration::from_secs(1) {
-        return Err(SearchError::Range("the interval must be at least 1 s".into()));
+        return Err(SearchError::Range(
+            "the interval must be at least 1 s".into(),
+        ));
     }
     let interval_us = u64::try_from(req.interval.as_micros()).unwrap_or(u64::MAX);
     let buckets = (req.to - req.from).div_ceil(interval_us);
     if buckets > MAX_BUCKETS {
-        return Err(SearchError::Range(format!("{buckets} buckets; at most {MAX_BUCKETS}")));
+        return Err(SearchError::Range(format!(
+            "{buckets} buckets; at most {MAX_BUCKETS}"
+        )));
     }
     let user = parse_query(shared, &req.query)?;
-    let kind = shared.fields.get("kind").ok_or_else(|| SearchError::Read("no kind field".into()))?;
-    let access: Box<dyn Query> = Box::new(TermQuery::new(Term::from_field_text(kind, "access"), IndexRecordOption::Basic));
-    let query: Box<dyn Query> = Box::new(BooleanQuery::new(vec![(Occur::Must, user), (Occur::Must, access)]));
+    let kind = shared
+        .fields
+        .get("kind")
+        .ok_or_else(|| SearchError::Read("no kind field".into()))?;
+    let access: Box<dyn Query> = Box::new(TermQuery::new(
+        Term::from_field_text(kind, "access"),
+        IndexRecordOption::Basic,
+    ));
+    let query: Box<dyn Query> = Box::new(BooleanQuery::new(vec![
+        (Occur::Must, user),
+        (Occur::Must, access),
+    ]));
     let query = within(shared, query.as_ref(), req.from, req.to);
-    let collector = AnalyticsCollector { from: req.from, interval_us, buckets: buckets as usize, by: req.by };
+    let collector = AnalyticsCollector {
+        from: req.from,
+        interval_us,
+        buckets: buckets as usize,
+        by: req.by,
+    };
     let mut acc = Acc::new(buckets as usize);
     for group in hours_newest_first(shared, req.from, req.to) {
         for part in group {
@@ -178,12 +199,20 @@ impl Acc {
             .enumerate()
             .map(|(i, b)| {
                 total += b.count;
-                let pct = |q: f64| b.latency.as_ref().map_or(0.0, |h| h.value_at_quantile(q) as f64 / 1000.0);
+                let pct = |q: f64| {
+                    b.latency
+                        .as_ref()
+                        .map_or(0.0, |h| h.value_at_quantile(q) as f64 / 1000.0)
+                };
                 Bucket {
                     start: from + i as u64 * interval_us,
                     count: b.count,
                     errors: b.errors,
-                    error_rate: if b.count == 0 { 0.0 } else { b.errors as f64 / b.count as f64 },
+                    error_rate: if b.count == 0 {
+                        0.0
+                    } else {
+                        b.errors as f64 / b.count as f64
+                    },
                     p50_ms: pct(0.50),
                     p95_ms: pct(0.95),
                     p99_ms: pct(0.99),
@@ -235,7 +264,11 @@ impl Collector for AnalyticsCollector {
     type Fruit = Acc;
     type Child = SegmentAcc;
 
-    fn for_segment(&self, _: SegmentOrdinal, segment: &SegmentReader) -> tantivy::Result<SegmentAcc> {
+    fn for_segment(
+        &self,
+        _: SegmentOrdinal,
+        segment: &SegmentReader,
+    ) -> tantivy::Result<SegmentAcc> {
         let ff = segment.fast_fields();
         Ok(SegmentAcc {
             from: self.from,
@@ -248,7 +281,9 @@ impl Collector for AnalyticsCollector {
             route: ff.str("route")?,
             user: ff.str("user")?,
             ip: ff.str("ip")?,
-            buckets: (0..self.buckets).map(|_| (0, 0, None, HashMap::new())).collect(),
+            buckets: (0..self.buckets)
+                .map(|_| (0, 0, None, HashMap::new()))
+                .collect(),
             paths: HashMap::new(),
             statuses: HashMap::new(),
             users: HashMap::new(),
@@ -291,8 +326,15 @@ impl SegmentCollector for SegmentAcc {
 
     fn collect(&mut self, doc: DocId, _: Score) {
         let Some(id) = self.id.first(doc) else { return };
-        let Some(i) = id.checked_sub(self.from).map(|d| (d / self.interval_us) as usize) else { return };
-        let Some(bucket) = self.buckets.get_mut(i) else { return };
+        let Some(i) = id
+            .checked_sub(self.from)
+            .map(|d| (d / self.interval_us) as usize)
+        else {
+            return;
+        };
+        let Some(bucket) = self.buckets.get_mut(i) else {
+            return;
+        };
         let status = self.status.as_ref().and_then(|c| c.first(doc));
         bucket.0 += 1;
         if status.is_some_and(|s| s >= 500) {
@@ -355,7 +397,11 @@ impl SegmentCollector for SegmentAcc {
         Acc {
             buckets,
             paths: resolve(&self.path, self.paths),
-            statuses: self.statuses.into_iter().map(|(s, n)| (s.to_string(), n)).collect(),
+            statuses: self
+                .statuses
+                .into_iter()
+                .map(|(s, n)| (s.to_string(), n))
+                .collect(),
             users: resolve(&self.user, self.users),
             ips: resolve(&self.ip, self.ips),
         }

@@ -37,7 +37,14 @@ impl Export {
     pub(crate) fn new(shared: Arc<Shared>, req: &ExportRequest) -> Result<Export, SearchError> {
         let (from, to) = id_range(req.from, req.to)?;
         let query = parse_query(&shared, &req.query)?;
-        Ok(Export { shared, query, from, to, page: VecDeque::new(), done: false })
+        Ok(Export {
+            shared,
+            query,
+            from,
+            to,
+            page: VecDeque::new(),
+            done: false,
+        })
     }
 }
 
@@ -46,7 +53,13 @@ impl Iterator for Export {
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.page.is_empty() && !self.done {
-            match newest(&self.shared, self.query.as_ref(), self.from, self.to, EXPORT_PAGE) {
+            match newest(
+                &self.shared,
+                self.query.as_ref(),
+                self.from,
+                self.to,
+                EXPORT_PAGE,
+            ) {
                 Ok(hits) => {
                     self.done = hits.len() < EXPORT_PAGE;
                     if let Some((last, _)) = hits.last() {

@@ -22,4 +22,7 @@ pub mod translate;
 pub use analytics::{Analytics, AnalyticsRequest, Bucket, By};
 pub use export::{Export, ExportRequest};
 pub use line::{Level, LogLine, Phases};
-pub use store::{Health, LogStore, MAX_LIMIT, SearchError, SearchPage, SearchRequest, StoreError, StoreSettings, StoreStats};
+pub use store::{
+    Health, LogStore, MAX_LIMIT, SearchError, SearchPage, SearchRequest, StoreError, StoreSettings,
+    StoreStats,
+};

@@ -23,11 +23,23 @@ pub enum Expr {
     /// The clause does not match.
     Not(Box<Expr>),
     /// Words (or a phrase) of a text field; `None` = free text over message and path.
-    Text { field: Option<String>, text: String, phrase: bool },
+    Text {
+        field: Option<String>,
+        text: String,
+        phrase: bool,
+    },
     /// The exact (or prefix) value of a keyword field.
-    Keyword { field: String, value: String, prefix: bool },
+    Keyword {
+        field: String,
+        value: String,
+        prefix: bool,
+    },
     /// A range of a number field; `status:500` = [500, 500].
-    Range { field: String, lower: std::ops::Bound<f64>, upper: std::ops::Bound<f64> },
+    Range {
+        field: String,
+        lower: std::ops::Bound<f64>,
+        upper: std::ops::Bound<f64>,
+    },
 }
 
 /// Why a query was refused, and where.
@@ -48,7 +60,13 @@ impl std::fmt::Display for ParseError {
 impl std::error::Error for ParseError {}
 
 /// Parses a query (placeholder).
-pub fn parse(input: &str, field_kind: impl Fn(&str) -> Option<FieldKind>) -> Result<Expr, ParseError> {
+pub fn parse(
+    input: &str,
+    field_kind: impl Fn(&str) -> Option<FieldKind>,
+) -> Result<Expr, ParseError> {
     let _ = (input, field_kind);
-    Err(ParseError { position: 0, message: "not yet".into() })
+    Err(ParseError {
+        position: 0,
+        message: "not yet".into(),
+    })
 }

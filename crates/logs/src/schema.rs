@@ -27,7 +27,14 @@ pub const KEYWORD_FIELDS: &[&str] = &[
     "target",
 ];
 /// Number fields (indexed and fast). `latency_ms` is an f64, the others u64.
-pub const NUMBER_FIELDS: &[&str] = &["id", "status", "latency_ms", "bytes_in", "bytes_out", "attempts"];
+pub const NUMBER_FIELDS: &[&str] = &[
+    "id",
+    "status",
+    "latency_ms",
+    "bytes_in",
+    "bytes_out",
+    "attempts",
+];
 
 /// Keyword fields the analytics collector reads as fast (columnar) fields.
 const FAST_KEYWORDS: &[&str] = &["route", "user", "ip"];

@@ -65,7 +65,10 @@ impl Default for StoreSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot create the log directory {path}: {source}")]
-    Dir { path: PathBuf, source: std::io::Error },
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot start the log indexer: {0}")]
     Thread(std::io::Error),
     #[error("the log store is shut down")]
@@ -145,7 +148,10 @@ pub(crate) struct Shared {
 impl Shared {
     /// The partitions as of now (the list may change right after).
     pub fn partitions(&self) -> Vec<Arc<Partition>> {
-        self.partitions.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.partitions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub fn set_health(&self, warning: Option<String>) {
@@ -167,11 +173,16 @@ impl LogStore {
     /// Opens (or creates) the store in `settings.dir`, reopening its partitions,
     /// and starts the indexer thread.
     pub fn open(settings: StoreSettings) -> Result<LogStore, StoreError> {
-        partition::create_private_dir(&settings.dir)
-            .map_err(|source| StoreError::Dir { path: settings.dir.clone(), source })?;
+        partition::create_private_dir(&settings.dir).map_err(|source| StoreError::Dir {
+            path: settings.dir.clone(),
+            source,
+        })?;
         let fields = Fields::new();
-        let (partitions, broken) = indexer::open_partitions(&settings.dir, &fields)
-            .map_err(|source| StoreError::Dir { path: settings.dir.clone(), source })?;
+        let (partitions, broken) =
+            indexer::open_partitions(&settings.dir, &fields).map_err(|source| StoreError::Dir {
+                path: settings.dir.clone(),
+                source,
+            })?;
         let (tx, rx) = std::sync::mpsc::sync_channel(settings.queue.max(1));
         let shared = Arc::new(Shared {
             translator: Translator::new(fields.clone()),
@@ -189,7 +200,11 @@ impl LogStore {
             .name("perfgate-logs".into())
             .spawn(move || indexer.run())
             .map_err(StoreError::Thread)?;
-        Ok(LogStore(Arc::new(Inner { shared, tx, thread: Mutex::new(Some(thread)) })))
+        Ok(LogStore(Arc::new(Inner {
+            shared,
+            tx,
+            thread: Mutex::new(Some(thread)),
+        })))
     }
 
     /// Queues a line for indexing. Never blocks: a full queue (or a shut-down
@@ -208,7 +223,10 @@ impl LogStore {
     /// Returns once everything pushed before the call is committed and searchable.
     pub fn flush(&self) -> Result<(), StoreError> {
         let (ack, done) = std::sync::mpsc::sync_channel(1);
-        self.0.tx.send(Msg::Flush(ack)).map_err(|_| StoreError::Closed)?;
+        self.0
+            .tx
+            .send(Msg::Flush(ack))
+            .map_err(|_| StoreError::Closed)?;
         done.recv().map_err(|_| StoreError::Closed)?
     }
 
@@ -228,12 +246,18 @@ impl LogStore {
     }
 
     /// Request counts, errors and latency percentiles per time bucket.
-    pub fn analytics(&self, req: &crate::analytics::AnalyticsRequest) -> Result<crate::analytics::Analytics, SearchError> {
+    pub fn analytics(
+        &self,
+        req: &crate::analytics::AnalyticsRequest,
+    ) -> Result<crate::analytics::Analytics, SearchError> {
         crate::analytics::analytics(&self.0.shared, req)
     }
 
     /// Every matching line, newest first, read page by page as the iterator advances.
-    pub fn export(&self, req: &crate::export::ExportRequest) -> Result<crate::export::Export, SearchError> {
+    pub fn export(
+        &self,
+        req: &crate::export::ExportRequest,
+    ) -> Result<crate::export::Export, SearchError> {
         crate::export::Export::new(self.0.shared.clone(), req)
     }
 
@@ -244,23 +268,39 @@ impl LogStore {
         StoreStats {
             indexed: shared.indexed.load(Ordering::Relaxed),
             partitions: partitions.len(),
-            disk_bytes: partitions.iter().map(|p| p.bytes.load(Ordering::Relaxed)).sum(),
+            disk_bytes: partitions
+                .iter()
+                .map(|p| p.bytes.load(Ordering::Relaxed))
+                .sum(),
             dropped_full: shared.dropped_full.load(Ordering::Relaxed),
             dropped_write: shared.dropped_write.load(Ordering::Relaxed),
             last_commit: (last > 0).then(|| SystemTime::UNIX_EPOCH + Duration::from_micros(last)),
-            health: match shared.health.lock().unwrap_or_else(PoisonError::into_inner).clone() {
+            health: match shared
+                .health
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+            {
                 None => Health::Ok,
                 Some(w) => Health::Warn(w),
             },
             oldest_id: partitions.iter().find_map(|p| p.id_bounds()).map(|b| b.0),
-            newest_id: partitions.iter().rev().find_map(|p| p.id_bounds()).map(|b| b.1),
+            newest_id: partitions
+                .iter()
+                .rev()
+                .find_map(|p| p.id_bounds())
+                .map(|b| b.1),
         }
     }
 }
 
 impl Inner {
     fn shutdown(&self) {
-        let thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(thread) = thread {
             // The indexer drains the queue up to this message, commits and exits.
             let _ = self.tx.send(Msg::Shutdown);

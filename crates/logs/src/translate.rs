@@ -4,8 +4,8 @@ use std::ops::Bound;
 
 use tantivy::Term;
 use tantivy::query::{
-    AllQuery, BooleanQuery, EmptyQuery, InvertedIndexRangeQuery, Occur, PhraseQuery, Query, RangeQuery,
-    TermQuery,
+    AllQuery, BooleanQuery, EmptyQuery, InvertedIndexRangeQuery, Occur, PhraseQuery, Query,
+    RangeQuery, TermQuery,
 };
 use tantivy::schema::{Field, IndexRecordOption};
 use tantivy::tokenizer::{TextAnalyzer, TokenizerManager};
@@ -20,7 +20,10 @@ pub struct Translator {
 }
 
 fn error(message: String) -> ParseError {
-    ParseError { position: 0, message }
+    ParseError {
+        position: 0,
+        message,
+    }
 }
 
 impl Translator {
@@ -67,21 +70,38 @@ impl Translator {
                 (Occur::Must, Box::new(AllQuery) as Box<dyn Query>),
                 (Occur::MustNot, self.query(inner)?),
             ])),
-            Expr::Text { field: None, text, phrase } => Box::new(BooleanQuery::new(vec![
+            Expr::Text {
+                field: None,
+                text,
+                phrase,
+            } => Box::new(BooleanQuery::new(vec![
                 (Occur::Should, self.text(self.fields.message, text, *phrase)),
                 (Occur::Should, self.text(self.fields.path, text, *phrase)),
             ])),
-            Expr::Text { field: Some(name), text, phrase } => match name.as_str() {
+            Expr::Text {
+                field: Some(name),
+                text,
+                phrase,
+            } => match name.as_str() {
                 "message" => self.text(self.fields.message, text, *phrase),
                 // A quoted path is the exact path: `path:"/events/42"`.
-                "path" if *phrase && text.starts_with('/') => {
-                    Box::new(TermQuery::new(Term::from_field_text(self.fields.path_exact, text), IndexRecordOption::Basic))
-                }
+                "path" if *phrase && text.starts_with('/') => Box::new(TermQuery::new(
+                    Term::from_field_text(self.fields.path_exact, text),
+                    IndexRecordOption::Basic,
+                )),
                 "path" => self.text(self.fields.path, text, *phrase),
                 other => return Err(error(format!("{other} is not a text field"))),
             },
-            Expr::Keyword { field, value, prefix } => self.keyword(field, value, *prefix)?,
-            Expr::Range { field, lower, upper } => self.range(field, *lower, *upper)?,
+            Expr::Keyword {
+                field,
+                value,
+                prefix,
+            } => self.keyword(field, value, *prefix)?,
+            Expr::Range {
+                field,
+                lower,
+                upper,
+            } => self.range(field, *lower, *upper)?,
         })
     }
 
@@ -100,7 +120,12 @@ impl Translator {
             _ => Box::new(BooleanQuery::new(
                 terms
                     .into_iter()
-                    .map(|(_, t)| (Occur::Must, Box::new(TermQuery::new(t, IndexRecordOption::Basic)) as Box<dyn Query>))
+                    .map(|(_, t)| {
+                        (
+                            Occur::Must,
+                            Box::new(TermQuery::new(t, IndexRecordOption::Basic)) as Box<dyn Query>,
+                        )
+                    })
                     .collect(),
             )),
         }
@@ -110,7 +135,10 @@ impl Translator {
         if !crate::schema::KEYWORD_FIELDS.contains(&name) {
             return Err(error(format!("{name} is not a keyword field")));
         }
-        let field = self.fields.get(name).ok_or_else(|| error(format!("unknown field {name}")))?;
+        let field = self
+            .fields
+            .get(name)
+            .ok_or_else(|| error(format!("unknown field {name}")))?;
         // Values the store writes in one case are matched in any case.
         let value = match name {
             "level" | "kind" | "cache" | "layer" | "request_kind" => value.to_lowercase(),
@@ -120,11 +148,21 @@ impl Translator {
         if prefix {
             return Ok(prefix_query(field, &value));
         }
-        let words: Vec<&str> = if name == "cache" { value.split_whitespace().collect() } else { vec![&value] };
+        let words: Vec<&str> = if name == "cache" {
+            value.split_whitespace().collect()
+        } else {
+            vec![&value]
+        };
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = words
             .into_iter()
             .map(|w| {
-                (Occur::Must, Box::new(TermQuery::new(Term::from_field_text(field, w), IndexRecordOption::Basic)) as Box<dyn Query>)
+                (
+                    Occur::Must,
+                    Box::new(TermQuery::new(
+                        Term::from_field_text(field, w),
+                        IndexRecordOption::Basic,
+                    )) as Box<dyn Query>,
+                )
             })
             .collect();
         Ok(match clauses.len() {
@@ -134,11 +172,19 @@ impl Translator {
         })
     }
 
-    fn range(&self, name: &str, lower: Bound<f64>, upper: Bound<f64>) -> Result<Box<dyn Query>, ParseError> {
+    fn range(
+        &self,
+        name: &str,
+        lower: Bound<f64>,
+        upper: Bound<f64>,
+    ) -> Result<Box<dyn Query>, ParseError> {
         if !crate::schema::NUMBER_FIELDS.contains(&name) {
             return Err(error(format!("{name} is not a number field")));
         }
-        let field = self.fields.get(name).ok_or_else(|| error(format!("unknown field {name}")))?;
+        let field = self
+            .fields
+            .get(name)
+            .ok_or_else(|| error(format!("unknown field {name}")))?;
         for b in [lower, upper] {
             if let Bound::Included(v) | Bound::Excluded(v) = b
                 && v.is_nan()
@@ -220,11 +266,23 @@ mod tests {
 
     #[test]
     fn integer_ranges() {
-        assert_eq!(u64_range(Bound::Included(500.0), Bound::Included(500.0)), Some((500, 500)));
-        assert_eq!(u64_range(Bound::Excluded(1000.0), Bound::Unbounded), Some((1001, u64::MAX)));
-        assert_eq!(u64_range(Bound::Included(1.5), Bound::Excluded(3.0)), Some((2, 2)));
+        assert_eq!(
+            u64_range(Bound::Included(500.0), Bound::Included(500.0)),
+            Some((500, 500))
+        );
+        assert_eq!(
+            u64_range(Bound::Excluded(1000.0), Bound::Unbounded),
+            Some((1001, u64::MAX))
+        );
+        assert_eq!(
+            u64_range(Bound::Included(1.5), Bound::Excluded(3.0)),
+            Some((2, 2))
+        );
         assert_eq!(u64_range(Bound::Unbounded, Bound::Excluded(0.0)), None);
-        assert_eq!(u64_range(Bound::Included(-5.0), Bound::Included(-1.0)), None);
+        assert_eq!(
+            u64_range(Bound::Included(-5.0), Bound::Included(-1.0)),
+            None
+        );
         assert_eq!(u64_range(Bound::Included(1e30), Bound::Unbounded), None);
     }
 

@@ -26,12 +26,17 @@ const WRITER_IDLE: Duration = Duration::from_secs(120);
 
 /// Opens the partitions found in `dir`; an unreadable one is skipped (and
 /// logged) and its name returned in the second list so that it is not reused.
-pub fn open_partitions(dir: &Path, fields: &Fields) -> std::io::Result<(Vec<Arc<Partition>>, HashSet<String>)> {
+pub fn open_partitions(
+    dir: &Path,
+    fields: &Fields,
+) -> std::io::Result<(Vec<Arc<Partition>>, HashSet<String>)> {
     let mut parts = Vec::new();
     let mut broken = HashSet::new();
     for entry in std::fs::read_dir(dir)?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some((hour, _)) = parse_partition_name(&name) else { continue };
+        let Some((hour, _)) = parse_partition_name(&name) else {
+            continue;
+        };
         match Partition::open(&entry.path(), &name, hour, fields) {
             Ok(p) => parts.push(Arc::new(p)),
             Err(e) => {
@@ -63,6 +68,8 @@ pub struct Indexer {
     /// When the first line since the last commit was added.
     dirty_since: Option<Instant>,
     next_retention: Instant,
+    /// The last write error since the last flush: a flush reports it.
+    unflushed_error: Option<String>,
     json: Vec<u8>,
 }
 
@@ -77,6 +84,7 @@ impl Indexer {
             dirty_since: None,
             // Retention runs right away: the store may have been closed for days.
             next_retention: Instant::now(),
+            unflushed_error: None,
             json: Vec::with_capacity(1024),
         }
     }
@@ -88,10 +96,15 @@ impl Indexer {
                 Some(t) => (t + interval).min(self.next_retention),
                 None => self.next_retention,
             };
-            match self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            match self
+                .rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
                 Ok(Msg::Line(line)) => self.add(line),
                 Ok(Msg::Flush(ack)) => {
                     let result = self.commit();
+                    let earlier = self.unflushed_error.take();
+                    let result = result.and(earlier.map_or(Ok(()), |e| Err(StoreError::Write(e))));
                     self.retention();
                     let _ = ack.send(result);
                 }
@@ -118,7 +131,9 @@ impl Indexer {
             Ok(name) => name,
             Err(e) => return self.write_failed(1, &e),
         };
-        let Some(w) = self.writers.get_mut(&name) else { return };
+        let Some(w) = self.writers.get_mut(&name) else {
+            return;
+        };
         match w.writer.add_document(doc) {
             Ok(_) => {
                 w.pending += 1;
@@ -144,14 +159,25 @@ impl Indexer {
                 return Ok(name);
             }
         }
-        let newest = self.shared.partitions().into_iter().rev().find(|p| p.hour == hour);
+        let newest = self
+            .shared
+            .partitions()
+            .into_iter()
+            .rev()
+            .find(|p| p.hour == hour);
         let part = match newest {
             Some(p) if p.bytes.load(Ordering::Relaxed) <= self.roll_bytes() => p,
             newest => {
-                let seq = newest.as_ref().and_then(|p| parse_partition_name(&p.name)).map_or(0, |(_, s)| s + 1);
+                let seq = newest
+                    .as_ref()
+                    .and_then(|p| parse_partition_name(&p.name))
+                    .map_or(0, |(_, s)| s + 1);
                 let Some(part) = self.create(hour, seq)? else {
                     // No name left for this hour: keep writing to the last partition.
-                    return newest.map(|p| self.open_writer(p)).transpose()?.ok_or_else(|| "no partition".into());
+                    return newest
+                        .map(|p| self.open_writer(p))
+                        .transpose()?
+                        .ok_or_else(|| "no partition".into());
                 };
                 part
             }
@@ -166,7 +192,9 @@ impl Indexer {
     }
 
     fn should_roll(&self, name: &str) -> bool {
-        self.writers.get(name).is_some_and(|w| w.part.bytes.load(Ordering::Relaxed) > self.roll_bytes())
+        self.writers
+            .get(name)
+            .is_some_and(|w| w.part.bytes.load(Ordering::Relaxed) > self.roll_bytes())
     }
 
     /// Creates the first free partition of `hour` from sequence number `seq`;
@@ -180,8 +208,14 @@ impl Indexer {
         }
         let name = partition_name(hour, seq);
         let dir = self.shared.settings.dir.join(&name);
-        let part = Arc::new(Partition::create(&dir, &name, hour, &self.shared.fields).map_err(|e| e.to_string())?);
-        let mut parts = self.shared.partitions.write().unwrap_or_else(PoisonError::into_inner);
+        let part = Arc::new(
+            Partition::create(&dir, &name, hour, &self.shared.fields).map_err(|e| e.to_string())?,
+        );
+        let mut parts = self
+            .shared
+            .partitions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         let at = parts.partition_point(|p| p.name < name);
         parts.insert(at, part.clone());
         drop(parts);
@@ -197,15 +231,33 @@ impl Indexer {
             return Ok(name);
         }
         let memory = self.shared.settings.writer_memory.max(15_000_000);
-        let writer = part.index.writer_with_num_threads(1, memory).map_err(|e| e.to_string())?;
-        self.writers.insert(name.clone(), Writer { part, writer, pending: 0, last_used: Instant::now() });
+        let writer = part
+            .index
+            .writer_with_num_threads(1, memory)
+            .map_err(|e| e.to_string())?;
+        self.writers.insert(
+            name.clone(),
+            Writer {
+                part,
+                writer,
+                pending: 0,
+                last_used: Instant::now(),
+            },
+        );
         Ok(name)
     }
 
-    fn write_failed(&self, lines: u64, error: &str) {
-        self.shared.dropped_write.fetch_add(lines, Ordering::Relaxed);
+    fn write_failed(&mut self, lines: u64, error: &str) {
+        self.unflushed_error = Some(error.to_string());
+        self.shared
+            .dropped_write
+            .fetch_add(lines, Ordering::Relaxed);
         let message = format!("cannot write the log store: {error}");
-        let mut health = self.shared.health.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut health = self
+            .shared
+            .health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if health.as_deref() != Some(message.as_str()) {
             tracing::warn!(error = %error, "cannot write the log store; dropping lines");
             *health = Some(message);
@@ -249,8 +301,12 @@ impl Indexer {
             return Err(StoreError::Write(error));
         }
         if committed {
-            let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-            self.shared.last_commit_us.store(now.as_micros() as u64, Ordering::Relaxed);
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default();
+            self.shared
+                .last_commit_us
+                .store(now.as_micros() as u64, Ordering::Relaxed);
             self.shared.set_health(None);
         }
         Ok(())
@@ -260,7 +316,10 @@ impl Indexer {
     /// store is over the size budget (keeping the newest), and closes idle writers.
     fn retention(&mut self) {
         self.next_retention = Instant::now() + RETENTION_EVERY;
-        let now_us = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_micros() as u64;
+        let now_us = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros() as u64;
         let max_age_us = self.shared.settings.max_age.as_micros() as u64;
         let cutoff = now_us.saturating_sub(max_age_us);
         let parts = self.shared.partitions();
@@ -277,8 +336,12 @@ impl Indexer {
             keep -= 1;
             self.remove(p);
         }
-        let idle: Vec<String> =
-            self.writers.iter().filter(|(_, w)| w.pending == 0 && w.last_used.elapsed() >= WRITER_IDLE).map(|(n, _)| n.clone()).collect();
+        let idle: Vec<String> = self
+            .writers
+            .iter()
+            .filter(|(_, w)| w.pending == 0 && w.last_used.elapsed() >= WRITER_IDLE)
+            .map(|(n, _)| n.clone())
+            .collect();
         for name in idle {
             self.writers.remove(&name);
         }
@@ -289,12 +352,18 @@ impl Indexer {
             && w.pending > 0
         {
             // Lines not yet committed go with their partition.
-            self.shared.dropped_write.fetch_add(w.pending, Ordering::Relaxed);
+            self.shared
+                .dropped_write
+                .fetch_add(w.pending, Ordering::Relaxed);
         }
         if self.current.as_ref().is_some_and(|(_, n)| *n == part.name) {
             self.current = None;
         }
-        self.shared.partitions.write().unwrap_or_else(PoisonError::into_inner).retain(|p| p.name != part.name);
+        self.shared
+            .partitions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|p| p.name != part.name);
         // Searches still holding the partition keep reading it: its files stay
         // mapped until they let go.
         if let Err(e) = std::fs::remove_dir_all(&part.dir) {

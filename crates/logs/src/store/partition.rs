@@ -30,20 +30,30 @@ impl Partition {
     pub fn open(dir: &Path, name: &str, hour: u64, fields: &Fields) -> tantivy::Result<Partition> {
         let index = Index::open_in_dir(dir)?;
         if index.schema() != fields.schema {
-            return Err(tantivy::TantivyError::SchemaError("the schema differs from this version's".into()));
+            return Err(tantivy::TantivyError::SchemaError(
+                "the schema differs from this version's".into(),
+            ));
         }
         Partition::with_index(dir, name, hour, index)
     }
 
     /// Creates `dir` (0700) and an empty index in it.
-    pub fn create(dir: &Path, name: &str, hour: u64, fields: &Fields) -> tantivy::Result<Partition> {
+    pub fn create(
+        dir: &Path,
+        name: &str,
+        hour: u64,
+        fields: &Fields,
+    ) -> tantivy::Result<Partition> {
         create_private_dir(dir)?;
         let index = Index::create_in_dir(dir, fields.schema.clone())?;
         Partition::with_index(dir, name, hour, index)
     }
 
     fn with_index(dir: &Path, name: &str, hour: u64, index: Index) -> tantivy::Result<Partition> {
-        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
         let part = Partition {
             name: name.to_string(),
             hour,
@@ -71,7 +81,9 @@ impl Partition {
             if segment.num_docs() == 0 {
                 continue;
             }
-            let Ok(Some(ids)) = segment.fast_fields().column_opt::<u64>("id") else { continue };
+            let Ok(Some(ids)) = segment.fast_fields().column_opt::<u64>("id") else {
+                continue;
+            };
             let (lo, hi) = (ids.min_value(), ids.max_value());
             bounds = Some(bounds.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
         }
@@ -89,7 +101,9 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
     entries
         .flatten()
         .filter_map(|e| e.metadata().ok())
@@ -103,13 +117,19 @@ fn dir_bytes(dir: &Path) -> u64 {
 pub fn partition_name(hour: u64, seq: u32) -> String {
     let (y, m, d) = civil_from_days(hour / 24);
     let h = hour % 24;
-    if seq == 0 { format!("{y:04}{m:02}{d:02}{h:02}") } else { format!("{y:04}{m:02}{d:02}{h:02}-{seq:03}") }
+    if seq == 0 {
+        format!("{y:04}{m:02}{d:02}{h:02}")
+    } else {
+        format!("{y:04}{m:02}{d:02}{h:02}-{seq:03}")
+    }
 }
 
 /// The hour and sequence number of a partition directory name, if it is one.
 pub fn parse_partition_name(name: &str) -> Option<(u64, u32)> {
     let (base, seq) = match name.split_once('-') {
-        Some((base, seq)) if seq.len() == 3 && seq.bytes().all(|b| b.is_ascii_digit()) => (base, seq.parse().ok()?),
+        Some((base, seq)) if seq.len() == 3 && seq.bytes().all(|b| b.is_ascii_digit()) => {
+            (base, seq.parse().ok()?)
+        }
         Some(_) => return None,
         None => (name, 0),
     };
@@ -143,7 +163,7 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_sort() {
-        let hour = 1_796_601_600 / 3600; // 2026-12-06T00
+        let hour = 1_796_515_200 / 3600; // 2026-12-06T00
         assert_eq!(partition_name(hour, 0), "2026120600");
         assert_eq!(partition_name(hour, 1), "2026120600-001");
         assert_eq!(parse_partition_name("2026120600"), Some((hour, 0)));
@@ -151,9 +171,20 @@ mod tests {
         assert_eq!(parse_partition_name("2026023000"), None);
         assert_eq!(parse_partition_name("x026120600"), None);
         assert_eq!(parse_partition_name("2026120600-1"), None);
-        let mut names = vec![partition_name(hour + 1, 0), partition_name(hour, 2), partition_name(hour, 0)];
+        let mut names = vec![
+            partition_name(hour + 1, 0),
+            partition_name(hour, 2),
+            partition_name(hour, 0),
+        ];
         names.sort();
-        assert_eq!(names, vec![partition_name(hour, 0), partition_name(hour, 2), partition_name(hour + 1, 0)]);
+        assert_eq!(
+            names,
+            vec![
+                partition_name(hour, 0),
+                partition_name(hour, 2),
+                partition_name(hour + 1, 0)
+            ]
+        );
         for h in [0, 24 * 59, 24 * 11_016 + 5, hour] {
             assert_eq!(parse_partition_name(&partition_name(h, 0)), Some((h, 0)));
         }
