@@ -220,6 +220,16 @@ impl LogStore {
         }
     }
 
+    /// Like [`LogStore::push`], but a full queue hands the line back (not
+    /// counted as dropped), for callers that can wait and retry.
+    pub fn try_push(&self, line: LogLine) -> Result<(), LogLine> {
+        match self.0.tx.try_send(Msg::Line(line)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(Msg::Line(line)) | TrySendError::Disconnected(Msg::Line(line))) => Err(line),
+            Err(_) => Ok(()),
+        }
+    }
+
     /// Returns once everything pushed before the call is committed and searchable.
     pub fn flush(&self) -> Result<(), StoreError> {
         let (ack, done) = std::sync::mpsc::sync_channel(1);

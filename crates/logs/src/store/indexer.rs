@@ -140,10 +140,12 @@ impl Indexer {
                 self.dirty_since.get_or_insert_with(Instant::now);
             }
             Err(e) => {
+                // The writer is dead (its thread failed to write a segment): the
+                // lines it held since the last commit are lost with this one.
                 let e = e.to_string();
-                self.writers.remove(&name);
+                let lost = self.writers.remove(&name).map_or(0, |w| w.pending);
                 self.current = None;
-                self.write_failed(1, &e);
+                self.write_failed(lost + 1, &e);
             }
         }
     }
