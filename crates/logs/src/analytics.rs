@@ -269,7 +269,11 @@ impl Collector for AnalyticsCollector {
     type Fruit = Acc;
     type Child = SegmentAcc;
 
-    fn for_segment(&self, _: SegmentOrdinal, segment: &SegmentReader) -> tantivy::Result<SegmentAcc> {
+    fn for_segment(
+        &self,
+        _: SegmentOrdinal,
+        segment: &SegmentReader,
+    ) -> tantivy::Result<SegmentAcc> {
         let ff = segment.fast_fields();
         let (path, user, ip) = (ff.str("path_exact")?, ff.str("user")?, ff.str("ip")?);
         Ok(SegmentAcc {
@@ -280,7 +284,9 @@ impl Collector for AnalyticsCollector {
             status: ff.column_opt("status")?,
             latency: ff.column_opt("latency_ms")?,
             route: ff.str("route")?,
-            buckets: (0..self.buckets).map(|_| (0, 0, None, HashMap::new())).collect(),
+            buckets: (0..self.buckets)
+                .map(|_| (0, 0, None, HashMap::new()))
+                .collect(),
             paths: dense(&path),
             users: dense(&user),
             ips: dense(&ip),
@@ -316,7 +322,11 @@ fn count_ord(counts: &mut [u64], column: &Option<StrColumn>, doc: DocId) {
 
 /// Resolves `(ordinal, slot, count)` items to their strings in one pass over
 /// the dictionary (a lookup per ordinal would decode a block each time).
-fn resolve(column: &Option<StrColumn>, mut items: Vec<(u64, usize, u64)>, mut put: impl FnMut(usize, String, u64)) {
+fn resolve(
+    column: &Option<StrColumn>,
+    mut items: Vec<(u64, usize, u64)>,
+    mut put: impl FnMut(usize, String, u64),
+) {
     let Some(column) = column else { return };
     items.sort_unstable_by_key(|i| i.0);
     let ords: Vec<u64> = items.iter().map(|i| i.0).collect();
@@ -329,8 +339,12 @@ fn resolve(column: &Option<StrColumn>, mut items: Vec<(u64, usize, u64)>, mut pu
 }
 
 fn resolve_dense(column: &Option<StrColumn>, counts: Vec<u64>) -> Counts {
-    let items: Vec<(u64, usize, u64)> =
-        counts.into_iter().enumerate().filter(|(_, n)| *n > 0).map(|(ord, n)| (ord as u64, 0, n)).collect();
+    let items: Vec<(u64, usize, u64)> = counts
+        .into_iter()
+        .enumerate()
+        .filter(|(_, n)| *n > 0)
+        .map(|(ord, n)| (ord as u64, 0, n))
+        .collect();
     let mut out = Counts::with_capacity(items.len());
     resolve(column, items, |_, key, n| *out.entry(key).or_insert(0) += n);
     out
@@ -341,8 +355,15 @@ impl SegmentCollector for SegmentAcc {
 
     fn collect(&mut self, doc: DocId, _: Score) {
         let Some(id) = self.id.first(doc) else { return };
-        let Some(i) = id.checked_sub(self.from).map(|d| (d / self.interval_us) as usize) else { return };
-        let Some(bucket) = self.buckets.get_mut(i) else { return };
+        let Some(i) = id
+            .checked_sub(self.from)
+            .map(|d| (d / self.interval_us) as usize)
+        else {
+            return;
+        };
+        let Some(bucket) = self.buckets.get_mut(i) else {
+            return;
+        };
         let status = self.status.as_ref().and_then(|c| c.first(doc));
         bucket.0 += 1;
         if status.is_some_and(|s| s >= 500) {
@@ -385,7 +406,12 @@ impl SegmentCollector for SegmentAcc {
         let mut by_items = Vec::new();
         let mut buckets: Vec<BucketAcc> = Vec::with_capacity(self.buckets.len());
         for (i, (count, errors, latency, by)) in self.buckets.into_iter().enumerate() {
-            let mut b = BucketAcc { count, errors, latency, by: Counts::new() };
+            let mut b = BucketAcc {
+                count,
+                errors,
+                latency,
+                by: Counts::new(),
+            };
             if self.by == Some(By::Status) {
                 b.by = by.into_iter().map(|(s, n)| (s.to_string(), n)).collect();
             } else {
@@ -393,11 +419,17 @@ impl SegmentCollector for SegmentAcc {
             }
             buckets.push(b);
         }
-        resolve(by_column, by_items, |i, key, n| *buckets[i].by.entry(key).or_insert(0) += n);
+        resolve(by_column, by_items, |i, key, n| {
+            *buckets[i].by.entry(key).or_insert(0) += n
+        });
         Acc {
             buckets,
             paths: resolve_dense(&self.path, self.paths),
-            statuses: self.statuses.into_iter().map(|(s, n)| (s.to_string(), n)).collect(),
+            statuses: self
+                .statuses
+                .into_iter()
+                .map(|(s, n)| (s.to_string(), n))
+                .collect(),
             users: resolve_dense(&self.user, self.users),
             ips: resolve_dense(&self.ip, self.ips),
         }

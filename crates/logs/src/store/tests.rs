@@ -875,7 +875,13 @@ fn string_queries_through_the_parser() {
     let lines = scripted();
     let store = open_with(dir.path(), &lines);
     let ids = |q: &str| -> Vec<u64> {
-        let page = store.search(&SearchRequest { query: q.into(), limit: 1000, ..SearchRequest::default() }).unwrap();
+        let page = store
+            .search(&SearchRequest {
+                query: q.into(),
+                limit: 1000,
+                ..SearchRequest::default()
+            })
+            .unwrap();
         page.lines.iter().map(|l| l.id).collect()
     };
     let status = |l: &LogLine| l.status.unwrap_or(0);
@@ -883,30 +889,73 @@ fn string_queries_through_the_parser() {
     let user = |l: &LogLine| l.user.clone().unwrap_or_default();
     assert_eq!(ids(""), expected(&lines, |_| true));
     assert_eq!(ids("status:500"), expected(&lines, |l| status(l) == 500));
-    assert_eq!(ids("status:5xx"), expected(&lines, |l| (500..600).contains(&status(l))));
-    assert_eq!(ids(r#"route:"/events/{id}""#), expected(&lines, |l| l.route.as_deref() == Some("/events/{id}")));
+    assert_eq!(
+        ids("status:5xx"),
+        expected(&lines, |l| (500..600).contains(&status(l)))
+    );
+    assert_eq!(
+        ids(r#"route:"/events/{id}""#),
+        expected(&lines, |l| l.route.as_deref() == Some("/events/{id}"))
+    );
     assert_eq!(ids("user:42"), expected(&lines, |l| user(l) == "42"));
-    assert_eq!(ids("latency_ms:>1000"), expected(&lines, |l| l.latency_ms.is_some_and(|v| v > 1000.0)));
-    assert_eq!(ids("status:[500 TO 599]"), expected(&lines, |l| (500..=599).contains(&status(l))));
-    assert_eq!(ids("events"), expected(&lines, |l| l.message.contains("events")));
-    assert_eq!(ids(r#"path:"/events/4""#), expected(&lines, |l| path(l) == "/events/4"));
-    assert_eq!(ids("cache:revalidated"), expected(&lines, |l| l.cache.as_deref() == Some("miss revalidated")));
-    assert_eq!(ids("route:/users*"), expected(&lines, |l| l.route.as_deref() == Some("/users/{id}")));
-    assert_eq!(ids("users AND NOT status:200"), expected(&lines, |l| path(l).starts_with("/users") && status(l) != 200));
-    assert_eq!(ids("user:42 OR status:404"), expected(&lines, |l| user(l) == "42" || status(l) == 404));
+    assert_eq!(
+        ids("latency_ms:>1000"),
+        expected(&lines, |l| l.latency_ms.is_some_and(|v| v > 1000.0))
+    );
+    assert_eq!(
+        ids("status:[500 TO 599]"),
+        expected(&lines, |l| (500..=599).contains(&status(l)))
+    );
+    assert_eq!(
+        ids("events"),
+        expected(&lines, |l| l.message.contains("events"))
+    );
+    assert_eq!(
+        ids(r#"path:"/events/4""#),
+        expected(&lines, |l| path(l) == "/events/4")
+    );
+    assert_eq!(
+        ids("cache:revalidated"),
+        expected(&lines, |l| l.cache.as_deref() == Some("miss revalidated"))
+    );
+    assert_eq!(
+        ids("route:/users*"),
+        expected(&lines, |l| l.route.as_deref() == Some("/users/{id}"))
+    );
+    assert_eq!(
+        ids("users AND NOT status:200"),
+        expected(&lines, |l| path(l).starts_with("/users")
+            && status(l) != 200)
+    );
+    assert_eq!(
+        ids("user:42 OR status:404"),
+        expected(&lines, |l| user(l) == "42" || status(l) == 404)
+    );
     assert_eq!(
         ids("(user:41 OR user:43) AND -users"),
-        expected(&lines, |l| matches!(user(l).as_str(), "41" | "43") && !path(l).starts_with("/users"))
+        expected(&lines, |l| matches!(user(l).as_str(), "41" | "43")
+            && !path(l).starts_with("/users"))
     );
-    assert_eq!(ids("NOT kind:access"), expected(&lines, |l| l.kind == "app"));
+    assert_eq!(
+        ids("NOT kind:access"),
+        expected(&lines, |l| l.kind == "app")
+    );
     assert_eq!(ids(r#""config reloaded""#).len(), 1);
     assert_eq!(ids("target:perfgate::warm").len(), 2);
     assert!(matches!(
-        store.search(&SearchRequest { query: "nosuchfield:1".into(), limit: 10, ..SearchRequest::default() }),
+        store.search(&SearchRequest {
+            query: "nosuchfield:1".into(),
+            limit: 10,
+            ..SearchRequest::default()
+        }),
         Err(SearchError::Query(_))
     ));
     assert!(matches!(
-        store.search(&SearchRequest { query: "status:(".into(), limit: 10, ..SearchRequest::default() }),
+        store.search(&SearchRequest {
+            query: "status:(".into(),
+            limit: 10,
+            ..SearchRequest::default()
+        }),
         Err(SearchError::Query(_))
     ));
     // Analytics and export take the same language.
@@ -921,6 +970,12 @@ fn string_queries_through_the_parser() {
         })
         .unwrap();
     assert_eq!(a.total, 15);
-    let exported = store.export(&ExportRequest { query: "status:>=500".into(), ..ExportRequest::default() }).unwrap().count();
+    let exported = store
+        .export(&ExportRequest {
+            query: "status:>=500".into(),
+            ..ExportRequest::default()
+        })
+        .unwrap()
+        .count();
     assert_eq!(exported, expected(&lines, |l| status(l) >= 500).len());
 }
