@@ -92,7 +92,9 @@ fn main() {
     let total: u64 = args.get(2).map_or(1_000_000, |n| n.parse().expect("lines"));
     let memory: usize = std::env::var("WRITER_MEMORY")
         .ok()
-        .map_or(64 << 20, |m| m.parse().unwrap());
+        .map_or(StoreSettings::default().writer_memory, |m| {
+            m.parse().unwrap()
+        });
     let settings = StoreSettings {
         dir: dir.into(),
         queue: 65_536,
