@@ -254,10 +254,15 @@ struct SegmentAcc {
     user: Option<StrColumn>,
     ip: Option<StrColumn>,
     buckets: Vec<SegmentBucket>,
-    paths: HashMap<u64, u64>,
+    /// Counts by ordinal, dense: one slot per term of the segment's dictionary.
+    paths: Vec<u64>,
+    users: Vec<u64>,
+    ips: Vec<u64>,
     statuses: HashMap<u64, u64>,
-    users: HashMap<u64, u64>,
-    ips: HashMap<u64, u64>,
+}
+
+fn dense(column: &Option<StrColumn>) -> Vec<u64> {
+    vec![0; column.as_ref().map_or(0, |c| c.num_terms())]
 }
 
 impl Collector for AnalyticsCollector {
@@ -270,6 +275,7 @@ impl Collector for AnalyticsCollector {
         segment: &SegmentReader,
     ) -> tantivy::Result<SegmentAcc> {
         let ff = segment.fast_fields();
+        let (path, user, ip) = (ff.str("path_exact")?, ff.str("user")?, ff.str("ip")?);
         Ok(SegmentAcc {
             from: self.from,
             interval_us: self.interval_us,
@@ -277,17 +283,17 @@ impl Collector for AnalyticsCollector {
             id: ff.u64("id")?,
             status: ff.column_opt("status")?,
             latency: ff.column_opt("latency_ms")?,
-            path: ff.str("path_exact")?,
             route: ff.str("route")?,
-            user: ff.str("user")?,
-            ip: ff.str("ip")?,
             buckets: (0..self.buckets)
                 .map(|_| (0, 0, None, HashMap::new()))
                 .collect(),
-            paths: HashMap::new(),
+            paths: dense(&path),
+            users: dense(&user),
+            ips: dense(&ip),
+            path,
+            user,
+            ip,
             statuses: HashMap::new(),
-            users: HashMap::new(),
-            ips: HashMap::new(),
         })
     }
 
@@ -308,16 +314,39 @@ fn first_ord(column: &Option<StrColumn>, doc: DocId) -> Option<u64> {
     column.as_ref().and_then(|c| c.ords().first(doc))
 }
 
-fn resolve(column: &Option<StrColumn>, counts: HashMap<u64, u64>) -> Counts {
-    let mut out = Counts::with_capacity(counts.len());
-    let Some(column) = column else { return out };
-    let mut key = String::new();
-    for (ord, n) in counts {
-        key.clear();
-        if column.ord_to_str(ord, &mut key).unwrap_or(false) {
-            *out.entry(key.clone()).or_insert(0) += n;
-        }
+fn count_ord(counts: &mut [u64], column: &Option<StrColumn>, doc: DocId) {
+    if let Some(slot) = first_ord(column, doc).and_then(|o| counts.get_mut(o as usize)) {
+        *slot += 1;
     }
+}
+
+/// Resolves `(ordinal, slot, count)` items to their strings in one pass over
+/// the dictionary (a lookup per ordinal would decode a block each time).
+fn resolve(
+    column: &Option<StrColumn>,
+    mut items: Vec<(u64, usize, u64)>,
+    mut put: impl FnMut(usize, String, u64),
+) {
+    let Some(column) = column else { return };
+    items.sort_unstable_by_key(|i| i.0);
+    let ords: Vec<u64> = items.iter().map(|i| i.0).collect();
+    let mut next = items.into_iter();
+    let _ = column.dictionary().sorted_ords_to_term_cb(&ords, |bytes| {
+        if let Some((_, slot, n)) = next.next() {
+            put(slot, String::from_utf8_lossy(bytes).into_owned(), n);
+        }
+    });
+}
+
+fn resolve_dense(column: &Option<StrColumn>, counts: Vec<u64>) -> Counts {
+    let items: Vec<(u64, usize, u64)> = counts
+        .into_iter()
+        .enumerate()
+        .filter(|(_, n)| *n > 0)
+        .map(|(ord, n)| (ord as u64, 0, n))
+        .collect();
+    let mut out = Counts::with_capacity(items.len());
+    resolve(column, items, |_, key, n| *out.entry(key).or_insert(0) += n);
     out
 }
 
@@ -362,15 +391,9 @@ impl SegmentCollector for SegmentAcc {
         if let Some(s) = status {
             *self.statuses.entry(s).or_insert(0) += 1;
         }
-        if let Some(o) = first_ord(&self.path, doc) {
-            *self.paths.entry(o).or_insert(0) += 1;
-        }
-        if let Some(o) = first_ord(&self.user, doc) {
-            *self.users.entry(o).or_insert(0) += 1;
-        }
-        if let Some(o) = first_ord(&self.ip, doc) {
-            *self.ips.entry(o).or_insert(0) += 1;
-        }
+        count_ord(&mut self.paths, &self.path, doc);
+        count_ord(&mut self.users, &self.user, doc);
+        count_ord(&mut self.ips, &self.ip, doc);
     }
 
     fn harvest(self) -> Acc {
@@ -380,30 +403,35 @@ impl SegmentCollector for SegmentAcc {
             Some(By::Ip) => &self.ip,
             _ => &None,
         };
-        let buckets = self
-            .buckets
-            .into_iter()
-            .map(|(count, errors, latency, by)| BucketAcc {
+        let mut by_items = Vec::new();
+        let mut buckets: Vec<BucketAcc> = Vec::with_capacity(self.buckets.len());
+        for (i, (count, errors, latency, by)) in self.buckets.into_iter().enumerate() {
+            let mut b = BucketAcc {
                 count,
                 errors,
                 latency,
-                by: if self.by == Some(By::Status) {
-                    by.into_iter().map(|(s, n)| (s.to_string(), n)).collect()
-                } else {
-                    resolve(by_column, by)
-                },
-            })
-            .collect();
+                by: Counts::new(),
+            };
+            if self.by == Some(By::Status) {
+                b.by = by.into_iter().map(|(s, n)| (s.to_string(), n)).collect();
+            } else {
+                by_items.extend(by.into_iter().map(|(ord, n)| (ord, i, n)));
+            }
+            buckets.push(b);
+        }
+        resolve(by_column, by_items, |i, key, n| {
+            *buckets[i].by.entry(key).or_insert(0) += n
+        });
         Acc {
             buckets,
-            paths: resolve(&self.path, self.paths),
+            paths: resolve_dense(&self.path, self.paths),
             statuses: self
                 .statuses
                 .into_iter()
                 .map(|(s, n)| (s.to_string(), n))
                 .collect(),
-            users: resolve(&self.user, self.users),
-            ips: resolve(&self.ip, self.ips),
+            users: resolve_dense(&self.user, self.users),
+            ips: resolve_dense(&self.ip, self.ips),
         }
     }
 }

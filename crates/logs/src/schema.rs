@@ -1,7 +1,7 @@
 //! The index schema: which fields of a [`LogLine`] are searchable, and how.
 
 use tantivy::TantivyDocument;
-use tantivy::schema::{FAST, Field, INDEXED, STORED, STRING, Schema, TEXT};
+use tantivy::schema::{FAST, Field, STORED, STRING, Schema, TEXT};
 
 use crate::line::LogLine;
 use crate::query::FieldKind;
@@ -26,7 +26,7 @@ pub const KEYWORD_FIELDS: &[&str] = &[
     "request_kind",
     "target",
 ];
-/// Number fields (indexed and fast). `latency_ms` is an f64, the others u64.
+/// Number fields (fast fields). `latency_ms` is an f64, the others u64.
 pub const NUMBER_FIELDS: &[&str] = &[
     "id",
     "status",
@@ -87,12 +87,16 @@ impl Fields {
                 }
             })
             .collect();
-        let id = b.add_u64_field("id", INDEXED | FAST);
-        let status = b.add_u64_field("status", INDEXED | FAST);
-        let latency_ms = b.add_f64_field("latency_ms", INDEXED | FAST);
-        let bytes_in = b.add_u64_field("bytes_in", INDEXED | FAST);
-        let bytes_out = b.add_u64_field("bytes_out", INDEXED | FAST);
-        let attempts = b.add_u64_field("attempts", INDEXED | FAST);
+        // Numbers are fast (columnar) only: tantivy answers a range over a fast
+        // field from the column, never from the inverted index, and indexing
+        // them put one term per distinct value (every id, nearly every
+        // latency) in the term dictionary.
+        let id = b.add_u64_field("id", FAST);
+        let status = b.add_u64_field("status", FAST);
+        let latency_ms = b.add_f64_field("latency_ms", FAST);
+        let bytes_in = b.add_u64_field("bytes_in", FAST);
+        let bytes_out = b.add_u64_field("bytes_out", FAST);
+        let attempts = b.add_u64_field("attempts", FAST);
         Fields {
             schema: b.build(),
             source,

@@ -68,6 +68,8 @@ pub struct Indexer {
     /// When the first line since the last commit was added.
     dirty_since: Option<Instant>,
     next_retention: Instant,
+    /// The last write error since the last flush: a flush reports it.
+    unflushed_error: Option<String>,
     json: Vec<u8>,
 }
 
@@ -82,6 +84,7 @@ impl Indexer {
             dirty_since: None,
             // Retention runs right away: the store may have been closed for days.
             next_retention: Instant::now(),
+            unflushed_error: None,
             json: Vec::with_capacity(1024),
         }
     }
@@ -100,6 +103,8 @@ impl Indexer {
                 Ok(Msg::Line(line)) => self.add(line),
                 Ok(Msg::Flush(ack)) => {
                     let result = self.commit();
+                    let earlier = self.unflushed_error.take();
+                    let result = result.and(earlier.map_or(Ok(()), |e| Err(StoreError::Write(e))));
                     self.retention();
                     let _ = ack.send(result);
                 }
@@ -135,10 +140,12 @@ impl Indexer {
                 self.dirty_since.get_or_insert_with(Instant::now);
             }
             Err(e) => {
+                // The writer is dead (its thread failed to write a segment): the
+                // lines it held since the last commit are lost with this one.
                 let e = e.to_string();
-                self.writers.remove(&name);
+                let lost = self.writers.remove(&name).map_or(0, |w| w.pending);
                 self.current = None;
-                self.write_failed(1, &e);
+                self.write_failed(lost + 1, &e);
             }
         }
     }
@@ -242,7 +249,8 @@ impl Indexer {
         Ok(name)
     }
 
-    fn write_failed(&self, lines: u64, error: &str) {
+    fn write_failed(&mut self, lines: u64, error: &str) {
+        self.unflushed_error = Some(error.to_string());
         self.shared
             .dropped_write
             .fetch_add(lines, Ordering::Relaxed);
