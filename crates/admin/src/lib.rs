@@ -1,5 +1,5 @@
-//! The admin API: health, metrics and cache administration (statistics,
-//! invalidation, warm-up), each resource in its own module, all but
+//! The admin API: health, metrics, cache administration (statistics,
+//! invalidation, warm-up) and performance reports, each resource in its own module, all but
 //! `/health` and `/health/dependencies` behind one auth layer (auth.rs). It uses only the public
 //! handles of the proxy crate.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
@@ -13,6 +13,7 @@ mod invalidate;
 mod jobs;
 mod json;
 mod metrics;
+mod performance;
 #[cfg(test)]
 mod tests;
 mod warmup;
@@ -46,6 +47,9 @@ pub struct AdminState {
     pub metrics_public: bool,
     /// Reloads the configuration (`POST /admin/config/reload`).
     pub reloader: Option<Reloader>,
+    /// The performance windows behind `/admin/performance/*`; `None` → 503
+    /// `disabled`.
+    pub perf: Option<Arc<perfgate_observe::PerfWindows>>,
 }
 
 /// The admin router. New resources add a module and a `merge` here.
@@ -56,6 +60,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(invalidate::routes())
         .merge(warmup::routes())
         .merge(jobs::routes())
+        .merge(performance::routes())
         .merge(config::routes())
         .merge(metrics::routes(!state.metrics_public))
         .layer(axum::middleware::from_fn_with_state(

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use anyhow::Context as _;
 use perfgate_admin::{AdminState, ReloadError, ReloadReport};
 use perfgate_config::Config;
-use perfgate_observe::Metrics;
+use perfgate_observe::{EventSink, Metrics, PerfWindows};
 use perfgate_proxy::{Gateway, ServerOptions};
 use perfgate_runtime::clock::Clock;
 use tokio::net::TcpListener;
@@ -182,6 +182,11 @@ pub async fn start_on_with_clock(
             "no admin token configured (PERFGATE_ADMIN_TOKEN or --admin-token-file): the admin API answers only loopback clients, read-only unless admin.allow_unauthenticated"
         );
     }
+    // The performance windows behind `/admin/performance/*`. The slow
+    // threshold is read once: a reload changes the slow-request log, not
+    // which requests these windows list as slow.
+    let perf = Arc::new(PerfWindows::new(config.server.slow_request_threshold.get()));
+    event_sinks(&gateway, &perf);
     // The invalidation fan-out listener (when Redis is configured).
     gateway.run_background();
     // The async job workers (again after every reload).
@@ -214,6 +219,7 @@ pub async fn start_on_with_clock(
             let r = reloader.clone();
             Arc::new(move || r.reload())
         }),
+        perf: Some(perf),
     };
     services.spawn("admin server", move |mut shutdown| async move {
         let stopping = async move { shutdown.requested().await };
@@ -230,6 +236,18 @@ pub async fn start_on_with_clock(
         drain_timeout: config.server.drain_timeout.get(),
         services,
     })
+}
+
+/// Subscribes every request-event sink, in one call: only the gateway's
+/// first `subscribe_events` connects, so a new sink is one more element
+/// of this list, never a second call.
+fn event_sinks(gateway: &Gateway, perf: &Arc<PerfWindows>) {
+    let sinks: Vec<Arc<dyn EventSink>> = vec![perf.clone()];
+    if !gateway.subscribe_events(sinks) {
+        tracing::warn!(
+            "request events already had a subscriber: the performance windows stay empty"
+        );
+    }
 }
 
 /// Where the configuration comes from: the file (if any) and the
