@@ -215,11 +215,7 @@ const _: () = assert!(OUTCOMES == 6, "CacheRates lists every outcome");
 impl RoutePerf {
     fn of(route: &str, s: &RouteStats, seconds: f64) -> Self {
         let per_s = |n: u64| round(n as f64 / seconds, 3);
-        let mean = if s.requests == 0 {
-            0.0
-        } else {
-            ms(s.total_us / s.requests)
-        };
+        let mean = s.total_us.checked_div(s.requests).map_or(0.0, ms);
         Self {
             route: route.to_string(),
             requests: s.requests,
@@ -333,11 +329,7 @@ impl PhaseShares {
             pcts[i] = pct(us as f64, all as f64);
             shares[i] = PhaseShare {
                 ms: ms(us),
-                mean_ms: if requests == 0 {
-                    0.0
-                } else {
-                    ms(us / requests)
-                },
+                mean_ms: us.checked_div(requests).map_or(0.0, ms),
                 pct: pcts[i],
             };
         }

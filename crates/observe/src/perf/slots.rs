@@ -213,11 +213,11 @@ impl RouteStats {
         for &(d, n) in &o.details {
             self.add_detail(d, n);
         }
-        if let Some(h) = &o.latency {
-            if let Some(mine) = self.histogram() {
-                // Same bounds on both sides: adding cannot fail.
-                let _ = mine.add(&**h);
-            }
+        if let Some(h) = &o.latency
+            && let Some(mine) = self.histogram()
+        {
+            // Same bounds on both sides: adding cannot fail.
+            let _ = mine.add(&**h);
         }
     }
 
@@ -225,7 +225,7 @@ impl RouteStats {
     pub(crate) fn quantile_us(&self, q: f64) -> u64 {
         self.latency
             .as_ref()
-            .filter(|h| h.len() > 0)
+            .filter(|h| !h.is_empty())
             .map_or(0, |h| h.value_at_quantile(q))
     }
 }
