@@ -1,5 +1,5 @@
-//! The admin API: health, metrics and cache administration (statistics,
-//! invalidation, warm-up), each resource in its own module, all but
+//! The admin API: health, metrics, cache administration (statistics,
+//! invalidation, warm-up) and performance reports, each resource in its own module, all but
 //! `/health` and `/health/dependencies` behind one auth layer (auth.rs). It uses only the public
 //! handles of the proxy crate.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
@@ -14,6 +14,7 @@ mod jobs;
 mod json;
 mod logs;
 mod metrics;
+mod performance;
 #[cfg(test)]
 mod tests;
 mod warmup;
@@ -49,6 +50,9 @@ pub struct AdminState {
     pub reloader: Option<Reloader>,
     /// The log pipeline and its store (`/admin/logs/*`), when on.
     pub logs: Option<perfgate_logs::Logs>,
+    /// The performance windows behind `/admin/performance/*`; `None` → 503
+    /// `disabled`.
+    pub perf: Option<Arc<perfgate_observe::PerfWindows>>,
 }
 
 /// The admin router. New resources add a module and a `merge` here.
@@ -60,6 +64,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(warmup::routes())
         .merge(jobs::routes())
         .merge(logs::routes())
+        .merge(performance::routes())
         .merge(config::routes())
         .merge(metrics::routes(!state.metrics_public))
         .layer(axum::middleware::from_fn_with_state(

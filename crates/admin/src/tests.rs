@@ -5,12 +5,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Method, Request, StatusCode, header};
 use perfgate_config::Config;
-use perfgate_observe::Metrics;
+use perfgate_observe::{Metrics, PerfWindows};
 use perfgate_proxy::Gateway;
 use serde_json::Value;
 use tower::ServiceExt as _;
@@ -32,6 +33,7 @@ fn state(token: Option<&str>) -> AdminState {
         metrics_public: false,
         reloader: None,
         logs: None,
+        perf: Some(Arc::new(PerfWindows::new(Duration::from_secs(1)))),
     }
 }
 
@@ -528,4 +530,44 @@ async fn foreign_hosts_and_origins_are_refused() {
         .send(&s)
         .await;
     assert_eq!(status, StatusCode::OK, "{v}");
+}
+
+/// `window` is 1m, 5m or 1h (5m when absent); anything else is a 400
+/// naming the field at fault; without performance windows, 503.
+#[tokio::test]
+async fn performance_windows_and_their_rejections() {
+    let s = state(Some(TOKEN));
+    for path in [
+        "/admin/performance/metrics",
+        "/admin/performance/bottlenecks",
+    ] {
+        for (query, window) in [("", "5m"), ("?window=1m", "1m"), ("?window=1h", "1h")] {
+            let (status, _, v) = call(Method::GET, format!("{path}{query}")).send(&s).await;
+            assert_eq!(status, StatusCode::OK, "{path}{query}: {v}");
+            assert_eq!(v["data"]["window"], window, "{v}");
+            assert!(v["data"]["routes"].is_array(), "{v}");
+        }
+        for (query, field) in [
+            ("?window=2m", "window"),
+            ("?window=", "window"),
+            ("?window=1M", "window"),
+            ("?windows=1m", "windows"),
+        ] {
+            let (status, _, v) = call(Method::GET, format!("{path}{query}")).send(&s).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{path}{query}: {v}");
+            assert_eq!(v["error"]["code"], "bad_request", "{v}");
+            assert_eq!(v["error"]["field"], field, "{v}");
+        }
+        let (status, _, _) = call(Method::GET, path).token(None).send(&s).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+        let off = AdminState {
+            perf: None,
+            ..s.clone()
+        };
+        let (status, _, v) = call(Method::GET, path).send(&off).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+        assert_eq!(v["error"]["code"], "disabled", "{v}");
+        let msg = v["error"]["message"].as_str().unwrap_or("");
+        assert!(msg.contains("performance windows are off"), "{msg}");
+    }
 }

@@ -103,6 +103,9 @@ pub enum ErrorKind {
     InvalidConfig,
     /// Admin API: this process cannot reload its configuration → 409.
     ReloadUnavailable,
+    /// Admin API: the feature behind the endpoint is not running (e.g.
+    /// the performance windows) → 503.
+    Disabled,
 }
 
 impl ErrorKind {
@@ -121,7 +124,8 @@ impl ErrorKind {
             | ErrorKind::CircuitOpen
             | ErrorKind::NoHealthyUpstream
             | ErrorKind::QueueFull
-            | ErrorKind::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            | ErrorKind::StoreUnavailable
+            | ErrorKind::Disabled => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::NoRoute | ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             ErrorKind::UpstreamTimeout | ErrorKind::NotCached => StatusCode::GATEWAY_TIMEOUT,
@@ -158,7 +162,8 @@ impl ErrorKind {
             | ErrorKind::QueueFull
             | ErrorKind::StoreUnavailable
             | ErrorKind::Internal
-            | ErrorKind::ReloadUnavailable => Side::Gateway,
+            | ErrorKind::ReloadUnavailable
+            | ErrorKind::Disabled => Side::Gateway,
             ErrorKind::UpstreamUnavailable
             | ErrorKind::UpstreamTimeout
             | ErrorKind::CircuitOpen
@@ -220,6 +225,7 @@ impl ErrorKind {
             ErrorKind::UnsupportedMediaType => "unsupported_media_type",
             ErrorKind::InvalidConfig => "invalid_config",
             ErrorKind::ReloadUnavailable => "reload_unavailable",
+            ErrorKind::Disabled => "disabled",
         }
     }
 }

@@ -1,11 +1,14 @@
 //! Observability: every metric perfgate exports is named and registered here,
 //! and emitted through the small typed handles below, never through string
-//! literals scattered across the code.
+//! literals scattered across the code. Request events (`event.rs`) feed the
+//! sinks, among them the performance windows (`perf.rs`) behind
+//! `/admin/performance/*`.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod event;
 mod jobs;
 mod metrics;
+pub mod perf;
 mod traffic;
 
 pub use event::{
@@ -14,4 +17,5 @@ pub use event::{
 };
 pub use jobs::{CallResult, JobMetrics, Submission};
 pub use metrics::{CacheEvent, InvalidationSource, Metrics, RouteMetrics, UpstreamErrorKind};
+pub use perf::{PerfWindows, Window};
 pub use traffic::{CircuitState, DecisionCounter, LimitResult, TrafficMetrics};

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use anyhow::Context as _;
 use perfgate_admin::{AdminState, ReloadError, ReloadReport};
 use perfgate_config::Config;
-use perfgate_observe::Metrics;
+use perfgate_observe::{EventSink, Metrics, PerfWindows};
 use perfgate_proxy::{Gateway, ServerOptions};
 use perfgate_runtime::clock::Clock;
 use tokio::net::TcpListener;
@@ -194,7 +194,11 @@ pub async fn start_on_with_clock(
         );
     }
     let logs = start_logs(&config)?;
-    gateway.subscribe_events(event_sinks(logs.as_ref()));
+    // The performance windows behind `/admin/performance/*`. The slow
+    // threshold is read once: a reload changes the slow-request log, not
+    // which requests these windows list as slow.
+    let perf = Arc::new(PerfWindows::new(config.server.slow_request_threshold.get()));
+    event_sinks(&gateway, &perf, logs.as_ref());
     // The invalidation fan-out listener (when Redis is configured).
     gateway.run_background();
     // The async job workers (again after every reload).
@@ -228,6 +232,7 @@ pub async fn start_on_with_clock(
             let r = reloader.clone();
             Arc::new(move || r.reload())
         }),
+        perf: Some(perf),
     };
     services.spawn("admin server", move |mut shutdown| async move {
         let stopping = async move { shutdown.requested().await };
@@ -274,14 +279,19 @@ fn start_logs(config: &Config) -> anyhow::Result<Option<perfgate_logs::Logs>> {
     Ok(Some(logs))
 }
 
-/// Every consumer of request events, subscribed in one call (only the
-/// first subscription takes effect).
-fn event_sinks(logs: Option<&perfgate_logs::Logs>) -> Vec<Arc<dyn perfgate_observe::EventSink>> {
-    let mut sinks = Vec::new();
+/// Subscribes every request-event sink, in one call: only the gateway's
+/// first `subscribe_events` connects, so a new sink is one more element
+/// of this list, never a second call.
+fn event_sinks(gateway: &Gateway, perf: &Arc<PerfWindows>, logs: Option<&perfgate_logs::Logs>) {
+    let mut sinks: Vec<Arc<dyn EventSink>> = vec![perf.clone()];
     if let Some(l) = logs {
         sinks.push(l.sink());
     }
-    sinks
+    if !gateway.subscribe_events(sinks) {
+        tracing::warn!(
+            "request events already had a subscriber: the performance windows and logs stay empty"
+        );
+    }
 }
 
 /// Where the configuration comes from: the file (if any) and the

@@ -27,6 +27,7 @@ mod l2;
 mod limits;
 mod malformed;
 mod paths;
+mod performance;
 mod protocols;
 mod reload;
 mod resilience;
