@@ -1,5 +1,5 @@
-//! The admin API: health, metrics and cache administration (statistics,
-//! invalidation, warm-up), each resource in its own module, all but
+//! The admin API: health, metrics, monitoring and cache administration
+//! (statistics, invalidation, warm-up), each resource in its own module, all but
 //! `/health` and `/health/dependencies` behind one auth layer (auth.rs). It uses only the public
 //! handles of the proxy crate.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
@@ -13,6 +13,7 @@ mod invalidate;
 mod jobs;
 mod json;
 mod metrics;
+mod monitoring;
 #[cfg(test)]
 mod tests;
 mod warmup;
@@ -22,6 +23,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use perfgate_observe::ProcessSampler;
 use perfgate_proxy::Gateway;
 use tokio::net::TcpListener;
 
@@ -46,6 +48,8 @@ pub struct AdminState {
     pub metrics_public: bool,
     /// Reloads the configuration (`POST /admin/config/reload`).
     pub reloader: Option<Reloader>,
+    /// The process's last CPU reading (`GET /admin/monitoring/metrics`).
+    pub process: Arc<ProcessSampler>,
 }
 
 /// The admin router. New resources add a module and a `merge` here.
@@ -57,6 +61,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(warmup::routes())
         .merge(jobs::routes())
         .merge(config::routes())
+        .merge(monitoring::routes())
         .merge(metrics::routes(!state.metrics_public))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -6,6 +6,7 @@
 mod event;
 mod jobs;
 mod metrics;
+mod process;
 mod traffic;
 
 pub use event::{
@@ -13,5 +14,9 @@ pub use event::{
     RequestEvent, RequestKind, log_id,
 };
 pub use jobs::{CallResult, JobMetrics, Submission};
-pub use metrics::{CacheEvent, InvalidationSource, Metrics, RouteMetrics, UpstreamErrorKind};
+pub use metrics::{
+    CacheEvent, InvalidationSource, Metrics, OpenConnection, RouteMetrics, UpstreamErrorKind,
+    openmetrics_to_text,
+};
+pub use process::{ProcessSample, ProcessSampler, ProcessStats};
 pub use traffic::{CircuitState, DecisionCounter, LimitResult, TrafficMetrics};

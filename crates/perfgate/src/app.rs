@@ -214,6 +214,7 @@ pub async fn start_on_with_clock(
             let r = reloader.clone();
             Arc::new(move || r.reload())
         }),
+        process: Default::default(),
     };
     services.spawn("admin server", move |mut shutdown| async move {
         let stopping = async move { shutdown.requested().await };
