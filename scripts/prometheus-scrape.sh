@@ -45,7 +45,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$tmp"
+  [ -n "${KEEP_TMP:-}" ] || rm -rf "$tmp"
 }
 trap cleanup EXIT
 fail() {
@@ -57,12 +57,15 @@ fail() {
 }
 
 # HTTP without curl (CI machines have Python): prints the body; the status
-# goes to $tmp/status. `get URL [ACCEPT]` sends the admin token.
+# goes to $tmp/status. `get URL [ACCEPT]` is a client's request (no
+# credentials: those would make it uncacheable); `admin_get` sends the token.
 get() {
-  python3 - "$1" "${2:-}" "$token" "$tmp/status" <<'EOF'
+  python3 - "$1" "${2:-}" "${auth:-}" "$tmp/status" <<'EOF'
 import sys, urllib.request, urllib.error
 url, accept, token, status_file = sys.argv[1:5]
-req = urllib.request.Request(url, headers={"Authorization": "Bearer " + token})
+req = urllib.request.Request(url)
+if token:
+    req.add_header("Authorization", "Bearer " + token)
 if accept:
     req.add_header("Accept", accept)
 try:
@@ -76,6 +79,7 @@ open(status_file, "w").write(str(status))
 sys.stdout.write(body.decode("utf-8", "replace"))
 EOF
 }
+admin_get() { auth="$token" get "$@"; }
 status() { cat "$tmp/status"; }
 
 # A port that was free a moment ago (the same race as test-support's
@@ -152,7 +156,7 @@ assert c.getresponse().status == 405
 EOF
 
 # promtool lints what a plain client gets (text format 0.0.4).
-get "http://$admin/metrics" >"$tmp/metrics.txt"
+admin_get "http://$admin/metrics" >"$tmp/metrics.txt"
 [ "$(status)" = 200 ] || fail "/metrics answered $(status)"
 promtool check metrics <"$tmp/metrics.txt" >"$tmp/promtool.log" 2>&1 ||
   fail "promtool check metrics: $(cat "$tmp/promtool.log")"
@@ -161,7 +165,7 @@ for series in 'perfgate_requests_total{' 'perfgate_cache_requests_total{' \
   'perfgate_client_connections ' 'process_cpu_seconds_total ' 'process_resident_memory_bytes '; do
   grep -qF "$series" "$tmp/metrics.txt" || fail "/metrics has no $series"
 done
-get "http://$admin/metrics" "application/openmetrics-text;version=1.0.0" >"$tmp/metrics.om"
+admin_get "http://$admin/metrics" "application/openmetrics-text;version=1.0.0" >"$tmp/metrics.om"
 [ "$(tail -n 1 "$tmp/metrics.om")" = "# EOF" ] || fail "the OpenMetrics exposition does not end with # EOF"
 
 prom="127.0.0.1:$(port)"
@@ -199,8 +203,10 @@ EOF
 scraped() { [ "$(query 'up{job="perfgate"}')" = 1 ]; }
 until_ok 'up{job="perfgate"} == 1' scraped
 
+# The five GETs (the 405 is answered by the guard, before a route is chosen,
+# and is not a route's request).
 requests="$(query 'sum(perfgate_requests_total{job="perfgate"})')"
-[ "${requests:-0}" -ge 6 ] 2>/dev/null || fail "perfgate_requests_total summed to '${requests}', expected at least 6"
+[ "${requests:-0}" -ge 5 ] 2>/dev/null || fail "perfgate_requests_total summed to '${requests}', expected at least 5"
 for q in 'process_resident_memory_bytes{job="perfgate"} > 0' \
   'sum(perfgate_request_duration_seconds_count{job="perfgate",status_class="2xx"})' \
   'sum(perfgate_cache_requests_total{job="perfgate",result="hit"})'; do

@@ -188,7 +188,7 @@ impl Metrics {
         );
         registry.register(
             "request_duration_seconds",
-            "Time from request head received to response head sent, by route and status class (1xx to 5xx)",
+            "Time from request head received to response head sent, by route and status class (1xx to 5xx, other)",
             latency.clone(),
         );
         let cache = Family::<CacheLabels, Counter>::default();

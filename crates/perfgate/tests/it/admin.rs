@@ -144,7 +144,10 @@ async fn until_open(gw: &RunningGateway, n: u64) {
         if open == n {
             return;
         }
-        assert!(Instant::now() < deadline, "open connections stayed {open}, expected {n}");
+        assert!(
+            Instant::now() < deadline,
+            "open connections stayed {open}, expected {n}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -176,14 +179,21 @@ async fn monitoring_counts_open_keep_alive_connections() {
         .admin_get("/metrics")
         .header("authorization", "Bearer s3cret")
         .await;
-    assert!(r.text().contains("perfgate_client_connections 1\n"), "{}", r.text());
+    assert!(
+        r.text().contains("perfgate_client_connections 1\n"),
+        "{}",
+        r.text()
+    );
     let v = gw
         .admin_get("/admin/monitoring/metrics")
         .header("authorization", "Bearer s3cret")
         .await
         .json();
     let server = &v["data"]["upstreams"][0]["servers"][0];
-    assert!(server["latency_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{v}");
+    assert!(
+        server["latency_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{v}"
+    );
     assert_eq!(server["errors"], 0, "{v}");
 
     drop(conn);
