@@ -157,7 +157,11 @@ async fn until_open(gw: &RunningGateway, n: u64) {
 /// less once the client closes it. (Admin requests are not counted.)
 #[tokio::test]
 async fn monitoring_counts_open_keep_alive_connections() {
-    let origin = Origin::new().route("/events", Rsp::json("[]")).run().await;
+    let origin = Origin::new()
+        .route("/events", Rsp::json("[]"))
+        .route("/fail", Rsp::status(503))
+        .run()
+        .await;
     let gw = Gateway::builder()
         .upstream(origin.addr())
         .admin_token("s3cret")
@@ -195,7 +199,17 @@ async fn monitoring_counts_open_keep_alive_connections() {
         "{v}"
     );
     assert_eq!(server["errors"], 0, "{v}");
+    assert_eq!(server["state"], "healthy", "{v}");
 
     drop(conn);
     until_open(&gw, 0).await;
+
+    // A 503 is a failed attempt (the default failure class): counted.
+    assert_eq!(gw.get("/fail").await.status, 503);
+    let v = gw
+        .admin_get("/admin/monitoring/metrics")
+        .header("authorization", "Bearer s3cret")
+        .await
+        .json();
+    assert_eq!(v["data"]["upstreams"][0]["servers"][0]["errors"], 1, "{v}");
 }
