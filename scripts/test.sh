@@ -8,6 +8,9 @@
 # The Redis tests need `redis-server` and `redis-cli`: they are installed here
 # when missing (apt); the tests themselves start their servers (standalone and
 # a 3-master cluster) on ephemeral ports in temporary directories.
+# After the tests, scripts/prometheus-scrape.sh lints perfgate's /metrics with
+# `promtool check metrics` and has a real Prometheus scrape it; `prometheus`
+# (which provides promtool) is installed here when missing, too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,8 +44,32 @@ if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/nul
 fi
 step "redis: $(redis-server --version | awk '{print $3}')"
 
+# The Prometheus check (after the tests) needs `prometheus` and `promtool`,
+# both in Debian's `prometheus` package. Without recommends: the node
+# exporter and its collectors are not needed (and take longer to install).
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+  step "installing prometheus (and promtool)"
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  # The package may start a system Prometheus on 9090 (perfgate's default
+  # admin port): the check runs its own on an ephemeral port.
+  $sudo service prometheus stop >/dev/null 2>&1 || true
+  if command -v systemctl >/dev/null 2>&1; then
+    $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+fi
+step "prometheus: $(prometheus --version 2>&1 | awk 'NR == 1 {print $3}')"
+
 step "cargo test (workspace)"
 cargo test --workspace --locked 2>&1 | tee /tmp/perfgate-test.$$.log
 # Summarise the per-binary "test result" lines into one closing line.
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "\nperfgate tests: %d passed, %d failed, %d ignored\n", p, f, i }' /tmp/perfgate-test.$$.log
 rm -f /tmp/perfgate-test.$$.log
+
+# promtool on perfgate's real /metrics after traffic, then a real Prometheus
+# scraping it (about 5 s; the binary is the one cargo test built). Under CI a
+# missing prometheus is a failure, never a skip.
+step "prometheus scrape and promtool check metrics"
+scripts/prometheus-scrape.sh

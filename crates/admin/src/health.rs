@@ -183,7 +183,7 @@ fn rank(s: &str) -> u8 {
 
 /// `fail` when the pool cannot take traffic (no server up, or the breaker
 /// open), `warn` when it is degraded (some servers out, or half-open).
-fn pool_status(pool: &PoolReport) -> &'static str {
+pub(crate) fn pool_status(pool: &PoolReport) -> &'static str {
     let up = pool.servers.iter().filter(|s| s.up).count();
     if up == 0 || pool.circuit == "open" {
         "fail"

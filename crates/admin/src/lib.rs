@@ -1,5 +1,6 @@
-//! The admin API: health, metrics, cache administration (statistics,
-//! invalidation, warm-up) and performance reports, each resource in its own module, all but
+//! The admin API: health, metrics, monitoring, logs, performance reports
+//! and cache administration (statistics, invalidation, warm-up), each
+//! resource in its own module, all but
 //! `/health` and `/health/dependencies` behind one auth layer (auth.rs). It uses only the public
 //! handles of the proxy crate.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
@@ -14,6 +15,7 @@ mod jobs;
 mod json;
 mod logs;
 mod metrics;
+mod monitoring;
 mod performance;
 #[cfg(test)]
 mod tests;
@@ -24,6 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use perfgate_observe::ProcessSampler;
 use perfgate_proxy::Gateway;
 use tokio::net::TcpListener;
 
@@ -53,6 +56,8 @@ pub struct AdminState {
     /// The performance windows behind `/admin/performance/*`; `None` → 503
     /// `disabled`.
     pub perf: Option<Arc<perfgate_observe::PerfWindows>>,
+    /// The process's last CPU reading (`GET /admin/monitoring/metrics`).
+    pub process: Arc<ProcessSampler>,
 }
 
 /// The admin router. New resources add a module and a `merge` here.
@@ -66,6 +71,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(logs::routes())
         .merge(performance::routes())
         .merge(config::routes())
+        .merge(monitoring::routes())
         .merge(metrics::routes(!state.metrics_public))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

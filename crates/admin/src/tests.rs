@@ -34,6 +34,7 @@ fn state(token: Option<&str>) -> AdminState {
         reloader: None,
         logs: None,
         perf: Some(Arc::new(PerfWindows::new(Duration::from_secs(1)))),
+        process: Default::default(),
     }
 }
 
@@ -570,4 +571,90 @@ async fn performance_windows_and_their_rejections() {
         let msg = v["error"]["message"].as_str().unwrap_or("");
         assert!(msg.contains("performance windows are off"), "{msg}");
     }
+}
+
+#[tokio::test]
+async fn monitoring_metrics_shape() {
+    let s = state(Some(TOKEN));
+    let path = "/admin/monitoring/metrics";
+    let (status, _, v) = call(Method::GET, path).token(None).send(&s).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+
+    let (status, ct, v) = call(Method::GET, path).send(&s).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert!(ct.starts_with("application/json"), "{ct}");
+    assert_eq!(v["success"], true, "{v}");
+    let d = &v["data"];
+    let keys = |v: &Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(
+        keys(d),
+        ["connections", "jobs", "process", "redis", "upstreams"],
+        "{d}"
+    );
+    if cfg!(target_os = "linux") {
+        let p = &d["process"];
+        assert_eq!(
+            keys(p),
+            [
+                "cpu_interval_seconds",
+                "cpu_percent",
+                "cpu_seconds_total",
+                "cpus",
+                "max_fds",
+                "open_fds",
+                "resident_memory_bytes",
+                "threads",
+                "uptime_seconds",
+                "virtual_memory_bytes",
+            ],
+            "{p}"
+        );
+        assert!(p["resident_memory_bytes"].as_u64().unwrap() > 0, "{p}");
+        assert!(p["cpu_percent"].as_f64().unwrap() >= 0.0, "{p}");
+    }
+    assert_eq!(d["connections"]["open"], 0, "{d}");
+    assert_eq!(d["connections"]["requests_in_flight"], 0, "{d}");
+    // The default upstream's one-server pool; nothing sent to it yet.
+    let pools = d["upstreams"].as_array().unwrap();
+    assert_eq!(pools.len(), 1, "{d}");
+    let pool = &pools[0];
+    assert_eq!(
+        keys(pool),
+        ["circuit", "circuits", "name", "servers", "status"],
+        "{pool}"
+    );
+    assert!(pool["circuits"].is_object(), "{pool}");
+    let server = &pool["servers"][0];
+    assert_eq!(server["address"], "127.0.0.1:9", "{server}");
+    assert_eq!(server["state"], "healthy", "{server}");
+    assert_eq!(server["latency_ms"], Value::Null, "{server}");
+    assert_eq!(server["errors"], 0, "{server}");
+    assert_eq!(server["in_flight"], 0, "{server}");
+    assert_eq!(
+        d["redis"],
+        serde_json::json!({ "configured": false }),
+        "{d}"
+    );
+    assert_eq!(d["jobs"], Value::Null, "no async routes: {d}");
+}
+
+#[tokio::test]
+async fn metrics_speak_openmetrics_only_to_who_asks() {
+    let s = state(Some(TOKEN));
+    let (status, ct, _) = call(Method::GET, "/metrics").send(&s).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ct, Metrics::TEXT_CONTENT_TYPE);
+    let (status, ct, _) = call(Method::GET, "/metrics")
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,*/*;q=0.1",
+        )
+        .send(&s)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ct, Metrics::CONTENT_TYPE);
 }

@@ -9,6 +9,7 @@ mod event;
 mod jobs;
 mod metrics;
 pub mod perf;
+mod process;
 mod traffic;
 
 pub use event::{
@@ -16,6 +17,10 @@ pub use event::{
     RequestEvent, RequestKind, log_id,
 };
 pub use jobs::{CallResult, JobMetrics, Submission};
-pub use metrics::{CacheEvent, InvalidationSource, Metrics, RouteMetrics, UpstreamErrorKind};
+pub use metrics::{
+    CacheEvent, InvalidationSource, Metrics, OpenConnection, RouteMetrics, UpstreamErrorKind,
+    openmetrics_to_text,
+};
 pub use perf::{PerfWindows, Window};
+pub use process::{ProcessSample, ProcessSampler, ProcessStats};
 pub use traffic::{CircuitState, DecisionCounter, LimitResult, TrafficMetrics};

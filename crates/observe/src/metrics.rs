@@ -3,6 +3,10 @@
 //! The hot path never formats a label: per-route handles are created once
 //! at start-up ([`Metrics::route`]) and the common status codes are
 //! pre-resolved, so recording a request is a few atomic increments.
+//!
+//! perfgate's own families are named `perfgate_*`; the standard `process_*`
+//! families (process.rs) sit beside them, unprefixed, as every Prometheus
+//! client library exports them.
 
 use std::sync::{Arc, OnceLock};
 
@@ -14,6 +18,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::jobs::JobMetrics;
+use crate::process::ProcessCollector;
 use crate::traffic::TrafficMetrics;
 
 /// Latency buckets in seconds: 100 µs to ~30 s.
@@ -35,8 +40,22 @@ struct RouteStatus {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RouteLabel {
+struct RouteClass {
     route: Arc<str>,
+    status_class: &'static str,
+}
+
+/// The `status_class` label values of `perfgate_request_duration_seconds`:
+/// `1xx` to `5xx`, and `other` for the codes 600–999 an upstream may send
+/// (HTTP defines none; hyper passes them through).
+const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+
+/// The index in [`STATUS_CLASSES`] of a status code's class.
+fn status_class(status: u16) -> usize {
+    match status / 100 {
+        c @ 1..=5 => usize::from(c - 1),
+        _ => STATUS_CLASSES.len() - 1,
+    }
 }
 
 /// What the cache did for one request; the `result` label of
@@ -121,7 +140,7 @@ struct ErrorLabels {
 pub struct Metrics {
     registry: Registry,
     requests: Family<RouteStatus, Counter>,
-    latency: Family<RouteLabel, Histogram>,
+    latency: Family<RouteClass, Histogram>,
     cache: Family<CacheLabels, Counter>,
     /// L1 results resolved once (the hot path records one per request).
     l1: [OnceLock<Counter>; CACHE_EVENTS],
@@ -137,6 +156,7 @@ pub struct Metrics {
     l2_up: Gauge,
     l2_errors: Counter,
     l2_writes: Counter,
+    client_connections: Gauge,
     /// Traffic control: shedding, limits, JWT, upstream health, breakers.
     pub traffic: TrafficMetrics,
     /// The async job queue.
@@ -152,19 +172,23 @@ impl Default for Metrics {
 impl Metrics {
     /// Creates and registers every metric family.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("perfgate");
+        // The root registry holds the unprefixed `process_*` collector;
+        // perfgate's own families are in the `perfgate` sub-registry.
+        let mut root = Registry::default();
+        root.register_collector(Box::new(ProcessCollector));
+        let registry = root.sub_registry_with_prefix("perfgate");
         let requests = Family::<RouteStatus, Counter>::default();
         registry.register(
             "requests",
             "Requests answered, by route and status code",
             requests.clone(),
         );
-        let latency = Family::<RouteLabel, Histogram>::new_with_constructor(
+        let latency = Family::<RouteClass, Histogram>::new_with_constructor(
             (|| Histogram::new(LATENCY_BUCKETS)) as fn() -> Histogram,
         );
         registry.register(
             "request_duration_seconds",
-            "Time from request head received to response head sent, by route",
+            "Time from request head received to response head sent, by route and status class (1xx to 5xx, other)",
             latency.clone(),
         );
         let cache = Family::<CacheLabels, Counter>::default();
@@ -245,12 +269,19 @@ impl Metrics {
             "Entries written to the Redis L2",
             l2_writes.clone(),
         );
-        let traffic = TrafficMetrics::register(&mut registry);
-        let jobs = JobMetrics::register(&mut registry);
+        let client_connections = Gauge::default();
+        registry.register(
+            "client_connections",
+            "Client connections open on the proxy listener (TLS handshakes included)",
+            client_connections.clone(),
+        );
+        let traffic = TrafficMetrics::register(registry);
+        let jobs = JobMetrics::register(registry);
         Self {
             traffic,
             jobs,
-            registry,
+            registry: root,
+            client_connections,
             invalidations,
             l2_up,
             l2_errors,
@@ -273,15 +304,12 @@ impl Metrics {
     /// Pre-resolved handles for one route (call once per route at start-up).
     pub fn route(&self, name: &str) -> RouteMetrics {
         let route: Arc<str> = Arc::from(name);
-        let common = Default::default();
-        let latency = self.latency.get_or_create_owned(&RouteLabel {
-            route: route.clone(),
-        });
         RouteMetrics {
             route,
-            common,
+            common: Default::default(),
             requests: self.requests.clone(),
-            latency,
+            classes: Default::default(),
+            latency: self.latency.clone(),
         }
     }
 
@@ -361,6 +389,18 @@ impl Metrics {
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
+    /// Counts one client connection as open until the returned guard
+    /// drops (the proxy's accept loop holds it for the connection's life).
+    pub fn connection_opened(&self) -> OpenConnection {
+        self.client_connections.inc();
+        OpenConnection(self.client_connections.clone())
+    }
+
+    /// Client connections open on the proxy listener now.
+    pub fn client_connections(&self) -> u64 {
+        u64::try_from(self.client_connections.get()).unwrap_or(0)
+    }
+
     /// The OpenMetrics text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(8 * 1024);
@@ -372,6 +412,74 @@ impl Metrics {
     /// The content type of [`Metrics::encode`]'s output.
     pub const CONTENT_TYPE: &'static str =
         "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+    /// The Prometheus text format (0.0.4) exposition of every metric, for
+    /// scrapers that do not ask for OpenMetrics (curl, `promtool check
+    /// metrics`, older agents). See [`openmetrics_to_text`].
+    pub fn encode_text(&self) -> String {
+        openmetrics_to_text(&self.encode())
+    }
+
+    /// The content type of [`Metrics::encode_text`]'s output.
+    pub const TEXT_CONTENT_TYPE: &'static str = "text/plain; version=0.0.4; charset=utf-8";
+}
+
+/// Rewrites the OpenMetrics text that `prometheus-client` writes into the
+/// Prometheus text format 0.0.4. The samples are the same; the differences
+/// are in the metadata: an OpenMetrics counter family `x` has the sample
+/// `x_total`, and 0.0.4 names the family by its sample (`# HELP x_total`,
+/// `# TYPE x_total counter`); `# UNIT` and `# EOF` do not exist in 0.0.4,
+/// and `unknown` is called `untyped`. perfgate exports no info, stateset or
+/// gauge-histogram families and no exemplars, the OpenMetrics features
+/// 0.0.4 cannot express.
+pub fn openmetrics_to_text(om: &str) -> String {
+    let counters: std::collections::HashSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len() + om.len() / 16);
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match meta {
+            Some((kind, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let tail = if kind == "# TYPE " && tail == "unknown" {
+                    "untyped"
+                } else {
+                    tail
+                };
+                let suffix = if counters.contains(name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                out.push_str(kind);
+                out.push_str(name);
+                out.push_str(suffix);
+                out.push(' ');
+                out.push_str(tail);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// A client connection counted in `perfgate_client_connections`, until it
+/// drops.
+#[must_use = "the connection counts as open only while this is held"]
+pub struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Metric handles of one route, resolved at start-up.
@@ -382,7 +490,10 @@ pub struct RouteMetrics {
     /// exposition lists only statuses that occurred.
     common: [OnceLock<Counter>; COMMON_STATUSES.len()],
     requests: Family<RouteStatus, Counter>,
-    latency: Histogram,
+    /// The route's latency histogram per status class, created on first
+    /// use like the status counters.
+    classes: [OnceLock<Histogram>; STATUS_CLASSES.len()],
+    latency: Family<RouteClass, Histogram>,
 }
 
 impl RouteMetrics {
@@ -408,7 +519,15 @@ impl RouteMetrics {
                     .inc();
             }
         }
-        self.latency.observe(seconds);
+        let class = status_class(status);
+        self.classes[class]
+            .get_or_init(|| {
+                self.latency.get_or_create_owned(&RouteClass {
+                    route: self.route.clone(),
+                    status_class: STATUS_CLASSES[class],
+                })
+            })
+            .observe(seconds);
     }
 
     /// The route's name as used in labels.
@@ -416,3 +535,6 @@ impl RouteMetrics {
         &self.route
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -233,6 +233,7 @@ pub async fn start_on_with_clock(
             Arc::new(move || r.reload())
         }),
         perf: Some(perf),
+        process: Default::default(),
     };
     services.spawn("admin server", move |mut shutdown| async move {
         let stopping = async move { shutdown.requested().await };

@@ -196,6 +196,21 @@ impl Gateway {
         self.tiers.l2_health()
     }
 
+    /// Requests in flight now: client requests being answered, plus the
+    /// cache fills and refreshes running in tasks of their own (the count
+    /// `server.max_concurrent_requests` limits).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// One `PING` to Redis under `deadline` (through the connection's
+    /// breaker, like every call): its round-trip time, or why it failed.
+    /// `None` when no Redis is configured.
+    pub async fn redis_ping(&self, deadline: Duration) -> Option<Result<Duration, String>> {
+        let redis = self.redis.as_ref()?;
+        Some(redis.ping(deadline).await.map_err(|e| e.to_string()))
+    }
+
     /// Starts the invalidation fan-out listener (when Redis is configured)
     /// under the supervisor.
     pub fn run_background(&self) {

@@ -110,6 +110,9 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Counted from accept until its task ends (TLS handshake included):
+        // one atomic add here, one subtract on drop.
+        let open = gateway.metrics().connection_opened();
         let _ = stream.set_nodelay(true);
         let conn = Conn::new(peer, opts.tls.is_some());
         let gw = gateway.clone();
@@ -140,6 +143,7 @@ pub async fn serve(
                 tokio::spawn(async move {
                     serve_conn(watch, io, svc).await;
                     drop(slot);
+                    drop(open);
                 });
             }
             Some(acceptor) => {
@@ -160,6 +164,7 @@ pub async fn serve(
                         serve_conn(watch, Framed::new(tls, max_head, head_timeout), svc).await;
                     }
                     drop(slot);
+                    drop(open);
                 });
             }
         }

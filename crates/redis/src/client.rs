@@ -173,6 +173,14 @@ impl Redis {
         }
     }
 
+    /// One `PING` round trip under `deadline` and the breaker (the
+    /// monitoring API): how long the answer took.
+    pub async fn ping(&self, deadline: Duration) -> Result<Duration, Error> {
+        let t0 = std::time::Instant::now();
+        let _: String = self.command(&cmd("PING"), deadline).await?;
+        Ok(t0.elapsed())
+    }
+
     /// Runs one command under `deadline` and the breaker. The caller keeps
     /// it to one key (or one hash slot), so it works on Redis Cluster.
     pub async fn command<T: FromRedisValue + Send + 'static>(

@@ -188,7 +188,8 @@ pub async fn dispatch(
             let _in_flight = pool.start(i);
             client.send_within(req, limit).await
         };
-        timing.upstream += t0.elapsed();
+        let took = t0.elapsed();
+        timing.upstream += took;
         timing.count += 1;
         timing.server = Some(server.label.clone());
         // What the breaker and outlier detection count: connection
@@ -199,7 +200,7 @@ pub async fn dispatch(
             Err(e) => !e.clients_fault() && pool.failures.error(e.kind),
         };
         if !matches!(&result, Err(e) if e.clients_fault()) {
-            pool.report(i, !failed);
+            pool.report(i, !failed, took);
         }
         match &result {
             Ok(rsp) if rsp.status().is_server_error() => {

@@ -37,6 +37,31 @@ pub struct Server {
     outstanding: AtomicU32,
     /// Duration of the last health probe in microseconds (0: none yet).
     last_probe_us: AtomicU64,
+    /// Recent attempt latency (time to the response head), an exponentially
+    /// weighted moving average in microseconds, as `f64` bits (0: none yet).
+    latency_ewma_us: AtomicU64,
+    /// Failed attempts (as the pool's `FailureClass` counts them).
+    errors: AtomicU64,
+}
+
+/// Weight of the newest attempt in [`Server`]'s latency average: about the
+/// last ten attempts count.
+const EWMA_WEIGHT: f64 = 0.2;
+
+impl Server {
+    /// Adds one attempt's latency to the average. Concurrent updates may
+    /// lose one another's sample (load, then store): the figure is for
+    /// people to read, and this keeps it to two plain atomic operations.
+    fn observe(&self, took: Duration) {
+        let us = took.as_secs_f64() * 1e6;
+        let old = f64::from_bits(self.latency_ewma_us.load(Ordering::Relaxed));
+        let new = if old > 0.0 {
+            old + EWMA_WEIGHT * (us - old)
+        } else {
+            us.max(f64::MIN_POSITIVE)
+        };
+        self.latency_ewma_us.store(new.to_bits(), Ordering::Relaxed);
+    }
 }
 
 /// What consistent hashing hashes.
@@ -194,6 +219,8 @@ impl Pool {
                     target,
                     outstanding: AtomicU32::new(0),
                     last_probe_us: AtomicU64::new(0),
+                    latency_ewma_us: AtomicU64::new(0),
+                    errors: AtomicU64::new(0),
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -430,8 +457,16 @@ impl Pool {
         Outstanding { pool: self, i }
     }
 
-    /// Reports the outcome of one attempt on server `i` to outlier detection.
-    pub fn report(&self, i: usize, success: bool) {
+    /// Reports the outcome of one attempt on server `i` that took `took` to
+    /// its response head (or its failure): to outlier detection, and to the
+    /// server's latency average and error count (the monitoring API).
+    pub fn report(&self, i: usize, success: bool, took: Duration) {
+        if let Some(s) = self.servers.get(i) {
+            s.observe(took);
+            if !success {
+                s.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         if let Some(t) = self.health.report(i, success, Instant::now()) {
             self.transition(t);
         }
@@ -559,8 +594,11 @@ impl Pool {
 pub struct PoolReport {
     /// The pool's name (a `[[pools]]` name or an upstream URL).
     pub name: String,
-    /// `closed`, `half-open`, `open` or `disabled`.
+    /// `closed`, `half-open`, `open` or `disabled`: the worst of its breakers.
     pub circuit: &'static str,
+    /// The breaker of each route that sent requests to this pool, by route
+    /// name (`closed`, `half-open` or `open`); empty without breakers.
+    pub circuits: std::collections::BTreeMap<String, &'static str>,
     /// Its servers.
     pub servers: Vec<ServerReport>,
 }
@@ -582,6 +620,11 @@ pub struct ServerReport {
     pub in_flight: u32,
     /// Duration of the last health probe in milliseconds, when probed.
     pub probe_ms: Option<f64>,
+    /// Recent latency of its attempts (to the response head), a moving
+    /// average in milliseconds; `None` before the first attempt.
+    pub latency_ms: Option<f64>,
+    /// Failed attempts since the pool was built.
+    pub errors: u64,
 }
 
 impl Pool {
@@ -589,14 +632,20 @@ impl Pool {
     pub fn snapshot(&self) -> PoolReport {
         let now = Instant::now();
         let snap = self.health.snapshot(now);
+        let circuits = match self.breaker {
+            None => Default::default(),
+            Some(_) => self
+                .breakers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .map(|(route, b)| (route.to_string(), breaker_name(b.state(now))))
+                .collect(),
+        };
         PoolReport {
             name: self.name.to_string(),
-            circuit: match self.circuit(now) {
-                None => "disabled",
-                Some(BreakerState::Closed) => "closed",
-                Some(BreakerState::HalfOpen) => "half-open",
-                Some(BreakerState::Open) => "open",
-            },
+            circuit: self.circuit(now).map_or("disabled", breaker_name),
+            circuits,
             servers: self
                 .servers
                 .iter()
@@ -604,6 +653,7 @@ impl Pool {
                 .enumerate()
                 .map(|(i, (s, h))| {
                     let us = s.last_probe_us.load(Ordering::Relaxed);
+                    let ewma = f64::from_bits(s.latency_ewma_us.load(Ordering::Relaxed));
                     ServerReport {
                         address: s.label.to_string(),
                         up: self.health.eligible(i, now),
@@ -614,6 +664,8 @@ impl Pool {
                         ejections: h.ejections,
                         in_flight: s.outstanding.load(Ordering::Relaxed),
                         probe_ms: (us > 0).then(|| us as f64 / 1000.0),
+                        latency_ms: (ewma > 0.0).then(|| ewma / 1000.0),
+                        errors: s.errors.load(Ordering::Relaxed),
                     }
                 })
                 .collect(),
@@ -632,6 +684,14 @@ impl Drop for Outstanding<'_> {
         if let Some(s) = self.pool.servers.get(self.i) {
             s.outstanding.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+fn breaker_name(s: BreakerState) -> &'static str {
+    match s {
+        BreakerState::Closed => "closed",
+        BreakerState::HalfOpen => "half-open",
+        BreakerState::Open => "open",
     }
 }
 

@@ -1,8 +1,11 @@
 //! The admin listener: health without a token, everything else behind it.
 
-use perfgate_test_support::{Origin, Rsp};
+use std::time::{Duration, Instant};
 
-use crate::support::Gateway;
+use perfgate_test_support::{Origin, PATIENCE, Rsp};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::support::{Gateway, RunningGateway};
 
 #[tokio::test]
 async fn admin_endpoints_and_token() {
@@ -57,7 +60,9 @@ async fn admin_endpoints_and_token() {
     for name in [
         "perfgate_requests_total",
         "perfgate_cache_requests_total",
-        "perfgate_request_duration_seconds",
+        "perfgate_request_duration_seconds_count{route=\"default\",status_class=\"2xx\"} 2",
+        "perfgate_client_connections ",
+        "process_cpu_seconds_total ",
     ] {
         assert!(text.contains(name), "/metrics lacks {name}:\n{text}");
     }
@@ -116,4 +121,95 @@ async fn tokenless_admin_is_read_only_and_host_checked() {
         .body(r#"{"tags":["a"]}"#)
         .await;
     assert_eq!(r.status, 415, "{}", r.text());
+}
+
+/// `connections.open` of `GET /admin/monitoring/metrics`.
+async fn open_connections(gw: &RunningGateway) -> u64 {
+    let r = gw
+        .admin_get("/admin/monitoring/metrics")
+        .header("authorization", "Bearer s3cret")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    v["data"]["connections"]["open"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no connections.open in {v}"))
+}
+
+/// Polls until the monitoring API reports `n` open client connections.
+async fn until_open(gw: &RunningGateway, n: u64) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let open = open_connections(gw).await;
+        if open == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "open connections stayed {open}, expected {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The monitoring API counts client connections on the proxy listener: one
+/// more while a keep-alive connection stays open after its request, one
+/// less once the client closes it. (Admin requests are not counted.)
+#[tokio::test]
+async fn monitoring_counts_open_keep_alive_connections() {
+    let origin = Origin::new()
+        .route("/events", Rsp::json("[]"))
+        .route("/fail", Rsp::status(503))
+        .run()
+        .await;
+    let gw = Gateway::builder()
+        .upstream(origin.addr())
+        .admin_token("s3cret")
+        .spawn()
+        .await;
+    until_open(&gw, 0).await;
+
+    let mut conn = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    conn.write_all(b"GET /events HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = conn.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // The response is in; the connection stays open (keep-alive).
+    until_open(&gw, 1).await;
+    let r = gw
+        .admin_get("/metrics")
+        .header("authorization", "Bearer s3cret")
+        .await;
+    assert!(
+        r.text().contains("perfgate_client_connections 1\n"),
+        "{}",
+        r.text()
+    );
+    let v = gw
+        .admin_get("/admin/monitoring/metrics")
+        .header("authorization", "Bearer s3cret")
+        .await
+        .json();
+    let server = &v["data"]["upstreams"][0]["servers"][0];
+    assert!(
+        server["latency_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{v}"
+    );
+    assert_eq!(server["errors"], 0, "{v}");
+    assert_eq!(server["state"], "healthy", "{v}");
+
+    drop(conn);
+    until_open(&gw, 0).await;
+
+    // A 503 is a failed attempt (the default failure class): counted.
+    assert_eq!(gw.get("/fail").await.status, 503);
+    let v = gw
+        .admin_get("/admin/monitoring/metrics")
+        .header("authorization", "Bearer s3cret")
+        .await
+        .json();
+    assert_eq!(v["data"]["upstreams"][0]["servers"][0]["errors"], 1, "{v}");
 }

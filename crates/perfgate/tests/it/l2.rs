@@ -350,3 +350,42 @@ async fn redis_outage_under_load_is_invisible_to_clients() {
     .await;
     assert_eq!(a.l2_state().await, "up");
 }
+
+/// `redis` of `GET /admin/monitoring/metrics`.
+async fn monitored_redis(gw: &RunningGateway) -> serde_json::Value {
+    let r = gw.admin(Method::GET, "/admin/monitoring/metrics").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["data"]["redis"].clone()
+}
+
+/// The monitoring API pings Redis: `up` with a round-trip time while it
+/// answers, `down` with the error once it is gone.
+#[tokio::test]
+async fn monitoring_pings_redis() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let origin = Origin::new().route("/events", Rsp::json("[]")).run().await;
+    let gw = Gateway::member(origin.addr(), &redis.url(), &unique_name("monitor"))
+        .spawn_connected()
+        .await;
+    let r = monitored_redis(&gw).await;
+    assert_eq!(r["configured"], true, "{r}");
+    assert_eq!(r["state"], "up", "{r}");
+    assert_eq!(r["connection"], "up", "{r}");
+    assert_eq!(r["mode"], "standalone", "{r}");
+    assert!(r["ping_ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{r}");
+
+    redis.kill();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let r = monitored_redis(&gw).await;
+        if r["state"] == "down" {
+            assert!(r["ping_ms"].is_null(), "{r}");
+            assert!(r["error"].is_string(), "{r}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "Redis still reported up: {r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
