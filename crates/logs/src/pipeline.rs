@@ -21,6 +21,9 @@ use crate::line::LogLine;
 use crate::otlp::{Otlp, OtlpSettings, OtlpStats};
 use crate::store::{LogStore, StoreError, StoreSettings};
 
+/// Most lines waiting for the store's indexer thread.
+const STORE_QUEUE: usize = 8192;
+
 /// Where access lines are written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccessTarget {
@@ -61,7 +64,10 @@ impl Settings {
                 max_age: c.max_age.get(),
                 max_bytes: c.max_bytes.get(),
                 commit_interval: c.commit_interval.get(),
-                queue: c.queue,
+                // The indexer's queue holds lines by value (~570 bytes, all
+                // allocated up front): it only smooths the gap between two
+                // commits; `logs.queue` (boxed events) absorbs the bursts.
+                queue: c.queue.min(STORE_QUEUE),
                 ..StoreSettings::default()
             }),
             access: match c.access {

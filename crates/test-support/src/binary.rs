@@ -64,6 +64,9 @@ impl BinaryBuilder {
             }
             cmd.args(&self.args)
                 .env("PERFGATE_LOG", "warn")
+                // No log store in the test's working directory (a test can
+                // turn it on again through `env`).
+                .env("PERFGATE_LOGS__STORE", "false")
                 .envs(self.env.iter().map(|(k, v)| (k, v)))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())

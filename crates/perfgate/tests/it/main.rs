@@ -25,6 +25,7 @@ mod job_isolation;
 mod jobs;
 mod l2;
 mod limits;
+mod logs;
 mod malformed;
 mod paths;
 mod performance;
