@@ -323,19 +323,16 @@ async fn analytics(State(state): State<AdminState>, RawQuery(q): RawQuery) -> Re
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// `10s`, `1m`, `1h`, `1d`.
+/// `10s`, `1m`, `1h`, `1d`: the configuration's durations, with the unit
+/// written out and greater than zero.
 fn parse_interval(v: &str) -> Option<Duration> {
-    let split = v.find(|c: char| !c.is_ascii_digit())?;
-    let (n, unit) = v.split_at(split);
-    let n: u64 = n.parse().ok().filter(|n| *n > 0)?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n.checked_mul(60)?,
-        "h" => n.checked_mul(3600)?,
-        "d" => n.checked_mul(86_400)?,
-        _ => return None,
-    };
-    Some(Duration::from_secs(secs))
+    if v.ends_with(|c: char| c.is_ascii_digit()) {
+        return None;
+    }
+    perfgate_config::parse_duration(v)
+        .ok()
+        .map(Duration::from)
+        .filter(|d| !d.is_zero())
 }
 
 fn rfc3339(us: u64) -> String {

@@ -31,21 +31,18 @@ pub fn parse_instant(text: &str, now: u64) -> Result<u64, String> {
     })
 }
 
-/// A duration such as `15m`, in microseconds.
+/// A duration such as `15m` (the configuration's syntax, with the unit
+/// written out), in microseconds.
 fn relative(s: &str) -> Result<u64, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("now-{s}: expected a number and a unit such as now-15m"))?;
-    let unit_us: u64 = match unit {
-        "s" => 1_000_000,
-        "m" => 60_000_000,
-        "h" => 3_600_000_000,
-        "d" => 86_400_000_000,
-        _ => return Err(format!("now-{s}: the unit must be s, m, h or d")),
-    };
-    Ok(n.saturating_mul(unit_us))
+    if s.is_empty() || s.ends_with(|c: char| c.is_ascii_digit()) {
+        return Err(format!(
+            "now-{s}: expected a number and a unit such as now-15m"
+        ));
+    }
+    let d: std::time::Duration = perfgate_config::parse_duration(s)
+        .map_err(|e| format!("now-{s}: {e}"))?
+        .into();
+    Ok(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.f…](Z|±HH:MM)`, years 1970 to 9999.
